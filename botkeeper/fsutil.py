@@ -1,0 +1,84 @@
+"""Small file-system helpers shared by every process: atomic writes and verified PID files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write(path, json.dumps(data, separators=(",", ":"), default=str))
+
+
+def read_json(path: Path) -> Any:
+    """The parsed file, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_pidfile(path: Path, pid: int | None = None) -> None:
+    pid = pid or os.getpid()
+    atomic_write_json(path, {"pid": pid, "create_time": psutil.Process(pid).create_time()})
+
+
+def verified_process(pid: int | None, create_time: float | None = None, written_at: float | None = None):
+    """psutil.Process for pid if it is still the process we recorded, else None.
+
+    A PID can be reused by an unrelated program, so identity is checked by create time: exactly
+    when we recorded it, or (for PID files written by shell scripts) no later than the file itself.
+    """
+    if not pid or pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        proc = psutil.Process(pid)
+        created = proc.create_time()
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (psutil.Error, OSError):
+        return None
+    if create_time is not None and abs(created - create_time) > 0.05:
+        return None
+    if create_time is None and written_at is not None and created > written_at + 1.0:
+        return None
+    return proc
+
+
+def read_pidfile(path: Path):
+    """The live, verified process a PID file names, or None. Accepts JSON or a bare number."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, int):
+        return verified_process(data, written_at=mtime)
+    if isinstance(data, dict) and isinstance(data.get("pid"), int):
+        return verified_process(data["pid"], data.get("create_time"), written_at=mtime)
+    return None

@@ -1,0 +1,93 @@
+"""Logging for every botkeeper process: one redaction filter, size-rotated files, quiet httpx.
+
+The redactor removes every configured secret in any form it takes (plain, URL-encoded, the secret
+half of a bot token, inside `/bot<token>/` URLs) and anything else shaped like a bot token.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import quote
+
+TOKEN_SHAPE = re.compile(r"(\d{3,20})(:|%3A|%3a)[A-Za-z0-9_-]{35}")
+MASK = "***"
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()):
+        forms: set[str] = set()
+        for secret in secrets:
+            if not secret or len(secret) < 4:
+                continue
+            forms.update({secret, quote(secret, safe=""), quote(secret)})
+            if ":" in secret:  # the secret half of a bot token, alone
+                tail = secret.split(":", 1)[1]
+                if len(tail) >= 8:
+                    forms.add(tail)
+        ordered = sorted(forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        return TOKEN_SHAPE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's final text, traceback included, before any handler sees it."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # a bad %-format must not lose the record
+            message = f"{record.msg!r} (unformattable: {exc})"
+        record.msg, record.args = self.redactor(message), None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = self.redactor(text), None
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
+        return True
+
+
+def rotating_handler(path: Path, max_bytes: int, backups: int, fmt: str = FORMAT) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(fmt))
+    return handler
+
+
+def setup(settings, component: str, to_file: bool = False) -> logging.Logger:
+    """Configure the root logger of one process.
+
+    Supervised children log to stderr (the supervisor writes logs/<component>.log); processes
+    outside the supervisor (auto_recovery, the supervisor itself) write their own rotated file.
+    """
+    redacting = RedactingFilter(Redactor(settings.secrets() + [settings.bot_token or ""]))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    if to_file:
+        handler: logging.Handler = rotating_handler(
+            settings.logs_dir / f"{component}.log", settings.log_max_bytes, settings.log_backups
+        )
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(redacting)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    # httpx logs every request URL, which contains the token, at INFO.
+    for noisy in ("httpx", "httpcore", "apscheduler", "waitress.queue", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger(component)
