@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -109,6 +108,7 @@ TEST = PRODUCTION | {
     "cpu_window": 3.0,
     "alert_retry_interval": 0.5,
     "flap_window": 30.0,
+    "poll_timeout": 1.0,
 }
 PROFILES = {"production": PRODUCTION, "development": DEVELOPMENT, "test": TEST}
 
@@ -266,7 +266,9 @@ KNOBS: dict[str, Knob] = {
     "demo_interval": Knob("DEMO_INTERVAL", _float(0, None, True), 5.0, False, "seconds between demo user messages"),
     "unreachable_alert_after": Knob("UNREACHABLE_ALERT_AFTER", _float(0), 300.0, False, "alert when Telegram is unreachable this long"),
     "alert_retry_interval": Knob("ALERT_RETRY_INTERVAL", _float(0, None, True), 30.0, False, "seconds between retries of unsent alerts"),
+    "auto_recovery": Knob("AUTO_RECOVERY", _bool, True, False, "supervisor relaunches auto_recovery.py if it is gone"),
     "flap_window": Knob("FLAP_WINDOW", _float(0, None, True), 600.0, False, "restarts within this make one incident"),
+    "poll_timeout": Knob("POLL_TIMEOUT", _float(0, 60), 10.0, False, "getUpdates long-poll timeout (seconds)"),
 }
 SECRET_FIELDS = tuple(name for name, knob in KNOBS.items() if knob.secret)
 
@@ -352,6 +354,8 @@ class Settings:
     unreachable_alert_after: float
     alert_retry_interval: float
     flap_window: float
+    auto_recovery: bool
+    poll_timeout: float = 10.0
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
@@ -521,6 +525,8 @@ def _check_relations(values: dict[str, Any]) -> None:
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
+    import tomllib  # only when there is a file: keeps the supervisor small
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

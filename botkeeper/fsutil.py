@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 
 def atomic_write(path: Path, text: str) -> None:
     """Write a file so that readers see the old or the new content, never half of it."""
@@ -39,9 +37,35 @@ def read_json(path: Path) -> Any:
         return None
 
 
+_BOOT_TIME: float | None = None
+
+
+def create_time(pid: int) -> float | None:
+    """A process's start time exactly as psutil reports it, read from /proc without importing
+    psutil (the supervisor stays small). None if the process is gone."""
+    global _BOOT_TIME
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        if _BOOT_TIME is None:
+            with open("/proc/stat", "rb") as fh:
+                _BOOT_TIME = float(next(l for l in fh if l.startswith(b"btime")).split()[1])
+        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+        return ticks / os.sysconf("SC_CLK_TCK") + _BOOT_TIME
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, StopIteration):  # not Linux: ask psutil
+        import psutil
+
+        try:
+            return psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
+
+
 def write_pidfile(path: Path, pid: int | None = None) -> None:
     pid = pid or os.getpid()
-    atomic_write_json(path, {"pid": pid, "create_time": psutil.Process(pid).create_time()})
+    atomic_write_json(path, {"pid": pid, "create_time": create_time(pid)})
 
 
 def verified_process(pid: int | None, create_time: float | None = None, written_at: float | None = None):
@@ -50,6 +74,8 @@ def verified_process(pid: int | None, create_time: float | None = None, written_
     A PID can be reused by an unrelated program, so identity is checked by create time: exactly
     when we recorded it, or (for PID files written by shell scripts) no later than the file itself.
     """
+    import psutil
+
     if not pid or pid <= 0 or pid == os.getpid():
         return None
     try:

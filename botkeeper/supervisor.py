@@ -1,0 +1,625 @@
+"""The supervisor: the one owner of every component's lifecycle.
+
+A single-threaded event loop over a selector: child exits arrive as SIGCHLD through the signal
+wakeup fd (noticed at once, not on a tick), child output through pipes, requests through the control
+socket, and everything else through timers. Decisions come from policy.py; this module applies them.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import control, policy, process
+from .config import EX_CONFIG, ComponentSpec, Settings
+from .fsutil import atomic_write_json, create_time, read_json, write_pidfile
+from .logs import FORMAT, Redactor, RedactingFilter, rotating_handler
+from .states import LIVE, State, check_transition
+from .store import Store
+
+log = logging.getLogger("supervisor")
+EX_LOCKED = 75  # EX_TEMPFAIL: another supervisor owns this directory
+TAIL_LINES = 50
+RECENT_RESTARTS = 50
+CHILD_LINE_TIME = re.compile(r"^\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d)[,.]\d+ ")
+
+
+@dataclass
+class Component:
+    spec: ComponentSpec
+    state: State = State.STOPPED
+    proc: subprocess.Popen | None = None
+    pid: int | None = None
+    create_time: float | None = None
+    started_at: float | None = None  # wall clock, for display
+    started_mono: float = 0.0
+    restarts: int = 0
+    failures: tuple[float, ...] = ()
+    last_exit_code: int | None = None
+    last_exit_signal: int | None = None
+    last_exit: str | None = None
+    last_exit_at: float | None = None
+    last_restart_reason: str | None = None
+    last_restart_at: float | None = None
+    next_start_at: float | None = None  # monotonic
+    next_start_reason: str = ""
+    stop_deadline: float | None = None  # monotonic: SIGKILL after this
+    after_stop: str = "stopped"  # restart | stopped
+    stop_reason: str = ""
+    stop_by: str = ""
+    ever_started: bool = False
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+    out: logging.Logger | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def snapshot(self, mono_now: float, wall_now: float) -> dict[str, Any]:
+        next_start = None if self.next_start_at is None else wall_now + max(0.0, self.next_start_at - mono_now)
+        return {
+            "name": self.name, "state": self.state.value, "pid": self.pid, "create_time": self.create_time,
+            "started_at": self.started_at, "restarts": self.restarts,
+            "last_exit_code": self.last_exit_code, "last_exit_signal": self.last_exit_signal,
+            "last_exit": self.last_exit, "last_exit_at": self.last_exit_at,
+            "last_restart_reason": self.last_restart_reason, "last_restart_at": self.last_restart_at,
+            "next_start_at": next_start, "heartbeat": self.spec.heartbeat, "command": list(self.spec.command),
+        }
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
+        self.settings = settings
+        self.clock, self.wall = clock, wall
+        self.components = {spec.name: Component(spec) for spec in settings.components}
+        self.by_pid: dict[int, Component] = {}
+        self.recent_restarts: collections.deque = collections.deque(maxlen=RECENT_RESTARTS)
+        self.redact = Redactor(settings.secrets() + [settings.bot_token or ""])
+        self.selector = selectors.DefaultSelector()
+        self.shutting_down = False
+        self.shutdown_reason = ""
+        self.exit_code = 0
+        self.started_at = wall()
+        self.store = Store(settings.history_db)
+        self.next_recovery_check = clock() + settings.recovery_interval
+        self._lock_fd: int | None = None
+        self._server: socket.socket | None = None
+        self._clients: dict[socket.socket, bytearray] = {}
+        self._combined: logging.Logger | None = None
+        self._wake_r: int | None = None
+
+    # --- start-up --------------------------------------------------------------------------------
+    def acquire_lock(self) -> bool:
+        s = self.settings
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(s.run_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise
+        self._lock_fd = fd
+        return True
+
+    def setup(self) -> None:
+        s = self.settings
+        for d in (s.logs_dir, s.data_dir, s.run_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        write_pidfile(s.run_dir / "supervisor.pid")
+        self._setup_logs()
+        self.cleanup_leftovers()
+        self._open_control()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r = r
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: None)  # the wakeup fd carries the signal to the loop
+        self.selector.register(r, selectors.EVENT_READ, ("signals", None))
+
+    def _setup_logs(self) -> None:
+        s = self.settings
+        redacting = RedactingFilter(self.redact)
+        root = logging.getLogger()
+        for old in list(root.handlers):
+            root.removeHandler(old)
+        own = rotating_handler(s.logs_dir / "supervisor.log", s.log_max_bytes, s.log_backups)
+        own.addFilter(redacting)
+        root.addHandler(own)
+        root.setLevel(s.log_level)
+        combined = logging.getLogger("botkeeper.combined")
+        combined.propagate = False
+        handler = rotating_handler(s.logs_dir / "combined.log", s.log_max_bytes, s.log_backups, "%(message)s")
+        combined.addHandler(handler)
+        self._combined = combined
+
+        class ToCombined(logging.Handler):  # supervisor lines also go to the combined stream
+            def emit(inner, record: logging.LogRecord) -> None:
+                self._to_combined("supervisor", record.getMessage(), time.strftime("%H:%M:%S"))
+
+        tee = ToCombined(logging.INFO)
+        tee.addFilter(redacting)
+        root.addHandler(tee)
+        for comp in self.components.values():
+            out = logging.getLogger(f"botkeeper.child.{comp.name}")
+            out.propagate = False
+            for old in list(out.handlers):
+                out.removeHandler(old)
+            out.addHandler(rotating_handler(s.logs_dir / f"{comp.name}.log", s.log_max_bytes, s.log_backups, "%(message)s"))
+            out.setLevel(logging.DEBUG)
+            comp.out = out
+
+    def _to_combined(self, name: str, line: str, hhmmss: str | None = None) -> None:
+        if self._combined is None:
+            return
+        match = CHILD_LINE_TIME.match(line)
+        if match:
+            hhmmss, line = match.group(1), line[match.end():]
+        self._combined.info("%s %-10s| %s", hhmmss or time.strftime("%H:%M:%S"), name, line)
+
+    def cleanup_leftovers(self) -> None:
+        """End what a previous (killed) supervisor left running, before starting anything."""
+        old = read_json(self.settings.state_file) or {}
+        for comp in old.get("components", []) if isinstance(old, dict) else []:
+            if not isinstance(comp, dict):
+                continue
+            pid, ctime = comp.get("pid"), comp.get("create_time")
+            if isinstance(pid, int) and isinstance(ctime, (int, float)):
+                kill_timeout = (self.settings.component(comp.get("name", "")) or self.settings).kill_timeout
+                if process.stop_verified(pid, ctime, kill_timeout):
+                    log.warning("%s: stopped pid %s left behind by a previous supervisor", comp.get("name"), pid)
+                    self.store_event("orphan-stopped", comp.get("name"), f"pid {pid} left by a previous supervisor")
+
+    def _open_control(self) -> None:
+        path = self.settings.control_socket
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        os.chmod(path, 0o600)
+        server.listen(16)
+        server.setblocking(False)
+        self._server = server
+        self.selector.register(server, selectors.EVENT_READ, ("accept", None))
+
+    # --- the loop --------------------------------------------------------------------------------
+    def run(self) -> int:
+        log.info("supervisor pid %s starting %s in %s%s", os.getpid(),
+                 ", ".join(self.components), self.settings.home, " (DEMO)" if self.settings.demo_active else "")
+        for comp in self.components.values():
+            self.start(comp, "initial start", "supervisor")
+        self.write_state()
+        while not self.finished():
+            self.step()
+        self.close()
+        return self.exit_code
+
+    def finished(self) -> bool:
+        return self.shutting_down and not any(c.state in LIVE for c in self.components.values())
+
+    def step(self) -> None:
+        timeout = self.next_timeout()
+        for key, _ in self.selector.select(timeout):
+            kind, comp = key.data
+            if kind == "signals":
+                self._on_signals()
+            elif kind == "accept":
+                self._accept()
+            elif kind == "client":
+                if key.fileobj in self._clients:
+                    self._on_client(key.fileobj)
+            elif kind == "pipe":
+                self._on_pipe(key.fileobj, comp)
+        self.on_timers()
+
+    def next_timeout(self) -> float:
+        now = self.clock()
+        due = [self.next_recovery_check]
+        for comp in self.components.values():
+            if comp.next_start_at is not None:
+                due.append(comp.next_start_at)
+            if comp.stop_deadline is not None:
+                due.append(comp.stop_deadline)
+            if comp.state == State.STARTING:
+                due.append(comp.started_mono + comp.spec.start_seconds)
+        return max(0.0, min(due) - now)
+
+    def on_timers(self) -> None:
+        now = self.clock()
+        changed = False
+        for comp in self.components.values():
+            if comp.state == State.STARTING and now >= comp.started_mono + comp.spec.start_seconds:
+                self._set(comp, State.RUNNING)
+                changed = True
+            if comp.next_start_at is not None and now >= comp.next_start_at and not self.shutting_down:
+                reason = comp.next_start_reason
+                comp.next_start_at = None
+                self.start(comp, reason, "supervisor")
+                changed = True
+            if comp.stop_deadline is not None and now >= comp.stop_deadline and comp.proc is not None:
+                log.warning("%s: pid %s ignored SIGTERM for %.1f s: SIGKILL", comp.name, comp.pid, comp.spec.kill_timeout)
+                process.signal_group(comp.pid, signal.SIGKILL)
+                comp.stop_deadline = None
+        if now >= self.next_recovery_check:
+            self.next_recovery_check = now + self.settings.recovery_interval
+            self.watch_recovery()
+        if changed:
+            self.write_state()
+
+    # --- signals and exits -----------------------------------------------------------------------
+    def _on_signals(self) -> None:
+        try:
+            data = os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            data = b""
+        sigs = set(data)
+        if signal.SIGCHLD in sigs or not sigs:
+            self.reap()
+        if {signal.SIGTERM, signal.SIGINT} & sigs:
+            self.shutdown("received SIGTERM" if signal.SIGTERM in sigs else "received SIGINT", "signal")
+        if signal.SIGHUP in sigs:
+            log.info("SIGHUP ignored: settings are read at start; use `python -m botkeeper restart NAME`")
+
+    def reap(self) -> None:
+        for pid, status in process.reap_any():
+            comp = self.by_pid.pop(pid, None)
+            if comp is not None:
+                self.on_exit(comp, status)
+
+    def on_exit(self, comp: Component, status: int) -> None:
+        now, wall = self.clock(), self.wall()
+        code = os.waitstatus_to_exitcode(status)
+        exit_code, exit_signal = (code, None) if code >= 0 else (None, -code)
+        if comp.proc is not None:
+            comp.proc.returncode = code  # we reaped it; keep Popen from waiting again
+        self._drain(comp)
+        process.signal_group(comp.pid, signal.SIGKILL)  # nothing of a dead component lingers
+        ran_for = now - comp.started_mono
+        comp.last_exit_code, comp.last_exit_signal, comp.last_exit_at = exit_code, exit_signal, wall
+        comp.last_exit = policy.describe_exit(exit_code, exit_signal)
+        comp.proc, comp.pid, comp.create_time = None, None, None
+        comp.stop_deadline = None
+        self.store_event("exit", comp.name, f"{comp.last_exit} after {ran_for:.1f} s", "supervisor", exit_code)
+
+        if comp.state == State.STOPPING:
+            if comp.after_stop == "restart" and not self.shutting_down:
+                self.start(comp, comp.stop_reason, comp.stop_by)
+            else:
+                self._set(comp, State.STOPPED)
+                log.info("%s stopped (%s)", comp.name, comp.last_exit)
+            self.write_state()
+            return
+        if self.shutting_down:
+            self._set(comp, State.STOPPED)
+            self.write_state()
+            return
+
+        decision = policy.after_exit(comp.spec, exit_code, exit_signal, ran_for, comp.failures, now)
+        comp.failures = decision.failures
+        if decision.state == State.NEEDS_CONFIG:
+            last = next((line for line in reversed(comp.tail) if line.strip()), "")
+            comp.last_restart_reason = f"needs configuration: {last}" if last else decision.reason
+            self._set(comp, State.NEEDS_CONFIG)
+            log.error("%s exited with code %s (configuration): %s. Not restarting until the setting is fixed"
+                      " and `python -m botkeeper restart %s` is run.", comp.name, EX_CONFIG, last or "?", comp.name)
+            self.store_event("needs-config", comp.name, comp.last_restart_reason, "supervisor", exit_code)
+        elif decision.state == State.STARTING:
+            self.start(comp, f"crashed: {decision.reason}", "supervisor")
+        else:
+            self._set(comp, decision.state)
+            comp.next_start_at = now + decision.delay
+            comp.next_start_reason = f"crashed: {decision.reason}"
+            if decision.state == State.ERRORED:
+                log.error("%s is errored: %s", comp.name, decision.reason)
+                self.store_event("errored", comp.name, decision.reason, "supervisor", exit_code)
+            else:
+                log.warning("%s %s; restarting in %.1f s", comp.name, decision.reason, decision.delay)
+        self.write_state()
+
+    # --- actions ---------------------------------------------------------------------------------
+    def start(self, comp: Component, reason: str, by: str) -> None:
+        env = os.environ.copy()
+        env.update(dict(comp.spec.env))
+        env["BOTKEEPER_HOME"] = str(self.settings.home)
+        env["BOTKEEPER_COMPONENT"] = comp.name
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.settings.demo_active and comp.name == "bot":
+            env["BOTKEEPER_DEMO"] = "1"
+        try:
+            proc = process.spawn(comp.spec.command, env, self.settings.home)
+        except OSError as exc:
+            # A missing program is a configuration problem, not something a restart loop fixes.
+            self._set(comp, State.STARTING)
+            comp.last_restart_reason = f"needs configuration: cannot run {comp.spec.command[0]!r}: {exc.strerror}"
+            self._set(comp, State.NEEDS_CONFIG)
+            log.error("%s: %s", comp.name, comp.last_restart_reason)
+            self.store_event("needs-config", comp.name, comp.last_restart_reason, by)
+            self.write_state()
+            return
+        now = self.clock()
+        comp.proc, comp.pid = proc, proc.pid
+        comp.started_mono, comp.started_at = now, self.wall()
+        comp.create_time = create_time(proc.pid)  # None if already gone: its exit is reaped normally
+        self.by_pid[proc.pid] = comp
+        os.set_blocking(proc.stdout.fileno(), False)
+        self.selector.register(proc.stdout, selectors.EVENT_READ, ("pipe", comp))
+        comp.next_start_at = None
+        self._set(comp, State.STARTING)
+        if comp.ever_started:
+            comp.restarts += 1
+            comp.last_restart_reason, comp.last_restart_at = reason, comp.started_at
+            self.recent_restarts.append({"at": comp.started_at, "component": comp.name, "reason": reason, "by": by})
+            log.info("%s restarted (pid %s): %s [by %s]", comp.name, proc.pid, reason, by)
+            self.store_event("restart", comp.name, reason, by)
+        else:
+            log.info("%s started (pid %s)", comp.name, proc.pid)
+            self.store_event("start", comp.name, reason, by)
+        comp.ever_started = True
+        self.write_state()
+
+    def stop(self, comp: Component, then: str, reason: str, by: str) -> None:
+        """Ask a component to stop: SIGTERM+SIGCONT to its group now, SIGKILL at the deadline."""
+        comp.after_stop, comp.stop_reason, comp.stop_by = then, reason, by
+        if comp.state in (State.STARTING, State.RUNNING):
+            self._set(comp, State.STOPPING)
+            comp.stop_deadline = self.clock() + comp.spec.kill_timeout
+            process.terminate_group(comp.pid)
+            log.info("%s stopping (pid %s): %s [by %s]", comp.name, comp.pid, reason, by)
+        elif comp.state == State.STOPPING:
+            pass  # already on its way; after_stop updated above
+        else:  # not running: nothing to signal
+            comp.next_start_at = None
+            if then == "restart" and not self.shutting_down:
+                self.start(comp, reason, by)
+            elif comp.state != State.STOPPED:
+                self._set(comp, State.STOPPED)
+        self.write_state()
+
+    def shutdown(self, reason: str, by: str) -> None:
+        if not self.shutting_down:
+            log.info("shutting down: %s", reason)
+            self.store_event("shutdown", None, reason, by)
+        self.shutting_down, self.shutdown_reason = True, reason
+        # The bot first in spirit, but all at once in practice: each gets its own kill_timeout.
+        for comp in self.components.values():
+            self.stop(comp, "stopped", reason, by)
+
+    def watch_recovery(self) -> None:
+        """auto_recovery.py watches us; we relaunch it when it is gone (its lock is free)."""
+        s = self.settings
+        script = Path(__file__).resolve().parent.parent / "auto_recovery.py"
+        if not s.auto_recovery or self.shutting_down or not script.exists() or (s.run_dir / "stopping").exists():
+            return
+        fd = os.open(s.run_dir / "recovery.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # held: auto_recovery is alive
+        finally:
+            os.close(fd)  # closing drops our probe lock
+        env = os.environ | {"BOTKEEPER_HOME": str(s.home)}
+        pid = process.spawn_detached([sys.executable, str(script)], env, s.home, s.logs_dir / "auto_recovery.out")
+        log.warning("auto_recovery was not running: relaunched it (pid %s)", pid)
+        self.store_event("relaunch", "auto_recovery", "auto_recovery was not running", "supervisor")
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+    def _set(self, comp: Component, new: State) -> None:
+        comp.state = check_transition(comp.state, new)
+
+    def store_event(self, kind: str, component: str | None, detail: str, by: str | None = None,
+                    exit_code: int | None = None) -> None:
+        try:
+            self.store.record(kind, component, self.redact(detail), by, exit_code)
+        except Exception as exc:  # history must never take the supervisor down
+            log.error("history: could not record %s for %s: %s", kind, component, exc)
+
+    def state(self) -> dict[str, Any]:
+        mono, wall = self.clock(), self.wall()
+        return {
+            "version": 1,
+            "updated_at": wall,
+            "supervisor": {"pid": os.getpid(), "create_time": _own_create_time(), "started_at": self.started_at,
+                           "demo": self.settings.demo_active, "home": str(self.settings.home),
+                           "shutting_down": self.shutting_down},
+            "components": [c.snapshot(mono, wall) for c in self.components.values()],
+            "recent_restarts": list(self.recent_restarts),
+        }
+
+    def write_state(self) -> None:
+        try:
+            atomic_write_json(self.settings.state_file, self.state())
+        except OSError as exc:
+            log.error("run/state.json: cannot write: %s", exc)
+
+    # --- child output ----------------------------------------------------------------------------
+    def _on_pipe(self, pipe, comp: Component) -> None:
+        if pipe.closed:  # closed earlier in this same batch of events (drained at exit)
+            return
+        try:
+            data = os.read(pipe.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(pipe, comp)
+            return
+        self._emit(comp, pipe, data)
+
+    def _drain(self, comp: Component) -> None:
+        pipe = comp.proc.stdout if comp.proc else None
+        if pipe is None or pipe.closed:
+            return
+        while True:
+            try:
+                data = os.read(pipe.fileno(), 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                self._close_pipe(pipe, comp)
+                return
+            self._emit(comp, pipe, data)
+
+    def _emit(self, comp: Component, pipe, data: bytes) -> None:
+        partial = getattr(pipe, "_bk_partial", b"") + data
+        *lines, rest = partial.split(b"\n")
+        if len(rest) > 16384:  # a very long line without newline: flush it anyway
+            lines.append(rest)
+            rest = b""
+        pipe._bk_partial = rest
+        for raw in lines:
+            line = self.redact(raw.decode("utf-8", "replace").rstrip("\r"))
+            comp.tail.append(line)
+            if comp.out is not None:
+                comp.out.info("%s", line)
+            self._to_combined(comp.name, line)
+
+    def _close_pipe(self, pipe, comp: Component) -> None:
+        rest = getattr(pipe, "_bk_partial", b"")
+        if rest:
+            pipe._bk_partial = b""
+            self._emit(comp, pipe, rest + b"\n")
+        try:
+            self.selector.unregister(pipe)
+        except (KeyError, ValueError):
+            pass
+        pipe.close()
+
+    # --- control channel -------------------------------------------------------------------------
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._server.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        self._clients[conn] = bytearray()
+        self.selector.register(conn, selectors.EVENT_READ, ("client", None))
+
+    def _on_client(self, conn: socket.socket) -> None:
+        buf = self._clients.get(conn)
+        try:
+            data = conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data or buf is None:
+            self._drop_client(conn)
+            return
+        buf += data
+        if b"\n" not in buf and len(buf) < control.MAX_MESSAGE:
+            return
+        line = bytes(buf).split(b"\n", 1)[0]
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
+            reply = {"ok": True, "data": self.handle(request)}
+        except (ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        try:
+            conn.setblocking(True)
+            conn.settimeout(2.0)
+            conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+        except OSError:
+            pass  # the asker went away; the action (if any) still happened
+        self._drop_client(conn)
+
+    def _drop_client(self, conn: socket.socket) -> None:
+        self._clients.pop(conn, None)
+        try:
+            self.selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def handle(self, request: dict[str, Any]) -> Any:
+        cmd = request.get("cmd")
+        by = str(request.get("by") or "control")[:40]
+        reason = str(request.get("reason") or f"requested by {by}")[:300]
+        if cmd == "status":
+            return self.state()
+        if cmd == "shutdown":
+            self.shutdown(reason, by)
+            return {"stopping": list(self.components)}
+        if cmd == "event":
+            kind = str(request.get("kind") or "")[:40]
+            if not kind:
+                raise ValueError("event needs a kind")
+            self.store_event(kind, request.get("component"), str(request.get("detail") or "")[:500], by)
+            return {"recorded": kind}
+        if cmd not in ("restart", "start", "stop"):
+            raise ValueError(f"unknown command {cmd!r}: expected status, restart, start, stop, shutdown or event")
+        name = request.get("name")
+        comp = self.components.get(name)
+        if comp is None:
+            raise KeyError(f"unknown component {name!r}: expected one of {', '.join(self.components)}")
+        if self.shutting_down:
+            raise ValueError("the supervisor is shutting down")
+        if cmd == "restart":
+            comp.failures = ()  # an asked-for restart starts a fresh backoff record
+            self.stop(comp, "restart", reason, by)
+        elif cmd == "start":
+            if comp.state not in LIVE:
+                comp.failures = ()
+                comp.next_start_at = None
+                self.start(comp, reason, by)
+        else:
+            self.stop(comp, "stopped", reason, by)
+        return comp.snapshot(self.clock(), self.wall())
+
+    # --- shutdown --------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.write_state()
+        log.info("supervisor stopped: %s", self.shutdown_reason)
+        try:
+            self.settings.control_socket.unlink()
+        except FileNotFoundError:
+            pass
+        try:
+            (self.settings.run_dir / "supervisor.pid").unlink()
+        except FileNotFoundError:
+            pass
+        self.store.close()
+
+
+_CREATE_TIME: float | None = None
+
+
+def _own_create_time() -> float:
+    global _CREATE_TIME
+    if _CREATE_TIME is None:
+        _CREATE_TIME = create_time(os.getpid())
+    return _CREATE_TIME
+
+
+def main(settings: Settings) -> int:
+    supervisor = Supervisor(settings)
+    if not supervisor.acquire_lock():
+        pid = (read_json(settings.run_dir / "supervisor.pid") or {}).get("pid", "?")
+        print(f"botkeeper: another supervisor (pid {pid}) already owns {settings.home}", file=sys.stderr)
+        return EX_LOCKED
+    supervisor.setup()
+    try:
+        return supervisor.run()
+    except Exception:
+        log.exception("supervisor crashed")  # run_24_7.sh restarts us; the next start cleans up
+        return 1

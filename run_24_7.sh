@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Keeps the botkeeper supervisor alive: restarts it with backoff whenever it exits, forwards
+# SIGTERM/SIGINT to it, and exits when asked to stop. One runner per bundle (flock on run/runner.lock).
+set -u
+cd "$(dirname "$0")"
+home="${BOTKEEPER_HOME:-$PWD}"
+run="$home/run"
+py="${BOTKEEPER_PYTHON:-python3}"
+mkdir -p "$run" "$home/logs"
+
+exec 9>"$run/runner.lock"
+if ! flock -n 9; then
+  echo "run_24_7.sh: another runner already keeps the supervisor of $home alive"
+  exit 0
+fi
+echo $$ > "$run/runner.pid"
+
+stopping=0
+child=""
+trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+delay_ms=500
+say() { echo "$(date '+%F %T') run_24_7.sh: $*"; }
+
+while [ "$stopping" = 0 ] && [ ! -e "$run/stopping" ]; do
+  started=$SECONDS
+  "$py" -m botkeeper supervise 9>&- &   # the supervisor must not hold our lock
+  child=$!
+  wait "$child"; code=$?
+  while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done  # a trapped signal ends wait early
+  child=""
+  [ "$stopping" = 1 ] && break
+  case $code in
+    0) [ -e "$run/stopping" ] && break ;;
+    78) say "the supervisor reports a configuration error (see above); not restarting"; exit 78 ;;
+    75) sleep 0.5 & wait $!; continue ;;   # an older supervisor still owns the directory: wait for it
+  esac
+  [ $((SECONDS - started)) -ge 10 ] && delay_ms=500
+  say "supervisor exited with code $code; restarting in $((delay_ms / 1000)).$((delay_ms % 1000 / 100)) s"
+  sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))" & wait $!
+  delay_ms=$((delay_ms * 2)); [ $delay_ms -gt 30000 ] && delay_ms=30000
+done
+rm -f "$run/runner.pid"
+exit 0
