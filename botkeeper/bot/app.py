@@ -1,0 +1,183 @@
+"""Build the python-telegram-bot Application and run it as the supervised `bot` component.
+
+Exit codes: 0 after SIGTERM/SIGINT, 78 (EX_CONFIG) when the token is missing or Telegram rejects
+it (at start or later), 1 when the user's handlers cannot be loaded or something unexpected breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dtm
+import logging
+import signal
+import sys
+
+from telegram import Update
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from .. import logs
+from ..config import EX_CONFIG, KNOBS, load_or_exit
+from . import commands, userhandlers
+from .health import Health, ObservingRequest, heartbeat_loop
+
+log = logging.getLogger("botkeeper.bot")
+SHUTDOWN_LIMIT = 5.0  # seconds for a graceful stop; the supervisor SIGKILLs later anyway
+MAX_START_DELAY = 30.0
+
+
+def build_application(settings, health: Health | None = None, user_handlers: bool = True) -> Application:
+    """The bot: built-in commands, the user's handlers.py, error handling, rate limiting, and a
+    request layer that reports every Bot API outcome to `health` (the heartbeat's source)."""
+    if health is None:
+        health = Health(logs.Redactor(settings.secrets() + [settings.bot_token or ""]))
+    api = settings.bot_api_base_url
+    read_timeout = 5.0
+    application = (
+        ApplicationBuilder()
+        .token(settings.bot_token)
+        .base_url(f"{api}/bot")
+        .base_file_url(f"{api}/file/bot")
+        .request(ObservingRequest(health, connection_pool_size=16, read_timeout=read_timeout))
+        .get_updates_request(ObservingRequest(health, connection_pool_size=2, read_timeout=read_timeout))
+        # Sends hit by 429 wait as Telegram asks and retry; getUpdates is never throttled by it.
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .build()
+    )
+    application.bot_data["botkeeper.settings"] = settings
+    application.bot_data["botkeeper.health"] = health
+
+    async def count(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        health.handled()
+
+    application.add_handler(TypeHandler(Update, count), group=-1000)
+    commands.register(application)
+    application.add_error_handler(on_error)
+    if user_handlers:
+        path = userhandlers.load(settings.home, application)
+        if path:
+            log.info("user handlers loaded from %s", path)
+    return application
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Every handler's exception, the user's included, lands here once, token redacted by logging."""
+    where = "a job"
+    if isinstance(update, Update):
+        chat = update.effective_chat
+        where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
+    log.error("handler failed on %s: %s: %s", where, type(context.error).__name__, context.error,
+              exc_info=context.error)
+
+
+async def _start(application: Application, health: Health, settings) -> None:
+    """getMe (retried while Telegram is unreachable), then polling. InvalidToken propagates."""
+    delay = 1.0
+    while True:
+        try:
+            await application.initialize()
+            break
+        except RetryAfter as exc:
+            await asyncio.sleep(exc.retry_after if isinstance(exc.retry_after, (int, float))
+                                else exc.retry_after.total_seconds())
+        except NetworkError:  # reported by the request layer; TimedOut is a NetworkError too
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_START_DELAY)
+    await application.updater.start_polling(
+        timeout=dtm.timedelta(seconds=settings.poll_timeout),
+        bootstrap_retries=-1,  # deleteWebhook retried with backoff; a rejected token still raises
+        drop_pending_updates=False,  # messages sent while we were down get answered
+        allowed_updates=Update.ALL_TYPES,
+        error_callback=health.poll_error,
+    )
+    await application.start()
+
+
+async def _shutdown(application: Application) -> None:
+    if application.updater is not None and application.updater.running:
+        try:
+            await application.updater.stop()
+        except TelegramError:
+            pass  # the polling task ended with this error; it was reported when it happened
+    if application.running:
+        await application.stop()
+    await application.shutdown()
+
+
+def _rejected(settings, health: Health) -> int:
+    bot_id = (settings.bot_token or "").split(":", 1)[0]
+    server = "" if settings.bot_api_base_url == KNOBS["api_base_url"].default else f" by {settings.bot_api_base_url}"
+    log.error(
+        "Telegram rejected the bot token %s:***%s (HTTP %s): it was revoked or mistyped. Put the token"
+        " from @BotFather into TELEGRAM_BOT_TOKEN (Replit Secrets or .env); not retrying (exit %s).",
+        bot_id, server, health.fatal_status or 401, EX_CONFIG,
+    )
+    return EX_CONFIG
+
+
+async def serve(settings) -> int:
+    health = Health(logs.Redactor(settings.secrets() + [settings.bot_token or ""]))
+    application = build_application(settings, health)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)  # only sets a flag; this coroutine acts
+    beat = asyncio.create_task(heartbeat_loop(health, settings.heartbeat_file, settings.heartbeat_interval))
+    startup = asyncio.create_task(_start(application, health, settings))
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(health.fatal.wait())]
+    code = 0
+    try:
+        await asyncio.wait([startup, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        if startup.done() and startup.exception() is not None:
+            raise startup.exception()
+        if startup.done():
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if health.fatal.is_set():
+            code = _rejected(settings, health)
+    except InvalidToken:
+        code = _rejected(settings, health)
+    finally:
+        for task in (startup, *waiters):
+            task.cancel()
+        health.state, health.detail = "stopping", "token rejected" if code else "stopping on request"
+        health.write(settings.heartbeat_file)
+        beat.cancel()
+        if code:  # the final cleanup getUpdates fails with the same rejected token: nothing new to say
+            logging.getLogger("telegram.ext.Updater").setLevel(logging.CRITICAL)
+        try:
+            await asyncio.wait_for(_shutdown(application), SHUTDOWN_LIMIT)
+        except (asyncio.TimeoutError, TelegramError, RuntimeError) as exc:
+            log.warning("graceful stop incomplete: %s", exc)
+    if not code:
+        log.info("bot stopped")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python main.py`: the bot component."""
+    settings = load_or_exit()
+    logger = logs.setup(settings, "bot")
+    logging.captureWarnings(True)  # library warnings go through the redacting handler too
+    level = max(logging.getLogger().level, logging.INFO)
+    logging.getLogger("telegram").setLevel(level)  # DEBUG there dumps every request and message
+    logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.WARNING)  # we log per episode
+    if not settings.bot_token:
+        logger.error("TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env (or DEMO=auto for the offline demo)")
+        return EX_CONFIG
+    if settings.demo_active:
+        logger.warning("DEMO: talking to the offline Bot API emulator at %s; set TELEGRAM_BOT_TOKEN to go live",
+                       settings.bot_api_base_url)
+    try:
+        return asyncio.run(serve(settings))
+    except userhandlers.UserHandlersError as exc:
+        logger.error("cannot load your handlers: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except Exception:  # process boundary: one redacted traceback, then a meaningful exit code
+        logger.exception("bot crashed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The bot's built-in commands: /start, /help, /ping, /status, /uptime."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from telegram import Update
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+from .. import heartbeat
+from ..fsutil import read_json
+
+BUILTIN_HELP = {
+    "start": "say hello",
+    "help": "list the commands",
+    "ping": "answer pong with the measured round-trip to the Bot API",
+    "status": "health of the bot and the bundle keeping it alive",
+    "uptime": "how long the bot has been running",
+}
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def command_list(application: Application) -> list[str]:
+    """Every /command registered, built-in and the user's, in registration order."""
+    seen: list[str] = []
+    for group in sorted(application.handlers):
+        for handler in application.handlers[group]:
+            if isinstance(handler, CommandHandler):
+                seen += [c for c in sorted(handler.commands) if c not in seen]
+    return seen
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    name = update.effective_user.first_name if update.effective_user else "there"
+    await update.effective_message.reply_text(
+        f"Hello {name}! I am kept alive 24/7 by botkeeper. Try /ping or /status; /help lists everything."
+    )
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    lines = [f"/{c} - {BUILTIN_HELP[c]}" if c in BUILTIN_HELP else f"/{c}" for c in command_list(context.application)]
+    await update.effective_message.reply_text("Commands:\n" + "\n".join(lines))
+
+
+async def ping(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    sent_at = time.monotonic()
+    reply = await update.effective_message.reply_text("pong")
+    round_trip = (time.monotonic() - sent_at) * 1000
+    await reply.edit_text(f"pong ({round_trip:.0f} ms round-trip to the Bot API)")
+
+
+async def uptime(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    health = context.bot_data["botkeeper.health"]
+    started = datetime.fromtimestamp(health.started_at).strftime("%Y-%m-%d %H:%M")
+    await update.effective_message.reply_text(
+        f"Up {human_duration(time.time() - health.started_at)} (since {started})."
+    )
+
+
+async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    settings = context.bot_data["botkeeper.settings"]
+    health = context.bot_data["botkeeper.health"]
+    chat = update.effective_chat
+    if settings.admin_chat_id is not None and (chat is None or chat.id != settings.admin_chat_id):
+        # Operational detail (restart reasons, memory) is for the owner only.
+        await update.effective_message.reply_text(
+            f"The bot is up ({human_duration(time.time() - health.started_at)}). Details go to the admin only."
+        )
+        return
+    await update.effective_message.reply_text(status_text(settings, health, time.time()))
+
+
+def status_text(settings: Any, health: Any, now: float) -> str:
+    """A few lines for /status, from run/state.json, bot_health.txt and the host."""
+    lines = ["DEMO mode (offline emulator)"] if settings.demo_active else []
+    lines.append(f"Bot: up {human_duration(now - health.started_at)}, {health.state},"
+                 f" {health.updates_handled} updates handled")
+    state = read_json(settings.state_file)
+    bot = None
+    if isinstance(state, dict):
+        bot = next((c for c in state.get("components", []) if c.get("name") == "bot"), None)
+    if bot is None:
+        lines.append("Supervisor: not running (bot started on its own)")
+    else:
+        midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        today = [r for r in state.get("recent_restarts", [])
+                 if r.get("component") == "bot" and (r.get("at") or 0) >= midnight]
+        lines.append(f"Restarts today: {len(today)} (total {bot.get('restarts', 0)})")
+        reason = bot.get("last_restart_reason")
+        if reason:
+            at = bot.get("last_restart_at")
+            when = f" at {datetime.fromtimestamp(at).strftime('%H:%M')}" if isinstance(at, (int, float)) else ""
+            lines.append(f"Last restart{when}: {reason}")
+    beat, error = heartbeat.read_or_error(settings.heartbeat_file)
+    if beat:
+        lines.append(f"Heartbeat: {max(0.0, now - beat['written_at']):.1f} s ago")
+    else:
+        lines.append(f"Heartbeat: {error}")
+    lines.append(host_memory())
+    return "\n".join(lines)
+
+
+def host_memory() -> str:
+    import psutil  # imported here: only /status needs it
+
+    mem = psutil.virtual_memory()
+    rss = psutil.Process().memory_info().rss
+    return (f"Host memory: {mem.percent:.0f}% used ({mem.used / 2**30:.1f} of {mem.total / 2**30:.1f} GB);"
+            f" bot {rss / 2**20:.0f} MB")
+
+
+def register(application: Application) -> None:
+    application.add_handler(CommandHandler("start", start))
+    application.add_handler(CommandHandler("help", help_command))
+    application.add_handler(CommandHandler("ping", ping))
+    application.add_handler(CommandHandler("status", status))
+    application.add_handler(CommandHandler("uptime", uptime))

@@ -1,0 +1,187 @@
+"""What the bot knows about its own connection to Telegram, and the heartbeat that reports it.
+
+Every Bot API response passes through `ObservingRequest` (a python-telegram-bot request class, used
+through its public `request`/`get_updates_request` hooks), so the outcome of each getUpdates is
+seen first-hand: a 200 is a good poll, 409 a conflict, 429 a rate limit, 401/404 a rejected token,
+5xx or a transport error an unreachable Telegram. `Health` turns those into the heartbeat's state
+and a few log lines per episode, never one per retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from telegram.error import TelegramError
+from telegram.request import HTTPXRequest
+
+from .. import heartbeat
+
+log = logging.getLogger("botkeeper.bot")
+
+# Methods whose failure says something about the token or the link, not about one chat.
+CORE_METHODS = {"getUpdates", "getMe", "deleteWebhook"}
+REMIND_EVERY = 60.0  # seconds between repeated explanations of an ongoing conflict/outage
+
+
+class Health:
+    """Connection state for the heartbeat. Lives in the event loop; not thread-safe on purpose."""
+
+    def __init__(self, redact: Callable[[str], str], clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.redact = redact
+        self.started_at = clock()
+        self.state = "starting"
+        self.detail = "connecting to Telegram"
+        self.last_poll_at: float | None = None
+        self.unreachable_since: float | None = None
+        self.conflict_since: float | None = None
+        self.updates_handled = 0
+        self.fatal = asyncio.Event()  # set when Telegram rejects the token
+        self.fatal_status: int | None = None
+        self._reminded_at = 0.0
+        self._rate_limited: set[str] = set()  # endpoints in a 429 episode
+
+    # --- what the request layer reports ----------------------------------------------------------
+    def response(self, endpoint: str, code: int, payload: bytes) -> None:
+        if 200 <= code <= 299:
+            self._rate_limit_over(endpoint)
+            if endpoint == "getUpdates":
+                self._polled()
+            elif endpoint == "getMe" and self.state == "telegram-unreachable":
+                self._reachable_again()
+            return
+        if code == 429:
+            self._rate_limited_by(endpoint, payload)
+            return
+        if endpoint not in CORE_METHODS:
+            return  # a failed send is the handler's business (the error handler logs it)
+        if code in (401, 404):
+            self.fatal_status = code
+            self.fatal.set()
+        elif code == 409 and endpoint == "getUpdates":
+            self._conflict()
+        elif code >= 500:
+            self._unreachable(f"Telegram answered {endpoint} with HTTP {code}")
+
+    def transport_error(self, endpoint: str, exc: BaseException) -> None:
+        if endpoint in CORE_METHODS:
+            self._unreachable(f"{type(exc).__name__}: {exc}")
+
+    def poll_error(self, exc: TelegramError) -> None:
+        """python-telegram-bot's polling error callback: the request layer already classified HTTP
+        outcomes; this catches what it cannot see (an unparsable answer)."""
+        if self.state == "polling":
+            log.warning("polling: %s: %s; retrying", type(exc).__name__, self.redact(str(exc)))
+
+    def handled(self) -> None:
+        self.updates_handled += 1
+
+    # --- transitions -----------------------------------------------------------------------------
+    def _polled(self) -> None:
+        now = self.clock()
+        if self.state == "telegram-unreachable":
+            self._reachable_again()
+        elif self.state == "conflict":
+            log.info("conflict over: this copy is the only one polling again after %.0f s",
+                     now - (self.conflict_since or now))
+        elif self.state == "starting":
+            log.info("polling Telegram for updates")
+        self.state, self.detail = "polling", "polling Telegram for updates"
+        self.last_poll_at, self.unreachable_since, self.conflict_since = now, None, None
+
+    def _reachable_again(self) -> None:
+        since = self.unreachable_since or self.clock()
+        log.info("Telegram reachable again after %.1f s", self.clock() - since)
+        self.unreachable_since = None
+        self.state, self.detail = ("polling" if self.last_poll_at else "starting"), "Telegram reachable again"
+
+    def _unreachable(self, why: str) -> None:
+        now = self.clock()
+        why = self.redact(why)
+        if self.state != "telegram-unreachable":
+            self.unreachable_since = now
+            self._reminded_at = now
+            log.warning("Telegram unreachable (%s): retrying with backoff; a restart would not help", why)
+        elif now - self._reminded_at >= REMIND_EVERY:
+            self._reminded_at = now
+            log.warning("Telegram still unreachable after %.0f s (%s)", now - (self.unreachable_since or now), why)
+        self.state, self.detail = "telegram-unreachable", why
+
+    def _conflict(self) -> None:
+        now = self.clock()
+        if self.state != "conflict":
+            self.conflict_since = now
+            self._reminded_at = 0.0
+        if now - self._reminded_at >= REMIND_EVERY:
+            self._reminded_at = now
+            log.warning(
+                "Conflict: another program is polling Telegram with this bot token (for %.0f s now)."
+                " Typically the Replit editor's Run button and a deployment run at the same time, or"
+                " a second copy on another machine. Stop the other copy; this one keeps retrying"
+                " with backoff and takes over when it is gone.", now - (self.conflict_since or now),
+            )
+        self.state = "conflict"
+        self.detail = "another program polls Telegram with this token (409 Conflict)"
+
+    def _rate_limited_by(self, endpoint: str, payload: bytes) -> None:
+        if endpoint in self._rate_limited:
+            return
+        self._rate_limited.add(endpoint)
+        retry_after: Any = "?"
+        try:
+            retry_after = json.loads(payload)["parameters"]["retry_after"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        log.warning("Telegram rate limit (429) on %s: waiting %s s as asked, then retrying", endpoint, retry_after)
+
+    def _rate_limit_over(self, endpoint: str) -> None:
+        if endpoint in self._rate_limited:
+            self._rate_limited.discard(endpoint)
+            log.info("rate limit on %s over", endpoint)
+
+    # --- the heartbeat ---------------------------------------------------------------------------
+    def fields(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at, "last_poll_at": self.last_poll_at,
+            "updates_handled": self.updates_handled, "state": self.state,
+            "unreachable_since": self.unreachable_since, "detail": self.detail,
+        }
+
+    def write(self, path: Path) -> bool:
+        try:
+            heartbeat.write(path, **self.fields())
+            return True
+        except OSError as exc:  # a full disk must not kill the bot; the stale file reports it
+            log.error("cannot write heartbeat %s: %s", path, exc.strerror or exc)
+            return False
+
+
+async def heartbeat_loop(health: Health, path: Path, interval: float) -> None:
+    """Runs inside the bot's event loop: if the loop is blocked, the file goes stale."""
+    while True:
+        health.write(path)
+        await asyncio.sleep(interval)
+
+
+class ObservingRequest(HTTPXRequest):
+    """HTTPXRequest that reports each Bot API outcome to `Health` before python-telegram-bot
+    turns it into a result or an exception."""
+
+    def __init__(self, health: Health, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._health = health
+
+    async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        endpoint = url.rsplit("/", 1)[-1]
+        try:
+            code, payload = await super().do_request(url, method, *args, **kwargs)
+        except TelegramError as exc:  # NetworkError / TimedOut: no answer at all
+            self._health.transport_error(endpoint, exc)
+            raise
+        self._health.response(endpoint, code, payload)
+        return code, payload

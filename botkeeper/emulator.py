@@ -1,0 +1,623 @@
+"""A Telegram Bot API emulator on loopback: the offline demo's Telegram, and the tests' Telegram.
+
+Bot side, `/bot<TOKEN>/<method>` (GET or POST, JSON, form or multipart bodies), answers like
+api.telegram.org: `{"ok": true, "result": ...}` or `{"ok": false, "error_code", "description",
+"parameters"}`. getUpdates long-polls for real and, like Telegram, answers an older poll with 409
+when a newer one arrives (two bots on one token).
+
+Control side, JSON under `/_emulator/` (see `Emulator.control`): inject a user message, read what
+the bot sent (optionally waiting), inject faults for the next N calls, restrict accepted tokens,
+count calls. `Emulator(port=0).start()` runs it in-thread for tests; `main(argv)` is
+`python -m botkeeper emulator [--port N] [--demo] [--token T]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import re
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+log = logging.getLogger("botkeeper.emulator")
+
+BOT_PATH = re.compile(r"^/bot([^/]*)/([A-Za-z]+)/?$")
+TOKEN_SHAPE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{35}$")
+MAX_KEPT = 2000  # sent messages and pending updates kept; the demo runs for weeks
+DEMO_CHAT_ID = 424242
+DESCRIPTIONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    404: "Not Found",
+    409: "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+    429: "Too Many Requests: retry after {retry_after}",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
+TRUE_METHODS = {
+    "setmycommands", "deletemycommands", "sendchataction", "answercallbackquery", "close", "logout",
+    "setwebhook", "setmydescription", "setmyshortdescription", "setmyname", "setchatmenubutton",
+}
+
+
+class Drop(Exception):
+    """Close the connection without an answer (a dropped connection or the end of a hang)."""
+
+
+@dataclass
+class Fault:
+    method: str  # lower-case method name, or "*" for every Bot API method
+    kind: str  # error | drop | hang | delay
+    count: int | None = 1  # calls left; None = until cleared
+    status: int = 500
+    retry_after: int | None = None
+    seconds: float = 0.0  # delay length, or how long a hang holds the connection
+    description: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class State:
+    """Everything the emulator knows; guarded by `cond`."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    tokens: set[str] | None = None  # None = accept any token-shaped value
+    updates: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_KEPT))
+    next_update_id: int = 1
+    next_message_id: int = 1
+    sent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_KEPT))
+    faults: list[Fault] = field(default_factory=list)
+    calls: collections.Counter = field(default_factory=collections.Counter)
+    recent_calls: collections.deque = field(default_factory=lambda: collections.deque(maxlen=500))
+    poll_generation: dict[str, int] = field(default_factory=dict)
+    closing: bool = False
+    fault_epoch: int = 0  # bumped by clear_faults: ends hangs in progress
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _bot_user(token: str) -> dict[str, Any]:
+    bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 1
+    return {
+        "id": bot_id, "is_bot": True, "first_name": "botkeeper demo", "username": "botkeeper_demo_bot",
+        "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False,
+    }
+
+
+def _chat(chat_id: int) -> dict[str, Any]:
+    if chat_id < 0:
+        return {"id": chat_id, "type": "supergroup", "title": "Demo group"}
+    return {"id": chat_id, "type": "private", "first_name": "Demo", "username": "demo_user"}
+
+
+def _as_json_value(value: Any) -> Any:
+    """Form fields carry JSON-encoded values for structured parameters (python-telegram-bot does this)."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, description: str | None = None, retry_after: int | None = None):
+        text = description or DESCRIPTIONS.get(status, "Error").format(retry_after=retry_after)
+        super().__init__(text)
+        self.status, self.description, self.retry_after = status, text, retry_after
+
+    def body(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
+        if self.retry_after is not None:
+            data["parameters"] = {"retry_after": self.retry_after}
+        return data
+
+
+class Emulator:
+    """The emulator's logic plus an HTTP server around it. Thread-safe."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tokens: list[str] | None = None):
+        self.host, self.port = host, port
+        self.state = State(tokens=set(tokens) if tokens else None)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> str:
+        """Listen (again, on the same port after stop(): state is kept) and serve in a thread."""
+        emulator = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.emulator = emulator
+        with self.state.cond:
+            self.state.closing = False
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="emulator-http", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop listening and cut every open connection, like a crashed Telegram."""
+        if self._server is None:
+            return
+        with self.state.cond:
+            self.state.closing = True
+            self.state.cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        with self._conn_lock:
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._server = None
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._conn_lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+    # --- the user side (control) -----------------------------------------------------------------
+    def inject_message(self, text: str, chat_id: int = DEMO_CHAT_ID, user_id: int | None = None,
+                       username: str = "demo_user", first_name: str = "Demo") -> dict[str, int]:
+        """A user writes to the bot. Returns the update_id and message_id."""
+        st = self.state
+        with st.cond:
+            message_id = st.next_message_id
+            st.next_message_id += 1
+            update_id = st.next_update_id
+            st.next_update_id += 1
+            message: dict[str, Any] = {
+                "message_id": message_id, "date": _now(), "chat": _chat(chat_id), "text": text,
+                "from": {"id": user_id or abs(chat_id), "is_bot": False, "first_name": first_name,
+                         "username": username, "language_code": "en"},
+            }
+            command = re.match(r"^/[A-Za-z0-9_]+(@\w+)?", text)
+            if command:
+                message["entities"] = [{"type": "bot_command", "offset": 0, "length": command.end()}]
+            st.updates.append({"update_id": update_id, "message": message})
+            st.cond.notify_all()
+        return {"update_id": update_id, "message_id": message_id}
+
+    def inject_callback(self, data: str, chat_id: int = DEMO_CHAT_ID, message_id: int | None = None) -> dict[str, Any]:
+        st = self.state
+        with st.cond:
+            update_id = st.next_update_id
+            st.next_update_id += 1
+            user = {"id": abs(chat_id), "is_bot": False, "first_name": "Demo"}
+            query: dict[str, Any] = {"id": str(update_id), "from": user, "chat_instance": str(chat_id), "data": data}
+            if message_id is not None:
+                query["message"] = {"message_id": message_id, "date": _now(), "chat": _chat(chat_id)}
+            st.updates.append({"update_id": update_id, "callback_query": query})
+            st.cond.notify_all()
+        return {"update_id": update_id}
+
+    def sent_messages(self, chat_id: int | None = None, after: int = 0, contains: str | None = None,
+                      wait: float = 0.0) -> list[dict[str, Any]]:
+        """Messages the bot sent (edits update them in place), newer than message_id `after`."""
+        st = self.state
+        deadline = time.monotonic() + wait
+
+        def matching() -> list[dict[str, Any]]:
+            return [
+                dict(m) for m in st.sent
+                if m["message_id"] > after and (chat_id is None or m["chat"]["id"] == chat_id)
+                and (contains is None or contains in m.get("text", ""))
+            ]
+
+        with st.cond:
+            while True:
+                found = matching()
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0 or st.closing:
+                    return found
+                st.cond.wait(remaining)
+
+    def add_fault(self, method: str = "*", kind: str = "error", count: int | None = 1, status: int = 500,
+                  retry_after: int | None = None, seconds: float = 0.0, description: str | None = None) -> Fault:
+        if kind not in ("error", "drop", "hang", "delay"):
+            raise ValueError("kind must be one of error, drop, hang, delay")
+        if kind == "error" and status == 429 and retry_after is None:
+            retry_after = 1
+        if kind == "hang" and not seconds:
+            seconds = 3600.0
+        fault = Fault(method.lower(), kind, count, int(status), retry_after, float(seconds), description)
+        with self.state.cond:
+            self.state.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self.state.cond:
+            self.state.faults.clear()
+            self.state.fault_epoch += 1
+            self.state.cond.notify_all()  # ends hangs
+
+    def set_tokens(self, tokens: list[str] | None) -> None:
+        with self.state.cond:
+            self.state.tokens = set(tokens) if tokens else None
+
+    def calls(self) -> dict[str, Any]:
+        with self.state.cond:
+            return {"counts": dict(self.state.calls), "recent": list(self.state.recent_calls)}
+
+    def snapshot(self) -> dict[str, Any]:
+        st = self.state
+        with st.cond:
+            return {
+                "pending_updates": len(st.updates), "sent": len(st.sent), "next_update_id": st.next_update_id,
+                "tokens_restricted": st.tokens is not None, "faults": [f.to_json() for f in st.faults],
+                "calls": dict(st.calls),
+            }
+
+    def control(self, verb: str, action: str, params: dict[str, Any]) -> tuple[int, Any]:
+        """The `/_emulator/<action>` JSON API. Returns (HTTP status, body)."""
+        if action == "messages" and verb == "POST":
+            return 200, self.inject_message(
+                str(params.get("text", "")), int(params.get("chat_id", DEMO_CHAT_ID)),
+                int(params["user_id"]) if params.get("user_id") else None,
+                str(params.get("username", "demo_user")), str(params.get("first_name", "Demo")),
+            )
+        if action == "callback" and verb == "POST":
+            msg = params.get("message_id")
+            return 200, self.inject_callback(str(params.get("data", "")), int(params.get("chat_id", DEMO_CHAT_ID)),
+                                             int(msg) if msg else None)
+        if action == "sent":
+            chat = params.get("chat_id")
+            return 200, {"messages": self.sent_messages(
+                int(chat) if chat not in (None, "") else None, int(params.get("after", 0) or 0),
+                params.get("contains") or None, min(float(params.get("wait", 0) or 0), 120.0),
+            )}
+        if action == "faults" and verb == "POST":
+            count = params.get("count", 1)
+            try:
+                fault = self.add_fault(
+                    str(params.get("method", "*")), str(params.get("kind", "error")),
+                    None if count in (None, "", "always") else int(count), int(params.get("status", 500)),
+                    int(params["retry_after"]) if params.get("retry_after") not in (None, "") else None,
+                    float(params.get("seconds", 0) or 0), params.get("description"),
+                )
+            except ValueError as exc:
+                return 400, {"error": str(exc)}
+            return 200, {"fault": fault.to_json()}
+        if (action == "faults" and verb == "DELETE") or (action == "faults/clear" and verb == "POST"):
+            self.clear_faults()
+            return 200, {"faults": []}
+        if action == "tokens" and verb == "POST":
+            tokens = params.get("tokens")
+            self.set_tokens([str(t) for t in tokens] if tokens else None)
+            return 200, {"tokens_restricted": bool(tokens)}
+        if action == "calls":
+            return 200, self.calls()
+        if action in ("", "state"):
+            return 200, self.snapshot()
+        return 404, {"error": f"unknown control action {verb} /_emulator/{action}"}
+
+    # --- the bot side (Bot API) ------------------------------------------------------------------
+    def api(self, token: str, method: str, params: dict[str, Any]) -> Any:
+        """One Bot API call: the result, or raises ApiError / Drop."""
+        st = self.state
+        name = method.lower()
+        with st.cond:
+            st.calls[method] += 1
+            fault = self._take_fault(name)
+        if fault is not None:
+            self._apply_fault(fault)
+        if not TOKEN_SHAPE.match(token):
+            raise ApiError(404)
+        with st.cond:
+            if st.tokens is not None and token not in st.tokens:
+                raise ApiError(401)
+        handler = getattr(self, f"_m_{name}", None)
+        if handler is not None:
+            return handler(token, params)
+        if name in TRUE_METHODS:
+            return True
+        raise ApiError(404)
+
+    def _take_fault(self, name: str) -> Fault | None:
+        for fault in self.state.faults:
+            if fault.method in (name, "*"):
+                if fault.count is not None:
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self.state.faults.remove(fault)
+                return fault
+        return None
+
+    def _apply_fault(self, fault: Fault) -> None:
+        st = self.state
+        if fault.kind == "delay":
+            time.sleep(fault.seconds)
+            return
+        if fault.kind == "drop":
+            raise Drop()
+        if fault.kind == "hang":
+            deadline = time.monotonic() + fault.seconds
+            with st.cond:  # held until the time is up, the faults are cleared or we stop
+                epoch = st.fault_epoch
+                while not st.closing and st.fault_epoch == epoch and time.monotonic() < deadline:
+                    st.cond.wait(max(0.0, deadline - time.monotonic()))
+            raise Drop()
+        raise ApiError(fault.status, fault.description, fault.retry_after)
+
+    def _m_getme(self, token: str, params: dict[str, Any]) -> Any:
+        return _bot_user(token)
+
+    def _m_getmycommands(self, token: str, params: dict[str, Any]) -> Any:
+        return []
+
+    def _m_getwebhookinfo(self, token: str, params: dict[str, Any]) -> Any:
+        with self.state.cond:
+            pending = len(self.state.updates)
+        return {"url": "", "has_custom_certificate": False, "pending_update_count": pending}
+
+    def _m_deletewebhook(self, token: str, params: dict[str, Any]) -> Any:
+        if str(params.get("drop_pending_updates", "")).lower() in ("true", "1"):
+            with self.state.cond:
+                self.state.updates.clear()
+        return True
+
+    def _m_getupdates(self, token: str, params: dict[str, Any]) -> Any:
+        st = self.state
+        offset = int(params.get("offset") or 0)
+        limit = max(1, min(int(params.get("limit") or 100), 100))
+        timeout = max(0.0, min(float(params.get("timeout") or 0), 50.0))
+        deadline = time.monotonic() + timeout
+        with st.cond:
+            # Like Telegram: a newer getUpdates ends an older one still waiting with 409.
+            generation = st.poll_generation.get(token, 0) + 1
+            st.poll_generation[token] = generation
+            st.cond.notify_all()
+            if offset > 0:
+                while st.updates and st.updates[0]["update_id"] < offset:
+                    st.updates.popleft()
+            elif offset < 0:
+                keep = list(st.updates)[offset:]
+                st.updates.clear()
+                st.updates.extend(keep)
+            while True:
+                if st.poll_generation.get(token) != generation:
+                    raise ApiError(409)
+                if st.updates or st.closing:
+                    return list(st.updates)[:limit]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                st.cond.wait(remaining)
+
+    def _new_message(self, token: str, params: dict[str, Any], text: str) -> dict[str, Any]:
+        try:
+            chat_id = int(params.get("chat_id"))
+        except (TypeError, ValueError):
+            raise ApiError(400, "Bad Request: chat not found") from None
+        if not text.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        st = self.state
+        with st.cond:
+            message = {
+                "message_id": st.next_message_id, "date": _now(), "chat": _chat(chat_id),
+                "from": _bot_user(token), "text": text,
+            }
+            reply = _as_json_value(params.get("reply_parameters"))
+            reply_id = reply.get("message_id") if isinstance(reply, dict) else params.get("reply_to_message_id")
+            if reply_id:
+                message["reply_to_message_id"] = int(reply_id)  # for the control side only
+            st.next_message_id += 1
+            st.sent.append(message)
+            st.cond.notify_all()
+            return {k: v for k, v in message.items() if k != "reply_to_message_id"}
+
+    def _m_sendmessage(self, token: str, params: dict[str, Any]) -> Any:
+        return self._new_message(token, params, str(params.get("text", "")))
+
+    def _m_editmessagetext(self, token: str, params: dict[str, Any]) -> Any:
+        st = self.state
+        try:
+            chat_id, message_id = int(params.get("chat_id")), int(params.get("message_id"))
+        except (TypeError, ValueError):
+            raise ApiError(400, "Bad Request: message to edit not found") from None
+        with st.cond:
+            for message in st.sent:
+                if message["message_id"] == message_id and message["chat"]["id"] == chat_id:
+                    if message["text"] == params.get("text"):
+                        raise ApiError(400, "Bad Request: message is not modified")
+                    message["text"] = str(params.get("text", ""))
+                    message["edit_date"] = _now()
+                    st.cond.notify_all()
+                    return {k: v for k, v in message.items() if k != "reply_to_message_id"}
+        raise ApiError(400, "Bad Request: message to edit not found")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    emulator: Emulator
+    protocol_version = "HTTP/1.1"  # keep-alive, as python-telegram-bot's httpx pool expects
+    server_version = "botkeeper-emulator"
+
+    def setup(self) -> None:
+        super().setup()
+        self.emulator._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.emulator._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return  # request lines carry the token; errors are reported by the caller instead
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _params(self) -> dict[str, Any]:
+        url = urlsplit(self.path)
+        params: dict[str, Any] = dict(parse_qsl(url.query))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        ctype = (self.headers.get("Content-Type") or "").lower()
+        if not body:
+            return params
+        if "json" in ctype:
+            data = json.loads(body.decode("utf-8"))
+            if isinstance(data, dict):
+                params.update(data)
+        elif "multipart/form-data" in ctype:
+            params.update(_parse_multipart(body, ctype))
+        else:
+            params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        return params
+
+    def _dispatch(self, verb: str) -> None:
+        path = urlsplit(self.path).path
+        try:
+            params = self._params()
+        except (ValueError, UnicodeDecodeError):
+            self._send(400, {"ok": False, "error_code": 400, "description": "Bad Request: can't parse request body"})
+            return
+        if path.startswith("/_emulator"):
+            action = path[len("/_emulator"):].strip("/")
+            try:
+                status, body = self.emulator.control(verb, action, params)
+            except (ValueError, TypeError, KeyError) as exc:
+                status, body = 400, {"error": f"bad parameters: {exc}"}
+            self._send(status, body)
+            return
+        match = BOT_PATH.match(path)
+        if not match:
+            self._send(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            return
+        token, method = match.groups()
+        try:
+            result = self.emulator.api(token, method, params)
+        except Drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._note(method, "dropped")
+            return
+        except ApiError as exc:
+            self._note(method, exc.status)
+            self._send(exc.status, exc.body())
+            return
+        self._note(method, 200)
+        self._send(200, {"ok": True, "result": result})
+
+    def _note(self, method: str, status: Any) -> None:
+        with self.emulator.state.cond:
+            self.emulator.state.recent_calls.append({"at": time.time(), "method": method, "status": status})
+
+    def _send(self, status: int, body: Any) -> None:
+        raw = json.dumps(body).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+        except OSError:  # the client went away (a killed bot, a cancelled long poll)
+            self.close_connection = True
+
+
+def _parse_multipart(body: bytes, ctype: str) -> dict[str, str]:
+    """Text fields of a multipart/form-data body (files are not emulated)."""
+    match = re.search(r'boundary="?([^";]+)"?', ctype)
+    if not match:
+        return {}
+    fields: dict[str, str] = {}
+    for part in body.split(b"--" + match.group(1).encode()):
+        head, sep, value = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]+)"', head)
+        if sep and name and b"filename=" not in head:
+            fields[name.group(1).decode()] = value.rstrip(b"\r\n").decode("utf-8", "replace")
+    return fields
+
+
+# --- the demo user ---------------------------------------------------------------------------------
+DEMO_TEXTS = ("Hello from the demo user!", "How is the bot doing?", "Still here, still chatting.")
+
+
+def demo_user(emulator: Emulator, interval: float, stop: threading.Event) -> None:
+    """Talk to the bot every `interval` seconds so the page shows real traffic."""
+    n = 0
+    while not stop.wait(interval):
+        emulator.inject_message("/ping")
+        emulator.inject_message(DEMO_TEXTS[n % len(DEMO_TEXTS)])
+        n += 1
+
+
+# --- command line ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    from .config import load_or_exit
+    from .logs import setup
+
+    settings = load_or_exit()
+    logger = setup(settings, "emulator")
+    parser = argparse.ArgumentParser(prog="python -m botkeeper emulator", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=settings.emulator_port, help="loopback port (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--demo", action="store_true", help="also run a demo user that talks to the bot")
+    parser.add_argument("--token", action="append", help="accept only this token (repeatable); others get 401")
+    args = parser.parse_args(argv)
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:  # only sets a flag; the main thread acts
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    emulator = Emulator(args.host, args.port, tokens=args.token)
+    try:
+        url = emulator.start()
+    except OSError as exc:
+        logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
+        return 1
+    logger.info("Telegram Bot API emulator listening on %s (bot API at %s/bot<TOKEN>/<method>)", url, url)
+    demo = None
+    if args.demo:
+        demo = threading.Thread(target=demo_user, args=(emulator, settings.demo_interval, stopping),
+                                name="demo-user", daemon=True)
+        demo.start()
+        logger.info("DEMO: a demo user sends /ping and a message every %g s", settings.demo_interval)
+    while not stopping.wait(1.0):
+        pass
+    logger.info("emulator stopping")
+    emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
