@@ -1,0 +1,80 @@
+"""The status page and health API (served by keep_alive.py through waitress).
+
+`create_app(settings, clock=..., history=...)` builds the Flask app; every data source is the
+bundle's own files (run/state.json, bot_health.txt, logs/) plus psutil, so tests drive it by
+writing those files. Background work (the chart sampler, the self-pinger) starts only through
+`start_background(app)`, which keep_alive.py calls and tests call when they want it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from flask import Flask
+
+from .auth import TokenGate
+from .history import History, Sampler
+from .metrics import make_registry
+from .status import StatusSource
+
+MAX_BODY = 64 * 1024  # nothing here takes a body worth more
+
+
+@dataclass
+class WebContext:
+    settings: Any
+    source: StatusSource
+    gate: TokenGate
+    registry: Any
+    refresh_seconds: float
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+def create_app(settings: Any, *, clock: Callable[[], float] = time.time, history: History | None = None,
+               refresh_seconds: float = 5.0, cache_ttl: float = 1.0) -> Flask:
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY)
+    app.json.sort_keys = False  # keep the documented field order
+    source = StatusSource(settings, clock=clock, history=history, cache_ttl=cache_ttl)
+    app.extensions["botkeeper"] = WebContext(
+        settings=settings,
+        source=source,
+        gate=TokenGate(settings.restart_token, clock),
+        registry=make_registry(source),
+        refresh_seconds=refresh_seconds,
+    )
+    from . import api, errors, views
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    errors.install(app)
+    return app
+
+
+def context(app: Flask) -> WebContext:
+    return app.extensions["botkeeper"]
+
+
+def start_background(app: Flask) -> WebContext:
+    """Start the chart sampler and (when enabled) the self-pinger as daemon threads."""
+    from .selfping import SelfPinger
+
+    ctx = context(app)
+    sampler = Sampler(ctx.source.take_sample, ctx.settings.sample_interval, ctx.stop)
+    ctx.threads.append(sampler)
+    if ctx.settings.self_ping_enabled:
+        ctx.threads.append(SelfPinger(ctx.settings.self_ping_url, ctx.settings.self_ping_interval, ctx.stop))
+    for thread in ctx.threads:
+        thread.start()
+    return ctx
+
+
+def stop_background(app: Flask, timeout: float = 2.0) -> None:
+    ctx = context(app)
+    ctx.stop.set()
+    for thread in ctx.threads:
+        thread.join(timeout)

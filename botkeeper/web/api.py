@@ -1,0 +1,119 @@
+"""JSON API: {"success": true, "data": ...}. Restart and log lines need the Bearer token."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .. import control
+from ..logs import Redactor
+from . import logtail
+from .errors import error_response
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# Logs of botkeeper's own processes, besides the components'.
+EXTRA_LOGS = ("supervisor", "auto_recovery", "runner", "combined")
+MAX_LINES = 1000
+
+
+def _ctx():
+    return current_app.extensions["botkeeper"]
+
+
+def ok(data) -> Response:
+    return jsonify(success=True, data=data)
+
+
+def _components() -> set[str]:
+    ctx = _ctx()
+    names = {c.name for c in ctx.settings.components}
+    state = ctx.source.read_state_only() or {}
+    names |= {c.get("name") for c in state.get("components", []) if isinstance(c, dict) and c.get("name")}
+    return names
+
+
+def _authorized() -> Response | None:
+    denial = _ctx().gate.check(request.remote_addr or "?", request.headers.get("Authorization"))
+    if denial is None:
+        return None
+    if denial.status == 429:
+        log.warning("auth: too many wrong tokens from %s for %s", request.remote_addr, request.path)
+    return error_response(denial.status, denial.error, denial.headers)
+
+
+@bp.get("/health")
+def health() -> Response:
+    _, body = _ctx().source.health()
+    return ok(body)
+
+
+@bp.get("/status")
+def status() -> Response:
+    return ok(_ctx().source.snapshot())
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    snap = _ctx().source.snapshot()
+    counts = _ctx().source.restarts.counts()
+    by_reason: dict[str, int] = {}
+    for (_, reason), n in counts.items():
+        by_reason[reason] = by_reason.get(reason, 0) + n
+    return ok({
+        "host": snap["host"],
+        "bot": snap["bot"],
+        "components": {c["name"]: {"memory_bytes": c["memory_bytes"], "cpu_percent": c["cpu_percent"],
+                                   "uptime": c["uptime"], "restarts": c["restarts"]} for c in snap["components"]},
+        "heartbeat_age": snap["heartbeat"]["age"],
+        "last_poll_age": snap["heartbeat"]["last_poll_age"],
+        "events": {"updates_handled": snap["heartbeat"]["updates_handled"],
+                   "restarts_seen": sum(by_reason.values()), "restarts_by_reason": by_reason},
+    })
+
+
+@bp.post("/restart/<component>")
+def restart(component: str) -> Response:
+    denied = _authorized()
+    if denied is not None:
+        return denied
+    if not NAME_RE.match(component) or component not in _components():
+        return error_response(404, f"no component named {component!r}")
+    try:
+        data = control.call(_ctx().settings, "restart", name=component, reason="requested from the web page",
+                            by="web")
+    except control.SupervisorUnavailable as exc:
+        log.warning("restart %s: supervisor unavailable: %s", component, exc)
+        return error_response(503, f"the supervisor is not running, so nothing can be restarted ({exc})")
+    except control.ControlError as exc:
+        status = 404 if "unknown" in str(exc).lower() or "no component" in str(exc).lower() else 409
+        return error_response(status, str(exc))
+    log.info("restart %s: requested from the web page by %s", component, request.remote_addr)
+    # Only the state: the supervisor's snapshot also holds the command line, which may carry a secret.
+    return ok({"component": component, "requested": True, "state": (data or {}).get("state")})
+
+
+@bp.get("/logs/<component>")
+def logs(component: str) -> Response:
+    denied = _authorized()
+    if denied is not None:
+        return denied
+    raw = request.args.get("lines", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LINES:
+        return error_response(400, f"lines must be a whole number from 1 to {MAX_LINES}")
+    # The name picks from known files; a user-supplied path never reaches the file system.
+    if not NAME_RE.match(component) or component not in _components() | set(EXTRA_LOGS):
+        return error_response(404, f"no component named {component!r}")
+    settings = _ctx().settings
+    try:
+        lines = logtail.tail(settings.logs_dir / f"{component}.log", int(raw))
+    except FileNotFoundError:
+        return error_response(404, f"no log for {component} yet")
+    except OSError as exc:
+        return error_response(500, f"cannot read the log of {component}: {exc.strerror}")
+    redact = Redactor(settings.secrets() + [settings.bot_token or ""])
+    return ok({"component": component, "lines": [redact(line) for line in lines]})

@@ -1,0 +1,100 @@
+"""Prometheus exposition: a custom collector that reads the current status at scrape time.
+
+No global mutable gauges: each scrape builds its families from one StatusSource snapshot, in a
+registry of this app's own (so several apps in one test process do not collide).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .reasons import BUCKETS
+from .status import StatusSource
+
+
+class BotkeeperCollector(Collector):
+    def __init__(self, source: StatusSource):
+        self.source = source
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the live state; collect() is only called at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.source.snapshot()
+        yield from _overall(snap)
+        yield from _components(snap, self.source.restarts.counts())
+        yield from _heartbeat(snap["heartbeat"])
+        yield from _host(snap["host"])
+
+
+def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        yield GaugeMetricFamily(name, doc, value=value)
+
+
+def _overall(snap: dict[str, Any]) -> Iterator[Metric]:
+    yield GaugeMetricFamily("botkeeper_healthy", "1 when /health answers 200", value=int(snap["healthy"]))
+    status = GaugeMetricFamily("botkeeper_status", "Overall state (1 for the current one)", labels=["status"])
+    for word in ("healthy", "degraded", "down"):
+        status.add_metric([word], int(snap["status"] == word))
+    yield status
+    yield GaugeMetricFamily("botkeeper_demo", "1 while the offline demo runs", value=int(snap["demo"]))
+    yield GaugeMetricFamily("botkeeper_supervisor_up", "1 while the supervisor runs",
+                            value=int(snap["supervisor"]["running"]))
+
+
+def _components(snap: dict[str, Any], counts: dict[tuple[str, str], int]) -> Iterator[Metric]:
+    up = GaugeMetricFamily("botkeeper_component_up", "1 while the component is running", labels=["component"])
+    uptime = GaugeMetricFamily("botkeeper_component_uptime_seconds", "Seconds since the component started",
+                               labels=["component"])
+    mem = GaugeMetricFamily("botkeeper_process_memory_bytes", "Resident memory of the component's process tree",
+                            labels=["component"])
+    cpu = GaugeMetricFamily("botkeeper_process_cpu_percent", "CPU use of the component's process tree (100 = one core)",
+                            labels=["component"])
+    restarts = CounterMetricFamily("botkeeper_restarts", "Restarts seen by this web process, by reason",
+                                   labels=["component", "reason"])
+    names = [c["name"] for c in snap["components"]]
+    for c in snap["components"]:
+        up.add_metric([c["name"]], int(c["running"] and c["alive"]))
+        if c["uptime"] is not None:
+            uptime.add_metric([c["name"]], c["uptime"])
+        if c["memory_bytes"] is not None:
+            mem.add_metric([c["name"]], c["memory_bytes"])
+            cpu.add_metric([c["name"]], c["cpu_percent"])
+    # Every (component, reason) pair is exposed, zeros included, so rate() works from the start;
+    # the reason label only takes the fixed BUCKETS values.
+    for name in sorted(set(names) | {n for n, _ in counts}):
+        for reason in BUCKETS:
+            restarts.add_metric([name, reason], counts.get((name, reason), 0))
+    yield from (up, uptime, mem, cpu, restarts)
+
+
+def _heartbeat(beat: dict[str, Any]) -> Iterator[Metric]:
+    yield from _gauge("botkeeper_heartbeat_age_seconds", "Age of the bot's heartbeat file", beat["age"])
+    yield from _gauge("botkeeper_last_poll_age_seconds", "Seconds since the bot's last successful getUpdates",
+                      beat["last_poll_age"])
+    if beat["updates_handled"] is not None:
+        yield CounterMetricFamily("botkeeper_updates_handled", "Telegram updates handled by the running bot",
+                                  value=beat["updates_handled"])
+
+
+def _host(host: dict[str, Any]) -> Iterator[Metric]:
+    yield from _gauge("botkeeper_host_cpu_percent", "Host CPU use (100 = all cores)", host["cpu_percent"])
+    yield from _gauge("botkeeper_host_memory_total_bytes", "Host memory", host["memory_total"])
+    yield from _gauge("botkeeper_host_memory_used_bytes", "Host memory in use (total - available)", host["memory_used"])
+    yield from _gauge("botkeeper_host_disk_total_bytes", "Size of the disk holding the bundle", host["disk_total"])
+    yield from _gauge("botkeeper_host_disk_free_bytes", "Free space on the disk holding the bundle", host["disk_free"])
+
+
+def make_registry(source: StatusSource) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BotkeeperCollector(source))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

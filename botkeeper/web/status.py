@@ -1,0 +1,266 @@
+"""What the page and the APIs report: run/state.json + bot_health.txt + psutil, one snapshot.
+
+`StatusSource.health()` is the cheap path (/health: two small file reads and one PID check);
+`snapshot()` adds process and host usage (cached by procstats), restarts and the chart samples.
+The verdict itself always comes from botkeeper.policy.health, shared with the CLI and monitor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .. import heartbeat as hb
+from .. import policy
+from ..fsutil import read_json, verified_process
+from ..logs import Redactor
+from ..states import LIVE, State
+from .history import DAY, RingHistory, Sample
+from .procstats import HostStats, ProcessStats
+from .reasons import RestartCounter, bucket
+
+GO_LIVE = (
+    "To go live: set TELEGRAM_BOT_TOKEN (from @BotFather) in Replit Secrets or in .env, "
+    "then restart the bundle."
+)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One consistent look at the files, and the verdict on it."""
+
+    now: float
+    state: dict[str, Any] | None
+    supervisor_alive: bool
+    heartbeat: dict[str, Any] | None
+    heartbeat_error: str | None
+    verdict: policy.Verdict
+    took: float  # seconds spent reading and deciding
+
+
+class SinceTracker:
+    """Since when the overall state and each check have been what they are.
+
+    The web process may start long after a change, so a key seen for the first time gets an
+    estimate from the files (bot start, last exit, heartbeat's unreachable_since...). A change
+    seen while running is timed by the files too when they name a moment since the previous
+    look (the bot knows better when Telegram went away), else by the moment it was seen.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # key -> [value, since, estimated, last looked at]
+        self._seen: dict[str, list[Any]] = {}
+
+    def observe(self, key: str, value: Any, now: float, estimate: float | None) -> tuple[float, bool]:
+        with self._lock:
+            old = self._seen.get(key)
+            if old is not None and old[0] == value:
+                old[3] = now
+                return old[1], old[2]
+            if old is None:
+                entry = [value, now if estimate is None else min(estimate, now), True, now]
+            elif estimate is not None and old[3] <= estimate <= now:
+                entry = [value, estimate, False, now]
+            else:
+                entry = [value, now, False, now]
+            self._seen[key] = entry
+            return entry[1], entry[2]
+
+    def forget_except(self, keys: set[str]) -> None:
+        with self._lock:
+            for key in set(self._seen) - keys:
+                del self._seen[key]
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _check_estimate(check: policy.Check, reading: Reading, components: Mapping[str, Mapping],
+                    settings: Any) -> float | None:
+    """Best guess at when a check, first seen now, last changed."""
+    state, beat = reading.state or {}, reading.heartbeat or {}
+    if check.name == "supervisor":
+        return _num(state.get("supervisor", {}).get("started_at")) if check.ok else _num(state.get("updated_at"))
+    if check.name.startswith("component:"):
+        comp = components.get(check.name.split(":", 1)[1], {})
+        if check.ok:
+            return _num(comp.get("started_at"))
+        return _num(comp.get("last_exit_at")) or _num(comp.get("last_restart_at"))
+    bot_start = _num(beat.get("started_at")) or _num(components.get("bot", {}).get("started_at"))
+    if check.name == "heartbeat":
+        written = _num(beat.get("written_at"))
+        if check.ok or written is None:
+            return bot_start or written
+        # It went late after two missed beats, stale after stale_after.
+        return written + (settings.stale_after if "stale" in check.detail else 2 * settings.heartbeat_interval)
+    if check.name == "telegram":
+        return bot_start if check.ok else _num(beat.get("unreachable_since"))
+    return None
+
+
+class StatusSource:
+    def __init__(self, settings: Any, clock: Callable[[], float] = time.time, history: Any = None,
+                 cache_ttl: float = 1.0):
+        self.settings = settings
+        self.clock = clock
+        self.history = history if history is not None else RingHistory(settings.sample_interval)
+        self.procs = ProcessStats(ttl=cache_ttl)
+        self.host = HostStats(str(settings.home), ttl=cache_ttl)
+        self.restarts = RestartCounter()
+        self.since = SinceTracker()
+        self.redact = Redactor(settings.secrets() + [settings.bot_token or ""])
+
+    # --- the cheap path ---------------------------------------------------------------------
+    def read(self) -> Reading:
+        started = time.perf_counter()
+        s = self.settings
+        state = read_json(s.state_file)
+        if not isinstance(state, dict):
+            state = None
+        sup = (state or {}).get("supervisor") or {}
+        alive = bool(state) and verified_process(sup.get("pid"), sup.get("create_time")) is not None
+        beat, beat_error = hb.read_or_error(s.heartbeat_file)
+        now = self.clock()
+        verdict = policy.health(state, alive, beat, beat_error, now, s.heartbeat_interval, s.stale_after,
+                                s.heartbeat_grace)
+        return Reading(now, state, alive, beat, beat_error, verdict, time.perf_counter() - started)
+
+    def health(self) -> tuple[Reading, dict[str, Any]]:
+        """The reading and the /health + /api/health body: verdict, checks and how long each has held."""
+        reading = self.read()
+        comps = {c.get("name"): c for c in (reading.state or {}).get("components", []) if isinstance(c, dict)}
+        checks, keys = [], {"overall"}
+        for check in reading.verdict.checks:
+            estimate = _check_estimate(check, reading, comps, self.settings)
+            since, _ = self.since.observe("check:" + check.name, check.ok, reading.now, estimate)
+            keys.add("check:" + check.name)
+            checks.append({"name": check.name, "ok": check.ok, "detail": self.redact(check.detail),
+                           "since": since, "for_seconds": round(max(0.0, reading.now - since), 1)})
+        # Healthy since the last check turned good; unhealthy since the oldest failing check.
+        failing = [c["since"] for c in checks if not c["ok"]]
+        estimate = min(failing) if failing else max((c["since"] for c in checks), default=None)
+        overall = reading.verdict.overall
+        since, estimated = self.since.observe("overall", overall, reading.now, estimate)
+        self.since.forget_except(keys)
+        demo = self.settings.demo_active
+        body = {
+            "status": overall,
+            "healthy": reading.verdict.healthy,
+            "state": "demo" if demo and reading.verdict.healthy else overall,
+            "demo": demo,
+            "since": since,
+            "since_estimated": estimated,
+            "for_seconds": round(max(0.0, reading.now - since), 1),
+            "checks": checks,
+            "failing": [{"name": c["name"], "detail": c["detail"]} for c in checks if not c["ok"]],
+            "took_ms": round(reading.took * 1000, 2),
+            "now": reading.now,
+        }
+        return reading, body
+
+    # --- the full picture -------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        reading, health = self.health()
+        now, state = reading.now, reading.state or {}
+        raw_comps = [c for c in state.get("components", []) if isinstance(c, dict) and c.get("name")]
+        usage = self.procs.measure(
+            (c["name"], c.get("pid"), _num(c.get("create_time"))) for c in raw_comps if c.get("pid")
+        ) if reading.supervisor_alive else {}
+        components = [self._component(c, usage.get(c["name"]), now) for c in raw_comps]
+        recent = [r for r in state.get("recent_restarts", []) if isinstance(r, dict)]
+        self.restarts.update(recent)
+        bot = next((c for c in components if c["name"] == "bot"), None)
+        sup = state.get("supervisor") or {}
+        data = health | {
+            "demo_message": GO_LIVE if self.settings.demo_active else None,
+            "supervisor": {
+                "running": reading.supervisor_alive,
+                "pid": sup.get("pid") if reading.supervisor_alive else None,
+                "started_at": _num(sup.get("started_at")),
+                "uptime": self._age(sup.get("started_at"), now) if reading.supervisor_alive else None,
+            },
+            "heartbeat": self._heartbeat(reading),
+            "components": components,
+            "bot": {k: bot.get(k) for k in ("state", "uptime", "memory_bytes", "cpu_percent", "restarts")} if bot else None,
+            "recent_restarts": [self._restart(r) for r in reversed(recent[-10:])],
+            "host": self.host.read(),
+            "limits": {"max_memory_bytes": int(self.settings.max_memory_mb * 1024 * 1024),
+                       "max_cpu_percent": self.settings.max_cpu_percent},
+        }
+        return data
+
+    def take_sample(self) -> Sample:
+        """One chart sample (called by the sampler thread every sample_interval)."""
+        snap = self.snapshot()
+        bot = snap["bot"] or {}
+        sample = Sample(snap["now"], bot.get("memory_bytes"), bot.get("cpu_percent"), snap["status"])
+        self.history.add(sample)
+        return sample
+
+    def chart_data(self, span: float = DAY) -> tuple[float, list[Sample], list[dict[str, Any]]]:
+        """(now, samples, restarts) for the chart, the last `span` seconds."""
+        now = self.clock()
+        state = self.read_state_only() or {}
+        restarts = [self._restart(r) for r in state.get("recent_restarts", []) if isinstance(r, dict)]
+        return now, self.history.since(now - span), [r for r in restarts if (r["at"] or 0) >= now - span]
+
+    def read_state_only(self) -> dict[str, Any] | None:
+        state = read_json(self.settings.state_file)
+        return state if isinstance(state, dict) else None
+
+    # --- pieces -----------------------------------------------------------------------------
+    @staticmethod
+    def _age(t: Any, now: float) -> float | None:
+        t = _num(t)
+        return None if t is None else round(max(0.0, now - t), 1)
+
+    def _component(self, c: Mapping[str, Any], use: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+        cstate = c.get("state")
+        live = cstate in {s.value for s in LIVE}
+        nxt = _num(c.get("next_start_at"))
+        # `command` and paths are left out on purpose: a command line may carry a secret.
+        return {
+            "name": str(c.get("name")),
+            "state": cstate,
+            "running": cstate == State.RUNNING.value,
+            "pid": c.get("pid") if live else None,
+            "alive": bool(use),
+            "started_at": _num(c.get("started_at")),
+            "uptime": self._age(c.get("started_at"), now) if live else None,
+            "restarts": c.get("restarts") or 0,
+            "last_restart_reason": self.redact(str(c["last_restart_reason"])) if c.get("last_restart_reason") else None,
+            "last_restart_at": _num(c.get("last_restart_at")),
+            "last_exit": self.redact(str(c["last_exit"])) if c.get("last_exit") else None,
+            "last_exit_at": _num(c.get("last_exit_at")),
+            "next_start_in": round(max(0.0, nxt - now), 1) if nxt is not None else None,
+            "memory_bytes": use.get("memory_bytes") if use else None,
+            "cpu_percent": use.get("cpu_percent") if use else None,
+            "processes": use.get("processes") if use else None,
+        }
+
+    def _restart(self, r: Mapping[str, Any]) -> dict[str, Any]:
+        reason = self.redact(str(r.get("reason") or ""))
+        return {"at": _num(r.get("at")), "component": str(r.get("component")), "reason": reason,
+                "by": r.get("by"), "bucket": bucket(reason, r.get("by"))}
+
+    def _heartbeat(self, reading: Reading) -> dict[str, Any]:
+        beat, s, now = reading.heartbeat, self.settings, reading.now
+        if beat is None:
+            return {"status": "missing", "error": reading.heartbeat_error, "age": None, "state": None,
+                    "last_poll_at": None, "last_poll_age": None, "updates_handled": None,
+                    "unreachable_since": None, "detail": None}
+        return {
+            "status": policy.staleness(beat, now, s.heartbeat_interval, s.stale_after),
+            "error": None,
+            "age": self._age(beat.get("written_at"), now),
+            "state": beat.get("state"),
+            "last_poll_at": _num(beat.get("last_poll_at")),
+            "last_poll_age": self._age(beat.get("last_poll_at"), now),
+            "updates_handled": beat.get("updates_handled") if isinstance(beat.get("updates_handled"), int) else None,
+            "unreachable_since": _num(beat.get("unreachable_since")),
+            "detail": self.redact(str(beat["detail"]))[:300] if beat.get("detail") else None,
+        }
