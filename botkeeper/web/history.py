@@ -51,12 +51,12 @@ class Sampler(threading.Thread):
 
     def __init__(self, take: Callable[[], None], interval: float, stop: threading.Event):
         super().__init__(name="web-sampler", daemon=True)
-        self._take, self._interval, self._stop = take, interval, stop
+        self._take, self._interval, self._halt = take, interval, stop
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self._take()
             except Exception:  # thread boundary: one bad sample must not end sampling
                 log.exception("sampler: taking a resource sample failed")
-            self._stop.wait(self._interval)
+            self._halt.wait(self._interval)

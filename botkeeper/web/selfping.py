@@ -23,7 +23,7 @@ class SelfPinger(threading.Thread):
         super().__init__(name="web-selfping", daemon=True)
         self.url = base_url.rstrip("/") + "/ping"
         self.interval = interval
-        self._stop = stop
+        self._halt = stop
         self._session = session or requests.Session()
         self.ok: bool | None = None  # result of the last ping; None before the first
         self.count = 0
@@ -45,5 +45,5 @@ class SelfPinger(threading.Thread):
     def run(self) -> None:
         log.info("self-ping: enabled, GET %s every %g s (SELF_PING=off to disable)", self.url, self.interval)
         # First ping after one interval: at start-up the public URL may not route to us yet.
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             self.ping_once()
