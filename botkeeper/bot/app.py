@@ -91,6 +91,7 @@ async def _start(application: Application, health: Health, settings) -> None:
         error_callback=health.poll_error,
     )
     await application.start()
+    health.polling_started()
 
 
 async def _shutdown(application: Application) -> None:
@@ -153,6 +154,13 @@ async def serve(settings) -> int:
     return code
 
 
+class _DropRejectedTokenTraceback(logging.Filter):
+    """python-telegram-bot logs a long traceback when the token is rejected; we say it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], InvalidToken))
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python main.py`: the bot component."""
     settings = load_or_exit()
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     level = max(logging.getLogger().level, logging.INFO)
     logging.getLogger("telegram").setLevel(level)  # DEBUG there dumps every request and message
     logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.WARNING)  # we log per episode
+    logging.getLogger("telegram.ext").addFilter(_DropRejectedTokenTraceback())
     if not settings.bot_token:
         logger.error("TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env (or DEMO=auto for the offline demo)")
         return EX_CONFIG

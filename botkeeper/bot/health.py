@@ -78,6 +78,12 @@ class Health:
         if self.state == "polling":
             log.warning("polling: %s: %s; retrying", type(exc).__name__, self.redact(str(exc)))
 
+    def polling_started(self) -> None:
+        """getMe and deleteWebhook worked and the polling loop runs; the first long poll is under way."""
+        if self.state == "starting":
+            self.state, self.detail = "polling", "polling Telegram for updates"
+            log.info("polling Telegram for updates")
+
     def handled(self) -> None:
         self.updates_handled += 1
 
@@ -89,8 +95,6 @@ class Health:
         elif self.state == "conflict":
             log.info("conflict over: this copy is the only one polling again after %.0f s",
                      now - (self.conflict_since or now))
-        elif self.state == "starting":
-            log.info("polling Telegram for updates")
         self.state, self.detail = "polling", "polling Telegram for updates"
         self.last_poll_at, self.unreachable_since, self.conflict_since = now, None, None
 

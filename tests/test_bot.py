@@ -1,0 +1,158 @@
+"""The bot as a real child process (python main.py, python-telegram-bot unmodified) against the
+emulator over HTTP: commands, heartbeat, and every classified Telegram failure."""
+
+from __future__ import annotations
+
+import os
+import sys
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+from botfixtures import FAKE_TOKEN, ask, bot, emulator, heartbeat_of, secret_forms, wait_for  # noqa: F401
+from conftest import ROOT, bk_env, component, supervised, write_components  # noqa: F401
+
+OUTAGE = float(os.environ.get("BOTKEEPER_TEST_OUTAGE", "10"))  # seconds the emulator is down
+OTHER_TOKEN = "987654321:BBH-another-token-for-tests-0123456"
+
+
+def assert_token_absent(*texts: str) -> None:
+    for text in texts:
+        for secret in secret_forms():
+            assert secret not in text, "the bot token leaked"
+
+
+def logs_text(home: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in (home / "logs").rglob("*") if p.is_file())
+
+
+def test_commands_answered_and_heartbeat_advances(bot, emulator, home):
+    proc = bot()
+    first = proc.wait_polled()
+    assert first["pid"] == proc.proc.pid and first["started_at"] <= first["written_at"]
+
+    assert "Hello" in ask(emulator, "/start", "Hello")["text"]
+    assert "round-trip" in ask(emulator, "/ping", "round-trip")["text"]  # pong, then the measured time
+    assert ask(emulator, "/hello", "Hello, ")  # from the example handlers.py at the repo root
+    assert "You said: hi" in ask(emulator, "hi", "You said")["text"]
+    status = ask(emulator, "/status", "Heartbeat")["text"]
+    assert "Bot: up" in status and "Host memory" in status and "Supervisor: not running" in status
+    assert "/hello" in ask(emulator, "/help", "Commands")["text"]  # user commands are listed too
+
+    later = wait_for(lambda: (hb := proc.heartbeat()).get("last_poll_at", 0) > first["last_poll_at"] + 0.5 and hb,
+                     5, message="a later successful poll")
+    assert later["written_at"] > first["written_at"] and later["updates_handled"] >= 6
+    assert later["state"] == "polling" and later["unreachable_since"] is None
+
+    assert proc.stop() == 0  # SIGTERM: clean exit
+    assert proc.heartbeat()["state"] == "stopping"
+    assert_token_absent(proc.stderr)
+
+
+def test_rate_limits_are_waited_out(bot, emulator):
+    proc = bot()
+    proc.wait_state("polling")
+    emulator.add_fault("getUpdates", status=429, retry_after=1, count=1)
+    emulator.add_fault("sendMessage", status=429, retry_after=1, count=1)
+    started = time.monotonic()
+    assert ask(emulator, "/start", "Hello", timeout=15)
+    assert time.monotonic() - started >= 1.0  # the bot waited as asked
+    statuses = [(c["method"], c["status"]) for c in emulator.calls()["recent"]]
+    assert ("getUpdates", 429) in statuses and ("sendMessage", 429) in statuses
+    wait_for(lambda: proc.stderr.count("rate limit (429) on sendMessage") == 1, 5, message="one log line")
+    assert proc.stderr.count("rate limit (429) on getUpdates") == 1
+    assert proc.alive()
+
+
+def test_conflict_is_a_state_not_a_crash_loop(bot, emulator):
+    proc = bot()
+    proc.wait_state("polling")
+    emulator.add_fault("getUpdates", status=409, count=None)
+    hb = proc.wait_state("conflict", 5)
+    assert "409" in hb["detail"]
+    wait_for(lambda: sum(1 for c in emulator.calls()["recent"] if c["status"] == 409) >= 3, 10,
+             message="three conflicting polls")
+    assert proc.alive() and emulator.calls()["counts"]["getMe"] == 1  # same process all along
+    assert proc.stderr.count("another program is polling Telegram with this bot token") == 1  # once a minute
+    assert "Replit" in proc.stderr
+    assert proc.heartbeat()["state"] == "conflict" and proc.heartbeat()["written_at"] > hb["written_at"]
+
+    emulator.clear_faults()
+    proc.wait_state("polling", 10)
+    assert ask(emulator, "/start", "Hello")
+
+
+def test_rejected_token_at_start_exits_78(bot, emulator):
+    emulator.set_tokens([OTHER_TOKEN])
+    proc = bot()
+    assert proc.wait_exit(15) == 78
+    assert "Telegram rejected the bot token 123456789:***" in proc.stderr
+    assert emulator.calls()["counts"]["getMe"] == 1  # no retries against Telegram
+    assert_token_absent(proc.stderr, logs_text(proc.home))
+
+
+def test_missing_token_with_demo_off_exits_78(home):
+    env = bk_env(home)
+    res = subprocess.run([sys.executable, str(ROOT / "main.py")], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 78
+    assert "TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env" in res.stderr
+
+
+def test_token_rejected_mid_run_needs_config(supervised, emulator, home):
+    """Under the real supervisor: polling works, then Telegram starts answering 401."""
+    write_components(home, web={"enabled": False}, monitor={"enabled": False})
+    supervised(TELEGRAM_API_BASE_URL=emulator.url, TELEGRAM_BOT_TOKEN=FAKE_TOKEN)
+    wait_for(lambda: heartbeat_of(home).get("state") == "polling", 20, message="bot polling")
+    pid = component(home, "bot")["pid"]
+    emulator.set_tokens([OTHER_TOKEN])  # the token was revoked
+    bot_state = wait_for(lambda: (c := component(home, "bot")).get("state") == "needs-config" and c, 15,
+                         message="needs-config")
+    assert bot_state["last_exit_code"] == 78
+    time.sleep(1.0)  # would be enough for several restarts if it were restarting
+    assert component(home, "bot")["state"] == "needs-config"
+    assert emulator.calls()["counts"]["getMe"] == 1  # started once, never again
+    assert pid and not os.path.exists(f"/proc/{pid}")
+    text = logs_text(home)
+    assert "Telegram rejected the bot token 123456789:***" in text
+    assert_token_absent(text)
+
+
+def test_telegram_outage_reported_not_fatal(bot, emulator):
+    proc = bot()
+    proc.wait_polled()
+    emulator.stop()
+    down_at = time.time()
+    hb = proc.wait_state("telegram-unreachable", 10)
+    assert down_at - 1 <= hb["unreachable_since"] <= time.time() and hb["last_poll_at"] <= hb["unreachable_since"]
+    wait_for(lambda: time.time() - down_at >= OUTAGE and proc.alive(), OUTAGE + 2, 0.2, "the outage to last")
+    hb = proc.heartbeat()
+    assert hb["state"] == "telegram-unreachable" and time.time() - hb["written_at"] < 1.0  # fresh while down
+    emulator.start()
+    assert ask(emulator, "/start", "Hello", timeout=40)  # PTB's backoff is capped; it comes back alone
+    assert proc.wait_state("polling", 5)["unreachable_since"] is None
+    assert emulator.calls()["counts"]["getMe"] == 1 and proc.alive()
+    assert "Telegram unreachable" in proc.stderr and "reachable again" in proc.stderr
+
+
+def test_blocked_event_loop_stops_heartbeat(bot, emulator, home):
+    (home / "handlers.py").write_text(textwrap.dedent("""
+        import time
+        from telegram.ext import CommandHandler
+
+        async def block(update, context):
+            time.sleep(120)  # the classic mistake: a blocking call inside an async handler
+
+        def register(application):
+            application.add_handler(CommandHandler("block", block))
+    """))
+    proc = bot()
+    proc.wait_state("polling")
+    before = proc.heartbeat()["written_at"]
+    emulator.inject_message("/block")
+    # Ten heartbeat intervals without a beat: the file is stale, the process is still there.
+    stale = wait_for(lambda: (hb := proc.heartbeat()) and time.time() - hb["written_at"] > 2.0 and hb, 10, 0.1,
+                     "the heartbeat to go stale")
+    assert stale["written_at"] >= before and proc.alive()
+    assert proc.heartbeat()["written_at"] == stale["written_at"]
+    proc.kill()
