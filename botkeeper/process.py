@@ -42,6 +42,12 @@ def _die_with_parent(parent: int):
     return preexec
 
 
+def release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps them otherwise); a long-lived small process."""
+    if _libc is not None and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
+
+
 def spawn(command: Sequence[str], env: Mapping[str, str], cwd: Path, die_with_parent: bool = True) -> subprocess.Popen:
     """Start a child in a new session with stdout+stderr on one pipe for the supervisor to read."""
     return subprocess.Popen(

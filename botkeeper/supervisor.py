@@ -207,6 +207,7 @@ class Supervisor:
         for comp in self.components.values():
             self.start(comp, "initial start", "supervisor")
         self.write_state()
+        process.release_free_memory()  # start-up garbage (imports, parsing) back to the OS
         while not self.finished():
             self.step()
         self.close()
@@ -293,27 +294,31 @@ class Supervisor:
         self._drain(comp)
         process.signal_group(comp.pid, signal.SIGKILL)  # nothing of a dead component lingers
         ran_for = now - comp.started_mono
+        old_pid = comp.pid
         comp.last_exit_code, comp.last_exit_signal, comp.last_exit_at = exit_code, exit_signal, wall
         comp.last_exit = policy.describe_exit(exit_code, exit_signal)
         comp.proc, comp.pid, comp.create_time = None, None, None
         comp.stop_deadline = None
-        self.store_event("exit", comp.name, f"{comp.last_exit} after {ran_for:.1f} s", "supervisor", exit_code)
+        exit_detail = f"pid {old_pid} {comp.last_exit} after {ran_for:.1f} s"
 
-        if comp.state == State.STOPPING:
+        if comp.state == State.STOPPING or self.shutting_down:
             if comp.after_stop == "restart" and not self.shutting_down:
                 self.start(comp, comp.stop_reason, comp.stop_by)
             else:
                 self._set(comp, State.STOPPED)
                 log.info("%s stopped (%s)", comp.name, comp.last_exit)
-            self.write_state()
-            return
-        if self.shutting_down:
-            self._set(comp, State.STOPPED)
+            self.store_event("exit", comp.name, exit_detail, comp.stop_by or "supervisor", exit_code)
             self.write_state()
             return
 
         decision = policy.after_exit(comp.spec, exit_code, exit_signal, ran_for, comp.failures, now)
         comp.failures = decision.failures
+        if decision.state == State.STARTING:
+            # The fast path: respawn first, book-keep after, so the restart costs milliseconds.
+            self.start(comp, f"crashed: {decision.reason}", "supervisor")
+            self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code, at=wall)
+            return
+        self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code)
         if decision.state == State.NEEDS_CONFIG:
             last = next((line for line in reversed(comp.tail) if line.strip()), "")
             comp.last_restart_reason = f"needs configuration: {last}" if last else decision.reason
@@ -321,8 +326,6 @@ class Supervisor:
             log.error("%s exited with code %s (configuration): %s. Not restarting until the setting is fixed"
                       " and `python -m botkeeper restart %s` is run.", comp.name, EX_CONFIG, last or "?", comp.name)
             self.store_event("needs-config", comp.name, comp.last_restart_reason, "supervisor", exit_code)
-        elif decision.state == State.STARTING:
-            self.start(comp, f"crashed: {decision.reason}", "supervisor")
         else:
             self._set(comp, decision.state)
             comp.next_start_at = now + decision.delay
@@ -425,9 +428,9 @@ class Supervisor:
         comp.state = check_transition(comp.state, new)
 
     def store_event(self, kind: str, component: str | None, detail: str, by: str | None = None,
-                    exit_code: int | None = None) -> None:
+                    exit_code: int | None = None, at: float | None = None) -> None:
         try:
-            self.store.record(kind, component, self.redact(detail), by, exit_code)
+            self.store.record(kind, component, self.redact(detail), by, exit_code, at)
         except Exception as exc:  # history must never take the supervisor down
             log.error("history: could not record %s for %s: %s", kind, component, exc)
 
