@@ -13,9 +13,10 @@ from typing import Any, Iterable, Sequence
 
 from .history import DAY, Sample
 
-W, H = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 14, 24
-PLOT_W, PLOT_H = W - LEFT - RIGHT, H - TOP - BOTTOM
+WIDTH, MIN_WIDTH, MAX_WIDTH = 640, 280, 1600
+H = 200
+LEFT, RIGHT, TOP, BOTTOM = 40, 12, 22, 24
+PLOT_H = H - TOP - BOTTOM
 MIN_SPAN = 600.0
 BUCKETS = 320  # points on the line at most, whatever the number of samples
 MB = 1024 * 1024
@@ -42,10 +43,24 @@ def _ago(seconds: float) -> str:
     return f"-{round(seconds / 60):d}m"
 
 
+def _typical_step(samples: Sequence[Sample]) -> float:
+    """Median spacing of the samples: history may come from a source sampled at another rate."""
+    tail = samples[-200:]
+    steps = sorted(b.at - a.at for a, b in zip(tail, tail[1:]))
+    return steps[len(steps) // 2] if steps else 0.0
+
+
 def render(now: float, samples: Sequence[Sample], restarts: Iterable[dict[str, Any]],
-           limit_bytes: float | None = None, gap: float = 180.0) -> str:
-    """SVG markup. `gap`: samples further apart than this are not joined (the web was down)."""
+           limit_bytes: float | None = None, gap: float = 180.0, width: int = WIDTH) -> str:
+    """SVG markup. `gap`: samples further apart than this are not joined (the web was down).
+
+    `width` is the viewBox width: the page asks for its real pixel width, so the 11 px labels
+    stay 11 px on a phone instead of being scaled down with the picture.
+    """
+    W = min(MAX_WIDTH, max(MIN_WIDTH, int(width)))
+    PLOT_W = W - LEFT - RIGHT
     first = samples[0].at if samples else now
+    gap = max(gap, 3 * _typical_step(samples))
     span = min(DAY, max(MIN_SPAN, now - first))
     start = now - span
 
@@ -64,13 +79,13 @@ def render(now: float, samples: Sequence[Sample], restarts: Iterable[dict[str, A
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" role="img" '
            f'aria-label="Bot memory and restarts, last {_ago(span)[1:]}" class="chart" '
-           f'data-samples="{len(samples)}" font-family="system-ui, sans-serif" font-size="11">']
+           f'data-samples="{len(samples)}" data-width="{W}" font-family="system-ui, sans-serif" font-size="11">']
     out += _bands(samples, x, now, gap)
     for k in range(5):  # horizontal grid with MB labels
         v = top * k / 4
         out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="{GRID}"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill="{TEXT}">{v / MB:g}</text>')
-    out.append(f'<text x="{LEFT - 6}" y="{TOP - 3}" text-anchor="end" fill="{TEXT}">MB</text>')
+    out.append(f'<text x="4" y="{TOP - 10}" fill="{TEXT}">MB</text>')
     for k in range(5):  # time axis, relative so it needs no time zone
         t = start + span * k / 4
         anchor = "start" if k == 0 else "end" if k == 4 else "middle"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -30,11 +30,12 @@ def health() -> Response:
     return resp
 
 
-def render_chart() -> str:
+def render_chart(width: int = chart.WIDTH) -> str:
     ctx = _ctx()
     now, samples, restarts = ctx.source.chart_data()
     limit = ctx.settings.max_memory_mb * 1024 * 1024
-    return chart.render(now, samples, restarts, limit, gap=max(3 * ctx.settings.sample_interval, 5.0))
+    return chart.render(now, samples, restarts, limit, gap=max(3 * ctx.settings.sample_interval, 5.0),
+                        width=width)
 
 
 @bp.get("/metrics")
@@ -44,7 +45,9 @@ def metrics() -> Response:
 
 @bp.get("/chart.svg")
 def chart_svg() -> Response:
-    return Response(render_chart(), mimetype="image/svg+xml")
+    raw = request.args.get("w", "")
+    width = int(raw) if raw.isdigit() and len(raw) < 6 else chart.WIDTH  # clamped by render
+    return Response(render_chart(width), mimetype="image/svg+xml")
 
 
 @bp.get("/")

@@ -147,7 +147,9 @@
   }
 
   function refreshChart() {
-    fetch("/chart.svg", {cache: "no-store"}).then(function (r) {
+    // Drawn for the box's real width, so its labels are not shrunk on a phone.
+    var width = Math.round($("chart").clientWidth - 16) || 640;
+    fetch("/chart.svg?w=" + width, {cache: "no-store"}).then(function (r) {
       if (!r.ok) throw new Error(r.status);
       return r.text();
     }).then(function (svg) {
@@ -217,5 +219,11 @@
 
   localTimes();
   setupAdmin();
+  if (Math.abs(($("chart").clientWidth - 16) - 640) > 40) refreshChart();
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(refreshChart, 300);
+  });
   setTimeout(loop, every);
 })();

@@ -1,0 +1,134 @@
+"""The status page in real headless Chromium (Debian's, driven by Playwright's Python package).
+
+Served by real waitress on loopback; the data are real files. The page must render the components
+and the SVG chart, refresh itself (a changed heartbeat shows up without a reload) and look right on
+a phone; screenshots are saved under the test's temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from botkeeper.web import create_app
+from botkeeper.web.history import RingHistory, Sample
+from web_helpers import Sleepers, healthy_bundle, settings_for, write_heartbeat
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt install chromium)")
+MB = 1024 * 1024
+expect = None  # playwright.sync_api.expect, set by the browser fixture (the import may be skipped)
+
+
+@pytest.fixture
+def sleepers():
+    s = Sleepers()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def served(home, sleepers):
+    """A healthy bundle's files, a history with 2 h of samples, and the app on real waitress."""
+    from waitress import create_server
+
+    # Long heartbeat limits: the page is watched for a few seconds of real time.
+    settings = settings_for(home, DEMO="on", HEARTBEAT_INTERVAL="30", STALE_AFTER="120", RESTART_TOKEN="t" * 24)
+    now = time.time()
+    restarts = [
+        {"at": now - 5400, "component": "bot", "reason": "exited with code 1 after 3.1 s", "by": "supervisor"},
+        {"at": now - 3000, "component": "bot", "reason": "heartbeat stale for 63 s", "by": "monitor"},
+        {"at": now - 900, "component": "monitor", "reason": "requested from the web page", "by": "web"},
+    ]
+    healthy_bundle(settings, sleepers, now, restarts)
+    history = RingHistory(settings.sample_interval)
+    for i in range(120):  # one a minute for two hours, a down stretch around the stale restart
+        t = now - 7200 + i * 60
+        overall = "down" if now - 3200 <= t <= now - 3000 else "healthy"
+        history.add(Sample(t, int((48 + 10 * (i % 40) / 40 + (i > 70) * 6) * MB), 2.0, overall))
+    app = create_app(settings, history=history, refresh_seconds=1.0)
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield settings, f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    server.task_dispatcher.shutdown()
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    global expect
+    expect = sync_api.expect
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_page_renders_refreshes_and_fits_a_phone(served, browser, tmp_path):
+    settings, base = served
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    external: list[str] = []
+    page.on("request", lambda r: r.url.startswith(base) or r.url.startswith("data:") or external.append(r.url))
+
+    page.goto(base + "/", wait_until="load")
+    assert page.text_content("#state-word").strip() == "demo"
+    assert "DEMO" in page.text_content("#demo-banner")
+    assert page.locator("#components .card").count() == 3
+    assert page.locator("#components .card h3").all_text_contents() == ["bot", "web", "monitor"]
+    assert page.locator("#chart svg .memory-line").count() >= 1
+    assert page.locator("#chart svg .restart-marker").count() == 3
+    assert page.locator("#chart svg .band-down").count() == 1
+    assert page.locator("#restarts tr").count() == 3
+    box = page.locator("#chart svg").bounding_box()
+    assert box and box["width"] > 600 and box["height"] > 150
+    page.screenshot(path=str(tmp_path / "status-desktop.png"), full_page=True)
+
+    # The page's own refresh (fetching /api/status) picks up new files; no reload happens.
+    page.evaluate("window.__noReload = true")
+    write_heartbeat(settings, time.time(), updates_handled=4242, started_at=time.time() - 50)
+    # Locator waits (not wait_for_function): the page's CSP forbids eval, which that one needs.
+    expect(page.locator("#updates")).to_have_text("4242", timeout=10_000)
+    state = json.loads(settings.state_file.read_text())
+    state["components"][2] |= {"state": "backoff", "pid": None, "last_exit": "exited with code 2",
+                               "last_exit_at": time.time()}
+    settings.state_file.write_text(json.dumps(state))
+    expect(page.locator("#components .card[data-name=monitor] .pill")).to_have_text("backoff", timeout=10_000)
+    assert page.text_content("#state-word").strip() == "degraded"
+    assert "component:monitor" in page.text_content("#failing")
+    assert page.evaluate("window.__noReload") is True
+
+    # A phone: nothing wider than the screen, the state word still big.
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    phone.goto(base + "/", wait_until="load")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert phone.locator("#state-word").bounding_box()["height"] >= 40
+    # The script redraws the chart for the phone's width, so its labels keep their size.
+    expect(phone.locator("#chart svg")).not_to_have_attribute("data-width", "640", timeout=5_000)
+    assert phone.locator("#chart svg .restart-marker").count() == 3
+    phone.screenshot(path=str(tmp_path / "status-phone.png"), full_page=True)
+    phone.locator("#hero").screenshot(path=str(tmp_path / "hero-phone.png"))
+    phone.locator("#chart").screenshot(path=str(tmp_path / "chart-phone.png"))
+
+    assert problems == [], problems
+    assert external == [], external  # no CDN, no fonts, nothing leaves the machine
+    for name in ("status-desktop.png", "status-phone.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    keep = os.environ.get("WEB_SCREENSHOTS")  # to look at them after the run
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for name in ("status-desktop.png", "status-phone.png", "hero-phone.png", "chart-phone.png"):
+            shutil.copy(tmp_path / name, Path(keep) / name)
