@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(target(argv[1:]) or 0)
     args = parser().parse_args(argv)
+    if args.command not in ("supervise", "start"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends quietly, no traceback
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -70,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("-n", type=int, default=40, help="number of lines (default 40)")
     sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    add("config", cmd_config, "print the effective settings (secrets masked)")
+    sp = add("config", cmd_config, "print the effective settings (secrets masked)")
+    sp.add_argument("--markdown", action="store_true", help="print the settings table of README.md")
     add("supervise", cmd_supervise, "run the supervisor (run_24_7.sh does this)")
     for name in DELEGATED:
         sub.add_parser(name, help=f"see `python -m botkeeper {name} --help`")
@@ -447,6 +450,18 @@ def cmd_logs(settings: Settings, args) -> int:
 
 
 def cmd_config(settings: Settings, args) -> int:
+    if args.markdown:
+        from .config import KNOBS, PROFILES
+
+        print("| variable | default | development | test | what it does |")
+        print("|---|---|---|---|---|")
+        for name, knob in KNOBS.items():
+            cells = [PROFILES[p].get(name, knob.default) for p in ("production", "development", "test")]
+            shown = ["" if v is None else f"`{v}`" for v in cells]
+            dev = shown[1] if cells[1] != cells[0] else ""
+            test = shown[2] if cells[2] != cells[0] else ""
+            print(f"| `{knob.env}` | {shown[0]} | {dev} | {test} | {knob.help}{' (secret)' if knob.secret else ''} |")
+        return 0
     rows = settings.describe()
     width = max(len(r[0]) for r in rows)
     vwidth = min(50, max(len(r[1]) for r in rows))
