@@ -190,3 +190,34 @@ def test_sigterm_stops_every_child_within_kill_timeout(home, supervised):
     assert not any(pid_alive(p) for p in pids)
     assert all(c["state"] == "stopped" for c in read_state(home)["components"])
     assert not (home / "run" / "control.sock").exists()
+
+
+def test_child_logs_rotate_by_size_and_keep_the_configured_number(home, supervised):
+    chatty = py_command("""
+        import sys
+        for i in range(3000):
+            print(f"line {i:05d} " + "x" * 60)
+        sys.stdout.flush()
+        import time; time.sleep(3600)
+    """)
+    supervised({"bot": {"command": chatty, "heartbeat": False}, **ONLY}, LOG_MAX_BYTES="20000", LOG_BACKUPS="2")
+    logs = home / "logs"
+    def written():
+        try:
+            return "line 02999" in (logs / "bot.log").read_text()
+        except FileNotFoundError:  # between rename and reopen during a rotation
+            return False
+
+    wait_for(written, message="all lines written")
+    files = sorted(p.name for p in logs.glob("bot.log*"))
+    assert files == ["bot.log", "bot.log.1", "bot.log.2"]
+    assert all((logs / f).stat().st_size <= 20000 + 200 for f in files)
+    assert "line 00000" not in "".join((logs / f).read_text() for f in files)  # oldest rotated away
+
+
+def test_readme_documents_every_setting():
+    from botkeeper.config import KNOBS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [k.env for k in KNOBS.values() if f"`{k.env}`" not in readme]
+    assert missing == [], f"README.md settings table lacks {missing}: regenerate with python -m botkeeper config --markdown"
