@@ -1,0 +1,282 @@
+"""Pure decisions of the two watchers: the monitor (bot heartbeat and limits) and auto_recovery.
+
+Nothing here touches processes, files or the clock. The monitor passes an `Observation` and the
+`Memory` it kept from its previous check; `decide()` returns what to do and the memory to keep.
+Times are wall-clock seconds (`time.time()`), because heartbeats and state.json carry wall times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+MIB = 1024 * 1024
+MEMORY_CHECKS = 3  # memory above the limit this many checks in a row -> restart
+WEB_FAILURES = 3  # /health connection failures in a row -> restart web
+TELEGRAM_BAD = ("telegram-unreachable", "conflict")
+
+
+# --- the monitor ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    stale_after: float
+    heartbeat_grace: float
+    max_memory_mb: float
+    max_cpu_percent: float
+    cpu_window: float
+    max_uptime_hours: float
+    outage_restart_interval: float
+    memory_checks: int = MEMORY_CHECKS
+
+    @classmethod
+    def from_settings(cls, s: Any) -> "Limits":
+        return cls(s.stale_after, s.heartbeat_grace, s.max_memory_mb, s.max_cpu_percent, s.cpu_window,
+                   s.max_uptime_hours, s.outage_restart_interval)
+
+    @property
+    def cooldown(self) -> float:
+        """After asking for a restart, ask again only after this long (the bot is still starting)."""
+        return max(self.heartbeat_grace, self.stale_after)
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: float
+    bot_state: str | None  # the bot component's state in run/state.json (None: no bot component)
+    bot_pid: int | None  # verified live pid, None if the recorded process is gone
+    bot_started_at: float | None
+    heartbeat_enabled: bool  # the component has `heartbeat: true`
+    heartbeat: Mapping[str, Any] | None = None
+    heartbeat_error: str | None = None
+    heartbeat_missing: bool = False  # the file does not exist (normal while the bot starts)
+    tree_pids: frozenset[int] = frozenset()  # the bot and its descendants
+    rss_bytes: int | None = None
+    cpu_percent: float | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the monitor carries from one check to the next."""
+
+    pid: int | None = None  # the bot process these streaks are about
+    first_check: float | None = None  # this monitor's first check (it may start after the bot)
+    last_good: float | None = None  # written_at of the newest heartbeat from that pid
+    memory_checks: int = 0  # consecutive checks above MAX_MEMORY_MB
+    cpu_high_since: float | None = None
+    outage_since: float | None = None
+    requested_at: float | None = None  # our last restart request
+    requested_pid: int | None = None
+    outage_restart_at: float | None = None
+    active: frozenset[str] = frozenset()  # conditions already reported (report on onset only)
+
+
+@dataclass(frozen=True)
+class Decision:
+    restart: str | None  # reason, when the bot should be restarted now
+    reports: tuple[tuple[str, str], ...]  # (event kind, detail) to record in the history
+    memory: Memory
+    verdict: str  # one word for the log: up, waiting, stale, limit, outage, not-running, cooldown
+
+
+def _mb(n: float) -> str:
+    return f"{n / MIB:.1f} MB"
+
+
+def heartbeat_belongs(hb: Mapping[str, Any], pid: int | None, tree: frozenset[int], started_at: float | None) -> bool:
+    """A heartbeat counts for the current bot only if that bot wrote it.
+
+    With a pid in it: the pid must be the bot or one of its children (a shell wrapper's child
+    writes it). Without one (a touched file, another language): it must be newer than the start.
+    Either way it cannot predate the current process (a recycled pid).
+    """
+    written = hb.get("written_at")
+    if not isinstance(written, (int, float)):
+        return False
+    if started_at is not None and written < started_at - 1.0:
+        return False
+    hb_pid = hb.get("pid")
+    if isinstance(hb_pid, int) and not isinstance(hb_pid, bool):
+        return hb_pid == pid or hb_pid in tree
+    return started_at is None or written >= started_at
+
+
+def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
+    """One monitor check: restart the bot? report something? what to remember?"""
+    now = obs.now
+    first_check = mem.first_check if mem.first_check is not None else now
+    if obs.bot_state not in ("running", "starting") or obs.bot_pid is None:
+        # Nothing to judge; forget the streaks of a process that is gone, keep our request record.
+        keep = Memory(first_check=first_check, requested_at=mem.requested_at, requested_pid=mem.requested_pid,
+                      outage_restart_at=mem.outage_restart_at, active=mem.active)
+        return Decision(None, (), keep, "not-running")
+    if mem.pid != obs.bot_pid:
+        mem = Memory(pid=obs.bot_pid, first_check=first_check, requested_at=mem.requested_at,
+                     requested_pid=mem.requested_pid, outage_restart_at=mem.outage_restart_at,
+                     active=mem.active)
+    started = obs.bot_started_at if obs.bot_started_at is not None else first_check
+    uptime = max(0.0, now - started)
+    reports: list[tuple[str, str]] = []
+    active = set()
+    candidates: list[tuple[str, str]] = []  # (verdict, reason), most urgent first
+
+    # Heartbeat: only for bots that write one.
+    if obs.heartbeat_enabled:
+        hb = obs.heartbeat
+        if hb is not None and heartbeat_belongs(hb, obs.bot_pid, obs.tree_pids, obs.bot_started_at):
+            written = float(hb["written_at"])
+            mem = dataclasses.replace(mem, last_good=max(written, mem.last_good or written))
+            age = max(0.0, now - written)
+            if age > limits.stale_after:
+                candidates.append(("stale", f"heartbeat stale for {age:.0f} s (STALE_AFTER={limits.stale_after:g})"))
+            else:
+                hb_state = hb.get("state")
+                if hb_state in TELEGRAM_BAD:
+                    active.add(hb_state)
+                    if hb_state not in mem.active:
+                        reports.append((hb_state, str(hb.get("detail") or hb_state)[:300]))
+                    if hb_state == "telegram-unreachable":
+                        since = hb.get("unreachable_since")
+                        since = float(since) if isinstance(since, (int, float)) else None
+                        outage_since = min(x for x in (since, mem.outage_since, now) if x is not None)
+                        mem = dataclasses.replace(mem, outage_since=outage_since)
+                        outage = now - outage_since
+                        last = mem.outage_restart_at
+                        if outage >= limits.outage_restart_interval and (
+                                last is None or now - last >= limits.outage_restart_interval):
+                            candidates.append(("outage", f"Telegram unreachable for {outage:.0f} s: one restart per"
+                                                         f" {limits.outage_restart_interval:g} s in case the"
+                                                         " process' network is wedged"))
+                else:
+                    mem = dataclasses.replace(mem, outage_since=None)
+                    if mem.active & set(TELEGRAM_BAD):
+                        reports.append(("telegram-reachable", f"heartbeat state {hb_state}"))
+        else:
+            if obs.heartbeat_error and not obs.heartbeat_missing:
+                key = "heartbeat-unreadable:" + obs.heartbeat_error
+                active.add(key)
+                if key not in mem.active:
+                    reports.append(("heartbeat-unreadable", obs.heartbeat_error))
+            why = obs.heartbeat_error or "the heartbeat was written by an earlier bot process"
+            # The last beat this process wrote, else its start (or our own, if we started later).
+            since = mem.last_good if mem.last_good is not None else max(started, first_check)
+            silent = now - since
+            if uptime > limits.heartbeat_grace and silent > limits.stale_after:
+                if mem.last_good is not None:
+                    candidates.append(("stale", f"heartbeat stale for {silent:.0f} s ({why})"))
+                else:
+                    candidates.append(("stale", f"no heartbeat {uptime:.0f} s after start ({why})"))
+
+    # Resources of the bot's whole process tree.
+    if obs.rss_bytes is not None:
+        limit = limits.max_memory_mb * MIB
+        checks = mem.memory_checks + 1 if obs.rss_bytes > limit else 0
+        mem = dataclasses.replace(mem, memory_checks=checks)
+        if checks >= limits.memory_checks:
+            candidates.append(("limit", f"memory {_mb(obs.rss_bytes)} above MAX_MEMORY_MB={limits.max_memory_mb:g}"
+                                        f" for {checks} checks in a row"))
+    if obs.cpu_percent is not None:
+        if obs.cpu_percent > limits.max_cpu_percent:
+            high_since = mem.cpu_high_since if mem.cpu_high_since is not None else now
+            mem = dataclasses.replace(mem, cpu_high_since=high_since)
+            if now - high_since >= limits.cpu_window:
+                candidates.append(("limit", f"CPU {obs.cpu_percent:.0f}% above MAX_CPU_PERCENT="
+                                            f"{limits.max_cpu_percent:g} for {now - high_since:.0f} s"))
+        else:
+            mem = dataclasses.replace(mem, cpu_high_since=None)
+    if limits.max_uptime_hours > 0 and uptime > limits.max_uptime_hours * 3600:
+        candidates.append(("limit", f"planned restart after {uptime / 3600:.1f} h up"
+                                    f" (MAX_UPTIME_HOURS={limits.max_uptime_hours:g})"))
+
+    mem = dataclasses.replace(mem, active=frozenset(active))
+    if not candidates:
+        return Decision(None, tuple(reports), mem, "up" if uptime > limits.heartbeat_grace else "waiting")
+    verdict, reason = candidates[0]
+    if mem.requested_at is not None and now - mem.requested_at < limits.cooldown:
+        return Decision(None, tuple(reports), mem, "cooldown")
+    mem = dataclasses.replace(mem, requested_at=now, requested_pid=obs.bot_pid, memory_checks=0,
+                              cpu_high_since=None,
+                              outage_restart_at=now if verdict == "outage" else mem.outage_restart_at)
+    return Decision(reason, tuple(reports), mem, verdict)
+
+
+# --- auto_recovery ----------------------------------------------------------------------------------
+RELAUNCH, REPLACE_RUNNER, WAIT, NOTHING = "relaunch-runner", "replace-runner", "wait", "nothing"
+
+
+def roots_action(runner_alive: bool, supervisor_alive: bool, supervisor_gone_for: float | None,
+                 grace: float) -> str:
+    """What auto_recovery does about run_24_7.sh and the supervisor.
+
+    - runner gone: relaunch it. If the supervisor still runs, the new runner waits on the
+      supervisor's lock and takes over when that supervisor ends (no second supervisor).
+    - runner alive, supervisor gone: the runner restarts it (with backoff); step in only when the
+      supervisor stays gone past `grace` (the runner is stuck or stopped): replace the runner.
+    """
+    if not runner_alive:
+        return RELAUNCH
+    if supervisor_alive:
+        return NOTHING
+    if supervisor_gone_for is not None and supervisor_gone_for > grace:
+        return REPLACE_RUNNER
+    return WAIT
+
+
+def stuck_components(components: Iterable[Mapping[str, Any]], now: float, first_seen: Mapping[str, float],
+                     grace: float) -> tuple[list[tuple[str, str]], dict[str, float]]:
+    """Components the supervisor should have started by now: [(name, reason)], and the new first_seen.
+
+    backoff / errored are the supervisor's own waits: stuck only past their `next_start_at` (or,
+    without one, past `grace` since we first saw them) plus `grace`. `stopped` is only ever the
+    result of an explicit stop or a shutdown, and `needs-config` waits for the user: both are left
+    alone. A live state without a pid is also stuck.
+    """
+    stuck: list[tuple[str, str]] = []
+    seen: dict[str, float] = {}
+    for comp in components:
+        name, state = comp.get("name"), comp.get("state")
+        if not isinstance(name, str):
+            continue
+        if state in ("backoff", "errored"):
+            due = comp.get("next_start_at")
+        elif state in ("running", "starting") and not comp.get("pid"):
+            due = None
+        else:
+            continue
+        since = first_seen.get(name, now)
+        seen[name] = since
+        if isinstance(due, (int, float)):
+            late = now - float(due)
+            if late > grace:
+                stuck.append((name, f"{state} and {late:.0f} s past its restart time"))
+        elif now - since > grace:
+            stuck.append((name, f"{state} with nothing scheduled for {now - since:.0f} s"))
+    return stuck, seen
+
+
+def web_check(failures: int, connected: bool) -> tuple[int, bool]:
+    """Consecutive /health connection failures; True once there are WEB_FAILURES in a row.
+
+    Any HTTP answer (503 included: that is a truthful 'unhealthy') counts as connected."""
+    if connected:
+        return 0, False
+    failures += 1
+    return failures, failures >= WEB_FAILURES
+
+
+def prune_plan(rotated: Iterable[tuple[str, float, int]], free_bytes: int, min_free_bytes: int) -> list[str]:
+    """Rotated logs to delete, oldest first, until free space is back above the threshold.
+
+    `rotated` is [(path, mtime, size)]. Returns [] when there is enough space."""
+    plan: list[str] = []
+    for path, _, size in sorted(rotated, key=lambda r: (r[1], r[0])):
+        if free_bytes >= min_free_bytes:
+            break
+        plan.append(path)
+        free_bytes += size
+    return plan
+
+
+def older_than(files: Iterable[tuple[str, float]], now: float, age: float) -> list[str]:
+    """Paths whose mtime is more than `age` seconds before now, oldest first."""
+    return [p for p, m in sorted(files, key=lambda f: (f[1], f[0])) if now - m > age]

@@ -1,0 +1,221 @@
+"""The watchers' pure decisions (botkeeper/watch_policy.py) with plain numbers and a fake clock."""
+
+from botkeeper.watch_policy import (MIB, NOTHING, RELAUNCH, REPLACE_RUNNER, WAIT, Limits, Memory, Observation,
+                                    decide, heartbeat_belongs, older_than, prune_plan, roots_action,
+                                    stuck_components, web_check)
+
+LIMITS = Limits(stale_after=60, heartbeat_grace=60, max_memory_mb=400, max_cpu_percent=80, cpu_window=300,
+                max_uptime_hours=168, outage_restart_interval=600)
+T0 = 1_000_000.0  # the bot started here
+PID = 4242
+
+
+def obs(now, hb=None, error=None, missing=False, pid=PID, state="running", rss=50 * MIB, cpu=1.0, **kw):
+    return Observation(now=now, bot_state=state, bot_pid=pid, bot_started_at=T0, heartbeat_enabled=kw.pop("enabled", True),
+                       heartbeat=hb, heartbeat_error=error, heartbeat_missing=missing,
+                       tree_pids=frozenset({pid} if pid else ()), rss_bytes=rss, cpu_percent=cpu, **kw)
+
+
+def beat(at, pid=PID, state="polling", **extra):
+    return {"pid": pid, "written_at": at, "state": state, **extra}
+
+
+class Clock:
+    """Runs a sequence of checks, carrying the memory like the monitor does."""
+
+    def __init__(self, limits=LIMITS, monitor_since=T0 - 10):
+        self.limits, self.mem = limits, Memory(first_check=monitor_since)
+
+    def check(self, o):
+        d = decide(o, self.mem, self.limits)
+        self.mem = d.memory
+        return d
+
+
+def test_fresh_heartbeat_is_up_and_stale_one_restarts_with_its_age():
+    c = Clock()
+    assert c.check(obs(T0 + 100, beat(T0 + 95))).restart is None
+    d = c.check(obs(T0 + 200, beat(T0 + 137)))
+    assert d.restart == "heartbeat stale for 63 s (STALE_AFTER=60)" and d.verdict == "stale"
+
+
+def test_stale_heartbeat_of_the_current_pid_counts_even_inside_the_grace():
+    limits = Limits(2, 4, 400, 80, 300, 0, 600)
+    d = decide(obs(T0 + 3.5, beat(T0 + 1.0)), Memory(), limits)
+    assert d.restart and d.restart.startswith("heartbeat stale for 2 s")
+
+
+def test_missing_heartbeat_waits_for_the_grace_then_counts_as_stale():
+    c = Clock()
+    for t in (1, 30, 59):
+        d = c.check(obs(T0 + t, None, "bot_health.txt does not exist yet", missing=True))
+        assert d.restart is None and d.reports == ()
+    d = c.check(obs(T0 + 61, None, "bot_health.txt does not exist yet", missing=True))
+    assert d.restart == "no heartbeat 61 s after start (bot_health.txt does not exist yet)"
+
+
+def test_heartbeat_of_a_previous_bot_is_not_fresh_for_the_new_one():
+    c = Clock()
+    old = beat(T0 - 0.5, pid=1111)  # the previous bot wrote it just before it died
+    assert not heartbeat_belongs(old, PID, frozenset({PID}), T0)
+    for t in (1, 30, 60):
+        assert c.check(obs(T0 + t, old)).restart is None  # grace: the new bot is starting
+    d = c.check(obs(T0 + 61, old))
+    assert d.restart and d.restart.startswith("no heartbeat 61 s after start")
+
+
+def test_heartbeat_from_a_child_of_the_bot_or_a_touched_file_counts():
+    assert heartbeat_belongs(beat(T0 + 5, pid=5555), PID, frozenset({PID, 5555}), T0)  # sh -c wrapper
+    assert heartbeat_belongs({"written_at": T0 + 5, "touched": True}, PID, frozenset({PID}), T0)
+    assert not heartbeat_belongs({"written_at": T0 - 5, "touched": True}, PID, frozenset({PID}), T0)
+    assert not heartbeat_belongs(beat(T0 - 30), PID, frozenset({PID}), T0)  # a recycled pid
+
+
+def test_corrupt_heartbeat_is_reported_once_and_judged_from_the_last_good_beat():
+    c = Clock()
+    c.check(obs(T0 + 100, beat(T0 + 99)))
+    junk = "bot_health.txt is corrupt: not JSON"
+    d = c.check(obs(T0 + 101, None, junk))
+    assert d.restart is None and d.reports == (("heartbeat-unreadable", junk),)
+    assert c.check(obs(T0 + 120, None, junk)).reports == ()  # reported on onset only
+    d = c.check(obs(T0 + 160, None, junk))
+    assert d.restart == f"heartbeat stale for 61 s ({junk})"
+
+
+def test_a_directory_in_place_of_the_heartbeat_is_reported_and_a_new_monitor_waits_stale_after():
+    c = Clock(monitor_since=None)  # a monitor that just started: never saw a beat of this long-running bot
+    err = "bot_health.txt is a directory, not a file"
+    d = c.check(obs(T0 + 1000, None, err))
+    assert d.restart is None and d.reports == (("heartbeat-unreadable", err),)
+    assert c.check(obs(T0 + 1059, None, err)).restart is None
+    assert "directory" in c.check(obs(T0 + 1061, None, err)).restart
+
+
+def test_bots_without_heartbeat_are_judged_on_resources_only():
+    c = Clock()
+    assert c.check(obs(T0 + 10_000, None, "does not exist", missing=True, enabled=False)).restart is None
+
+
+def test_memory_above_the_limit_three_checks_in_a_row_restarts_with_the_figure():
+    c = Clock()
+    big = 512 * MIB
+    assert c.check(obs(T0 + 100, beat(T0 + 99), rss=big)).restart is None
+    assert c.check(obs(T0 + 105, beat(T0 + 104), rss=big)).restart is None
+    assert c.check(obs(T0 + 110, beat(T0 + 109), rss=10 * MIB)).restart is None  # streak broken
+    for t in (115, 120):
+        assert c.check(obs(T0 + t, beat(T0 + t - 1), rss=big)).restart is None
+    d = c.check(obs(T0 + 125, beat(T0 + 124), rss=big))
+    assert d.restart == "memory 512.0 MB above MAX_MEMORY_MB=400 for 3 checks in a row"
+
+
+def test_cpu_must_stay_high_for_the_whole_window():
+    c = Clock()
+    t = T0 + 100
+    assert c.check(obs(t, beat(t), cpu=95)).restart is None
+    assert c.check(obs(t + 200, beat(t + 200), cpu=95)).restart is None
+    assert c.check(obs(t + 250, beat(t + 250), cpu=20)).restart is None  # dipped: window restarts
+    assert c.check(obs(t + 260, beat(t + 260), cpu=95)).restart is None
+    assert c.check(obs(t + 550, beat(t + 550), cpu=95)).restart is None
+    d = c.check(obs(t + 561, beat(t + 561), cpu=97))
+    assert d.restart == "CPU 97% above MAX_CPU_PERCENT=80 for 301 s"
+
+
+def test_planned_restart_after_max_uptime_and_zero_disables_it():
+    t = T0 + 168 * 3600 + 5
+    d = decide(obs(t, beat(t)), Memory(), LIMITS)
+    assert d.restart == "planned restart after 168.0 h up (MAX_UPTIME_HOURS=168)"
+    off = Limits(60, 60, 400, 80, 300, 0, 600)
+    assert decide(obs(t, beat(t)), Memory(), off).restart is None
+
+
+def test_no_second_request_during_the_cooldown_and_new_pid_starts_fresh():
+    c = Clock()
+    assert c.check(obs(T0 + 200, beat(T0 + 100))).restart  # stale: asked
+    for t in (205, 230, 259):  # the supervisor is still stopping the old process
+        assert c.check(obs(T0 + t, beat(T0 + 100))).verdict == "cooldown"
+    assert c.check(obs(T0 + 261, beat(T0 + 100))).restart  # it did not happen: ask again
+    # The restart happened: new pid, old heartbeat -> grace again, no request
+    new = Observation(now=T0 + 300, bot_state="running", bot_pid=7777, bot_started_at=T0 + 299,
+                      heartbeat_enabled=True, heartbeat=beat(T0 + 100), tree_pids=frozenset({7777}))
+    d = c.check(new)
+    assert d.restart is None and d.memory.pid == 7777 and d.memory.memory_checks == 0
+
+
+def test_telegram_unreachable_is_reported_not_restarted_until_the_outage_interval():
+    c = Clock()
+    down = T0 + 100
+    hb = lambda t: beat(t, state="telegram-unreachable", unreachable_since=down, detail="connect timeout")  # noqa: E731
+    d = c.check(obs(T0 + 101, hb(T0 + 101)))
+    assert d.restart is None and d.reports == (("telegram-unreachable", "connect timeout"),)
+    for t in (200, 400, 699):
+        d = c.check(obs(T0 + t, hb(T0 + t)))
+        assert d.restart is None and d.reports == ()
+    d = c.check(obs(T0 + 701, hb(T0 + 701)))
+    assert d.restart and d.restart.startswith("Telegram unreachable for 601 s")
+    # At most one restart per interval, even past the cool-down.
+    for t in (800, 1000, 1300):
+        assert c.check(obs(T0 + t, hb(T0 + t))).restart is None
+    assert c.check(obs(T0 + 1302, hb(T0 + 1302))).restart
+    d = c.check(obs(T0 + 1310, beat(T0 + 1310)))
+    assert d.reports == (("telegram-reachable", "heartbeat state polling"),)
+
+
+def test_conflict_is_reported_and_never_restarted():
+    c = Clock()
+    hb = lambda t: beat(t, state="conflict", detail="409 Conflict")  # noqa: E731
+    assert c.check(obs(T0 + 10, hb(T0 + 10))).reports == (("conflict", "409 Conflict"),)
+    for t in range(20, 20_000, 500):
+        assert c.check(obs(T0 + t, hb(T0 + t))).restart is None
+
+
+def test_nothing_to_judge_while_the_bot_is_not_running():
+    for state, pid in (("backoff", None), ("stopped", None), ("needs-config", None), ("running", None)):
+        d = decide(obs(T0 + 1000, None, "x", pid=pid, state=state), Memory(), LIMITS)
+        assert d.restart is None and d.verdict == "not-running"
+
+
+# --- auto_recovery ------------------------------------------------------------------------------------
+def test_roots_action():
+    assert roots_action(False, False, None, 60) == RELAUNCH
+    assert roots_action(False, True, None, 60) == RELAUNCH  # new runner waits on the supervisor lock
+    assert roots_action(True, True, None, 60) == NOTHING
+    assert roots_action(True, False, 5, 60) == WAIT  # the runner is restarting it
+    assert roots_action(True, False, 61, 60) == REPLACE_RUNNER
+
+
+def test_stuck_components_respects_the_supervisors_own_waits_and_user_choices():
+    now = 5000.0
+    comps = [
+        {"name": "bot", "state": "backoff", "next_start_at": now - 10},  # late, within grace
+        {"name": "web", "state": "errored", "next_start_at": now - 61},  # late past grace
+        {"name": "monitor", "state": "stopped"},  # a user stopped it
+        {"name": "x", "state": "needs-config"},  # waits for the user
+        {"name": "y", "state": "backoff", "next_start_at": None},
+        {"name": "z", "state": "running", "pid": 12},
+    ]
+    stuck, seen = stuck_components(comps, now, {}, 60)
+    assert stuck == [("web", "errored and 61 s past its restart time")]
+    stuck, seen = stuck_components(comps, now + 61, seen, 60)
+    assert [n for n, _ in stuck] == ["bot", "web", "y"] and "nothing scheduled" in stuck[2][1]
+    assert set(seen) == {"bot", "web", "y"}
+
+
+def test_web_check_counts_connection_failures_only():
+    f, r = 0, False
+    for _ in range(2):
+        f, r = web_check(f, False)
+    assert (f, r) == (2, False)
+    assert web_check(f, True) == (0, False)  # a 503 is an answer
+    f = 2
+    assert web_check(f, False) == (3, True)
+
+
+def test_prune_plan_oldest_first_until_enough_space():
+    logs = [("b.log.2", 200.0, 30), ("a.log.1", 300.0, 50), ("c.log.3", 100.0, 40)]
+    assert prune_plan(logs, 1000, 500) == []
+    assert prune_plan(logs, 450, 500) == ["c.log.3", "b.log.2"]
+    assert prune_plan(logs, 0, 500) == ["c.log.3", "b.log.2", "a.log.1"]
+
+
+def test_older_than():
+    assert older_than([("x", 10.0), ("y", 5.0), ("z", 99.0)], 100.0, 50) == ["y", "x"]
