@@ -1,15 +1,40 @@
-"""History in SQLite (WAL): events from every botkeeper process, safe with several writers.
+"""History in SQLite (WAL): events, incidents, resource samples and the alert outbox.
 
-Each call opens a short transaction; a busy timeout waits out other writers. A writer killed
-mid-write loses at most its own uncommitted row (SQLite's journal guarantees the rest).
+Safe with several writer processes: every call is one short transaction (autocommit, or an
+explicit `BEGIN IMMEDIATE` for multi-row changes) and a busy timeout waits out other writers. A
+writer killed mid-write (even by SIGKILL) loses at most its own uncommitted transaction; SQLite's
+write-ahead log guarantees the rest, so readers never see half of a multi-row change.
+
+Size is bounded by `prune()` (see LIMITS): about 20 MB in the worst case, well under 2 MB for a
+healthy bot. Deleted pages are reused, so the file stops growing at its peak; the WAL is
+checkpointed automatically and truncated to JOURNAL_LIMIT bytes.
+
+Uptime is computed from incidents by the pure `uptime_percent()`: down time is the union of
+incident intervals inside the window; the window starts no earlier than the database's creation
+(the bundle cannot know about time before it existed).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, Sequence
+
+DAY = 86400.0
+UPTIME_WINDOWS = (("24h", DAY), ("7d", 7 * DAY), ("30d", 30 * DAY))
+JOURNAL_LIMIT = 4 * 1024 * 1024
+# table -> (maximum age in seconds, maximum rows). Rows past either limit are deleted by prune().
+LIMITS = {
+    "events": (30 * DAY, 20_000),
+    "incidents": (90 * DAY, 10_000),
+    "samples": (7 * DAY, 100_000),
+    "alerts": (30 * DAY, 5_000),
+}
+MAX_PENDING_ALERTS = 500  # an outbox that cannot drain for days drops its oldest entries
+PRUNE_EVERY_SAMPLES = 200
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -23,7 +48,83 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE INDEX IF NOT EXISTS events_component_kind ON events(component, kind, at);
+
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    component TEXT NOT NULL DEFAULT 'bot',
+    started_at REAL NOT NULL,    -- first failure
+    ended_at REAL,               -- recovery; NULL while the incident is open
+    cause TEXT NOT NULL,         -- crash loop, heartbeat stale, needs configuration, ...
+    detail TEXT NOT NULL DEFAULT '',
+    failures INTEGER NOT NULL DEFAULT 0,   -- crashes/forced restarts during the incident
+    alerted INTEGER NOT NULL DEFAULT 0     -- a "down" alert went into the outbox
+);
+CREATE INDEX IF NOT EXISTS incidents_started ON incidents(started_at);
+
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    component TEXT NOT NULL,
+    rss_bytes INTEGER,
+    cpu_percent REAL
+);
+CREATE INDEX IF NOT EXISTS samples_at ON samples(at);
+
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    channel TEXT NOT NULL,       -- telegram | webhook
+    kind TEXT NOT NULL,          -- down | recovered | flapping | flap-summary | test
+    incident_id INTEGER,
+    text TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}',       -- JSON facts for the webhook payload
+    status TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sent_at REAL,
+    delayed INTEGER NOT NULL DEFAULT 0     -- delivered only after a failed attempt
+);
+CREATE INDEX IF NOT EXISTS alerts_outbox ON alerts(channel, status, id);
+CREATE INDEX IF NOT EXISTS alerts_created ON alerts(created_at);
+
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+# --- pure uptime arithmetic -----------------------------------------------------------------------
+def downtime(intervals: Iterable[tuple[float, float | None]], start: float, end: float) -> float:
+    """Seconds inside [start, end] covered by the union of intervals; an open interval runs to end."""
+    clipped = sorted(
+        (max(a, start), min(end if b is None else b, end))
+        for a, b in intervals
+    )
+    total, cur_a, cur_b = 0.0, None, None
+    for a, b in clipped:
+        if b <= a:
+            continue
+        if cur_b is None or a > cur_b:
+            if cur_b is not None:
+                total += cur_b - cur_a
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    if cur_b is not None:
+        total += cur_b - cur_a
+    return total
+
+
+def uptime_percent(intervals: Sequence[tuple[float, float | None]], now: float, window: float,
+                   observed_since: float | None = None) -> float | None:
+    """Percentage of the last `window` seconds (but not before observed_since) not covered by an
+    incident interval. None when nothing has been observed yet."""
+    start = now - window
+    if observed_since is not None:
+        start = max(start, observed_since)
+    span = now - start
+    if span <= 0:
+        return None
+    return max(0.0, min(100.0, 100.0 * (1.0 - downtime(intervals, start, now) / span)))
 
 
 class Store:
@@ -31,15 +132,19 @@ class Store:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._samples_added = 0
 
     def connect(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT}")
             conn.executescript(SCHEMA)
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (repr(time.time()),))
             self._conn = conn
         return self._conn
 
@@ -48,6 +153,19 @@ class Store:
             self._conn.close()
             self._conn = None
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements that must land together (or not at all, if we are killed)."""
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- events ----------------------------------------------------------------------------------
     def record(self, kind: str, component: str | None = None, detail: str = "", by: str | None = None,
                exit_code: int | None = None, at: float | None = None) -> int:
         cur = self.connect().execute(
@@ -68,3 +186,191 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         return [dict(r) for r in self.connect().execute(sql, args)]
+
+    def events_after(self, last_id: int, component: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Events with id > last_id, oldest first: for a reader that follows the table."""
+        sql, args = "SELECT * FROM events WHERE id > ?", [last_id]
+        if component:
+            sql += " AND component = ?"
+            args.append(component)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [dict(r) for r in self.connect().execute(sql, args)]
+
+    def last_event_id(self) -> int:
+        row = self.connect().execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    # --- incidents -------------------------------------------------------------------------------
+    def open_incident(self, cause: str, started_at: float, detail: str = "", component: str = "bot",
+                      failures: int = 0) -> int:
+        cur = self.connect().execute(
+            "INSERT INTO incidents(component, started_at, cause, detail, failures) VALUES (?, ?, ?, ?, ?)",
+            (component, started_at, cause, detail, failures),
+        )
+        return int(cur.lastrowid)
+
+    def update_incident(self, incident_id: int, **fields: Any) -> None:
+        allowed = {"cause", "detail", "failures", "alerted", "started_at"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot update incident field {sorted(bad)[0]!r}: expected one of {sorted(allowed)}")
+        if fields:
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            self.connect().execute(f"UPDATE incidents SET {sets} WHERE id = ?", [*fields.values(), incident_id])
+
+    def close_incident(self, incident_id: int, ended_at: float) -> dict[str, Any] | None:
+        self.connect().execute("UPDATE incidents SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
+                               (ended_at, incident_id))
+        return self.incident(incident_id)
+
+    def incident(self, incident_id: int) -> dict[str, Any] | None:
+        row = self.connect().execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return _incident(row) if row else None
+
+    def open_incidents(self, component: str = "bot") -> list[dict[str, Any]]:
+        rows = self.connect().execute(
+            "SELECT * FROM incidents WHERE ended_at IS NULL AND component = ? ORDER BY id", (component,))
+        return [_incident(r) for r in rows]
+
+    def incidents(self, since: float = 0.0, limit: int = 1000, component: str | None = None) -> list[dict[str, Any]]:
+        """Incidents that were open at some point since `since`, newest first."""
+        sql, args = "SELECT * FROM incidents WHERE (ended_at IS NULL OR ended_at >= ?)", [since]
+        if component:
+            sql += " AND component = ?"
+            args.append(component)
+        sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return [_incident(r) for r in self.connect().execute(sql, args)]
+
+    def created_at(self) -> float:
+        row = self.connect().execute("SELECT value FROM meta WHERE key = 'created_at'").fetchone()
+        return float(row[0]) if row else time.time()
+
+    def uptime(self, now: float | None = None, component: str = "bot") -> dict[str, float | None]:
+        """{"24h": %, "7d": %, "30d": %} for the component, from its incidents."""
+        now = time.time() if now is None else now
+        spans = [(i["started_at"], i["ended_at"]) for i in self.incidents(now - UPTIME_WINDOWS[-1][1], 100_000, component)]
+        since = self.created_at()
+        return {label: uptime_percent(spans, now, window, since) for label, window in UPTIME_WINDOWS}
+
+    def summary(self, now: float | None = None) -> dict[str, Any]:
+        """Uptime and the open incident: what `status` and the page show."""
+        now = time.time() if now is None else now
+        open_ = self.open_incidents()
+        current = open_[-1] if open_ else None
+        if current is not None:
+            current = current | {"duration_seconds": round(now - current["started_at"], 1)}
+        return {"uptime": self.uptime(now), "open_incident": current}
+
+    # --- resource samples ------------------------------------------------------------------------
+    def add_sample(self, component: str, rss_bytes: int | None, cpu_percent: float | None,
+                   at: float | None = None) -> None:
+        self.connect().execute("INSERT INTO samples(at, component, rss_bytes, cpu_percent) VALUES (?, ?, ?, ?)",
+                               (time.time() if at is None else at, component, rss_bytes, cpu_percent))
+        self._samples_added += 1
+        if self._samples_added % PRUNE_EVERY_SAMPLES == 0:
+            self._prune_table("samples", time.time())
+
+    def samples(self, since: float, component: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT at, component, rss_bytes, cpu_percent FROM samples WHERE at >= ?", [since]
+        if component:
+            sql += " AND component = ?"
+            args.append(component)
+        return [dict(r) for r in self.connect().execute(sql + " ORDER BY at, id", args)]
+
+    # --- alert outbox ----------------------------------------------------------------------------
+    def enqueue_alert(self, channel: str, kind: str, text: str, data: dict[str, Any] | None = None,
+                      incident_id: int | None = None, at: float | None = None,
+                      conn: sqlite3.Connection | None = None) -> int:
+        cur = (conn or self.connect()).execute(
+            "INSERT INTO alerts(created_at, channel, kind, incident_id, text, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time() if at is None else at, channel, kind, incident_id, text, json.dumps(data or {})),
+        )
+        return int(cur.lastrowid)
+
+    def pending_alerts(self, channel: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.connect().execute(
+            "SELECT * FROM alerts WHERE channel = ? AND status = 'pending' ORDER BY id LIMIT ?", (channel, limit))
+        return [_alert(r) for r in rows]
+
+    def alert_sent(self, alert_id: int, at: float, delayed: bool) -> None:
+        self.connect().execute(
+            "UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1, delayed = ?, last_error = NULL"
+            " WHERE id = ?", (at, int(delayed), alert_id))
+
+    def alert_failed(self, alert_id: int, error: str, retry_at: float | None) -> None:
+        """A failed attempt: retried at retry_at, or given up for good when retry_at is None."""
+        if retry_at is None:
+            self.connect().execute(
+                "UPDATE alerts SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (error, alert_id))
+        else:
+            self.connect().execute(
+                "UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (error, retry_at, alert_id))
+
+    def alerts(self, since: float = 0.0, limit: int = 1000, channel: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM alerts WHERE created_at >= ?", [since]
+        if channel:
+            sql += " AND channel = ?"
+            args.append(channel)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return [_alert(r) for r in self.connect().execute(sql, args)]
+
+    # --- small persistent key/value (the alerter's memory across restarts) ----------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.connect().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except ValueError:
+            return default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.connect().execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # --- size bound ------------------------------------------------------------------------------
+    def prune(self, now: float | None = None) -> dict[str, int]:
+        """Delete rows past LIMITS (age or count); returns rows deleted per table."""
+        now = time.time() if now is None else now
+        deleted = {table: self._prune_table(table, now) for table in LIMITS}
+        # An outbox that cannot drain must not grow without end: give up on the oldest.
+        conn = self.connect()
+        cur = conn.execute(
+            "UPDATE alerts SET status = 'failed', last_error = 'outbox full: dropped' WHERE status = 'pending'"
+            " AND id NOT IN (SELECT id FROM alerts WHERE status = 'pending' ORDER BY id DESC LIMIT ?)",
+            (MAX_PENDING_ALERTS,))
+        deleted["alerts_dropped"] = cur.rowcount
+        return deleted
+
+    def _prune_table(self, table: str, now: float) -> int:
+        max_age, max_rows = LIMITS[table]
+        column = {"events": "at", "incidents": "started_at", "samples": "at", "alerts": "created_at"}[table]
+        keep_open = {"incidents": " AND ended_at IS NOT NULL", "alerts": " AND status != 'pending'"}.get(table, "")
+        conn = self.connect()
+        n = conn.execute(f"DELETE FROM {table} WHERE {column} < ?{keep_open}", (now - max_age,)).rowcount
+        n += conn.execute(
+            f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?){keep_open}",
+            (max_rows,)).rowcount
+        return n
+
+
+def _incident(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data["alerted"] = bool(data["alerted"])
+    end = data["ended_at"]
+    data["duration_seconds"] = None if end is None else round(end - data["started_at"], 3)
+    return data
+
+
+def _alert(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data["delayed"] = bool(data["delayed"])
+    try:
+        data["data"] = json.loads(data["data"] or "{}")
+    except ValueError:
+        data["data"] = {}
+    return data
