@@ -1,0 +1,20 @@
+"""auto_recovery: the outer watchdog beside run_24_7.sh (start_24_7.sh starts it; the supervisor
+relaunches it if it is gone). One copy per bundle: a second one exits 0 at once.
+
+See botkeeper/recovery.py. Logs to logs/auto_recovery.log; SIGTERM ends it cleanly (exit 0).
+"""
+
+from botkeeper import logs
+from botkeeper.config import load_or_exit
+
+
+def main() -> int:
+    settings = load_or_exit()
+    logs.setup(settings, "auto_recovery", to_file=True)
+    from botkeeper.recovery import main as run
+
+    return run(settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
