@@ -101,9 +101,16 @@ def spawn_roots(settings: Settings) -> tuple[int, int | None]:
     except FileNotFoundError:
         pass
     logs = settings.logs_dir
-    runner = process.spawn_detached(["bash", str(PACKAGE_ROOT / "run_24_7.sh")], env, PACKAGE_ROOT, logs / "runner.log")
+    runner = spawn_runner(settings, env)
     recovery = None
     script = PACKAGE_ROOT / "auto_recovery.py"
     if settings.auto_recovery and script.exists():
         recovery = process.spawn_detached([sys.executable, str(script)], env, PACKAGE_ROOT, logs / "auto_recovery.out")
     return runner, recovery
+
+
+def spawn_runner(settings: Settings, env: dict[str, str] | None = None) -> int:
+    """Start run_24_7.sh in its own session, outside our tree (start and auto_recovery both do)."""
+    env = env or os.environ | {"BOTKEEPER_HOME": str(settings.home), "BOTKEEPER_PYTHON": sys.executable}
+    return process.spawn_detached(["bash", str(PACKAGE_ROOT / "run_24_7.sh")], env, PACKAGE_ROOT,
+                                  settings.logs_dir / "runner.log")
