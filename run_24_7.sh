@@ -22,6 +22,10 @@ delay_ms=500
 say() { echo "$(date '+%F %T') run_24_7.sh: $*"; }
 
 while [ "$stopping" = 0 ] && [ ! -e "$run/stopping" ]; do
+  # An older supervisor may still own the directory (its runner was killed): wait for its lock
+  # without polling, so that we never start a supervisor that can only exit 75.
+  flock "$run/supervisor.lock" true 9>&- & child=$!; wait "$child"; child=""
+  [ "$stopping" = 1 ] && break
   started=$SECONDS
   "$py" -m botkeeper supervise 9>&- &   # the supervisor must not hold our lock
   child=$!
@@ -32,11 +36,11 @@ while [ "$stopping" = 0 ] && [ ! -e "$run/stopping" ]; do
   case $code in
     0) [ -e "$run/stopping" ] && break ;;
     78) say "the supervisor reports a configuration error (see above); not restarting"; exit 78 ;;
-    75) sleep 0.5 & wait $!; continue ;;   # an older supervisor still owns the directory: wait for it
+    75) continue ;;   # another supervisor took the lock first: wait for it at the top of the loop
   esac
   [ $((SECONDS - started)) -ge 10 ] && delay_ms=500
   say "supervisor exited with code $code; restarting in $((delay_ms / 1000)).$((delay_ms % 1000 / 100)) s"
-  sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))" & wait $!
+  sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))" 9>&- & wait $!
   delay_ms=$((delay_ms * 2)); [ $delay_ms -gt 30000 ] && delay_ms=30000
 done
 rm -f "$run/runner.pid"
