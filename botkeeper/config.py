@@ -22,7 +22,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where main.py and frien
 
 TOKEN_RE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{35}$")
 # A token-shaped value that must never be used against the real Telegram: the offline demo's.
-DEMO_TOKEN = "123456789:DEMO-botkeeper-offline-demo-token0"
+DEMO_TOKEN = "123456789:DEMO-botkeeper-offline-demo-token00"  # token-shaped: 35 after the colon
 BUILTIN_COMPONENTS = ("bot", "web", "monitor")
 
 
@@ -563,7 +563,8 @@ def _components(settings: Settings, table: dict[str, Any]) -> tuple[ComponentSpe
     names = list(builtin)
     if settings.demo_active:
         names.insert(0, "emulator")
-        builtin["emulator"] = (sys.executable, "-m", "botkeeper", "emulator", "--demo")
+        # By path, like the others: children run with cwd=home, where `-m botkeeper` is not importable.
+        builtin["emulator"] = (sys.executable, str(PACKAGE_ROOT / "botkeeper" / "emulator.py"), "--demo")
     names += [n for n in table if n not in names]
     specs = []
     for name in names:

@@ -20,6 +20,7 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ class Emulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tokens: list[str] | None = None):
         self.host, self.port = host, port
         self.state = State(tokens=set(tokens) if tokens else None)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
@@ -152,8 +153,7 @@ class Emulator:
         Handler.emulator = emulator
         with self.state.cond:
             self.state.closing = False
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="emulator-http", daemon=True)
@@ -454,9 +454,19 @@ class Emulator:
         raise ApiError(400, "Bad Request: message to edit not found")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - stdlib signature
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # a killed bot or a cut connection: normal life for a Telegram server
+        log.exception("emulator: error while serving %s", client_address[0])
+
+
 class _Handler(BaseHTTPRequestHandler):
     emulator: Emulator
     protocol_version = "HTTP/1.1"  # keep-alive, as python-telegram-bot's httpx pool expects
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     server_version = "botkeeper-emulator"
 
     def setup(self) -> None:
@@ -621,4 +631,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if not __package__:  # run by file path (the demo component): import ourselves as part of the package
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+        from botkeeper.emulator import main as package_main
+
+        raise SystemExit(package_main(sys.argv[1:]))
     raise SystemExit(main())
