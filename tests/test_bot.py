@@ -28,7 +28,7 @@ def logs_text(home: Path) -> str:
 
 
 def test_commands_answered_and_heartbeat_advances(bot, emulator, home):
-    proc = bot()
+    proc = bot(ADMIN_CHAT_ID="4242")  # ask() writes from chat 4242
     first = proc.wait_polled()
     assert first["pid"] == proc.proc.pid and first["started_at"] <= first["written_at"]
 
@@ -39,10 +39,12 @@ def test_commands_answered_and_heartbeat_advances(bot, emulator, home):
     status = ask(emulator, "/status", "Heartbeat")["text"]
     assert "Bot: up" in status and "Host memory" in status and "Supervisor: not running" in status
     assert "/hello" in ask(emulator, "/help", "Commands")["text"]  # user commands are listed too
+    assert "Up " in ask(emulator, "/uptime", "since")["text"]
+    assert "admin only" in ask(emulator, "/status", "The bot is up", chat_id=99)["text"]  # not the admin
 
     later = wait_for(lambda: (hb := proc.heartbeat()).get("last_poll_at", 0) > first["last_poll_at"] + 0.5 and hb,
                      5, message="a later successful poll")
-    assert later["written_at"] > first["written_at"] and later["updates_handled"] >= 6
+    assert later["written_at"] > first["written_at"] and later["updates_handled"] >= 8
     assert later["state"] == "polling" and later["unreachable_since"] is None
 
     assert proc.stop() == 0  # SIGTERM: clean exit
@@ -105,6 +107,8 @@ def test_token_rejected_mid_run_needs_config(supervised, emulator, home):
     supervised(TELEGRAM_API_BASE_URL=emulator.url, TELEGRAM_BOT_TOKEN=FAKE_TOKEN)
     wait_for(lambda: heartbeat_of(home).get("state") == "polling", 20, message="bot polling")
     pid = component(home, "bot")["pid"]
+    status = ask(emulator, "/status", "Restarts today")["text"]
+    assert "Restarts today: 0 (total 0)" in status and "Supervisor: not running" not in status
     emulator.set_tokens([OTHER_TOKEN])  # the token was revoked
     bot_state = wait_for(lambda: (c := component(home, "bot")).get("state") == "needs-config" and c, 15,
                          message="needs-config")
@@ -143,11 +147,21 @@ def test_blocked_event_loop_stops_heartbeat(bot, emulator, home):
         async def block(update, context):
             time.sleep(120)  # the classic mistake: a blocking call inside an async handler
 
+        async def boom(update, context):
+            raise ValueError("user code bug")
+
         def register(application):
             application.add_handler(CommandHandler("block", block))
+            application.add_handler(CommandHandler("boom", boom))
     """))
     proc = bot()
     proc.wait_state("polling")
+    # The user's handlers.py in BOTKEEPER_HOME wins over the example one, and gets our error handling.
+    emulator.inject_message("/boom")
+    assert ask(emulator, "/start", "Hello")
+    wait_for(lambda: "handler failed on update" in proc.stderr and "ValueError: user code bug" in proc.stderr, 5,
+             message="the handler error logged")
+    assert str(proc.home / "handlers.py") in proc.stderr and proc.alive()
     before = proc.heartbeat()["written_at"]
     emulator.inject_message("/block")
     # Ten heartbeat intervals without a beat: the file is stale, the process is still there.
