@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
+
 from botkeeper.emulator import Emulator  # noqa: E402
 
 TOKEN = "123456789:AAH-fake-token-for-bench-0123456789"
@@ -81,6 +83,8 @@ def main() -> int:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     times: list[float] = []
     spawn: list[float] = []
+    cpu: list[float] = []
+    load_before = os.getloadavg()[0]
     try:
         for round_no in range(args.kills):
             # A healthy bot: polling, and up longer than MIN_UPTIME.
@@ -100,6 +104,11 @@ def main() -> int:
                 raise TimeoutError(f"round {round_no + 1}: no pong within 30 s")
             new = wait_until(lambda: (c := bot_component(home)).get("pid") not in (None, comp["pid"]) and c, 5,
                              "the new pid in state.json")
+            try:  # CPU the new bot spent to get here: the load-independent part of the figure
+                cpu_times = psutil.Process(new["pid"]).cpu_times()
+                cpu.append(cpu_times.user + cpu_times.system)
+            except psutil.Error:
+                pass
             times.append(elapsed)
             spawn.append(max(0.0, (new.get("started_at") or killed_at_wall) - killed_at_wall))
             print(f"kill {round_no + 1:2d}: pid {comp['pid']} -> {new['pid']}: pong after {elapsed * 1000:6.0f} ms"
@@ -117,7 +126,10 @@ def main() -> int:
         print(f"\nbot recovery (SIGKILL -> /ping answered), {len(times)} kills:"
               f" median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms,"
               f" min {min(times) * 1000:.0f} ms; respawn median {statistics.median(spawn) * 1000:.0f} ms")
-        print("target: median <= 1000 ms")
+        if cpu:
+            print(f"CPU used by the new bot until the answer (user+sys): median {statistics.median(cpu) * 1000:.0f} ms")
+        print(f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs;"
+              " target: median <= 1000 ms")
     return 0
 
 

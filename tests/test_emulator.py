@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from botfixtures import FAKE_TOKEN, emulator, wait_for  # noqa: F401 - fixture
+from botkeeper.config import Settings
 from conftest import ROOT, bk_env, free_port
 
 OTHER_TOKEN = "987654321:BBH-another-token-for-tests-0123456"
@@ -160,9 +161,12 @@ def test_stop_refuses_connections_and_start_keeps_state(emulator):
 
 def test_cli_demo_user_and_sigterm(home):
     port = free_port()
-    env = bk_env(home, DEMO_INTERVAL="0.3")
-    proc = subprocess.Popen([sys.executable, "-m", "botkeeper.emulator", "--port", str(port), "--demo"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = bk_env(home, DEMO_INTERVAL="0.3", DEMO="auto")
+    # The demo component's command line: by file path, from the bundle home (not the repo).
+    command = next(c.command for c in Settings.from_env(env).components if c.name == "emulator")
+    assert command[1].endswith("emulator.py") and command[2:] == ("--demo",)
+    proc = subprocess.Popen([*command, "--port", str(port)], cwd=home, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
 
@@ -186,3 +190,9 @@ def test_cli_demo_user_and_sigterm(home):
             proc.wait()
     out = proc.stdout.read().decode()
     assert "DEMO" in out and "listening" in out
+
+
+def test_cli_dispatch_help(home):
+    res = subprocess.run([sys.executable, "-m", "botkeeper", "emulator", "--help"], cwd=ROOT, env=bk_env(home),
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "--demo" in res.stdout and "--token" in res.stdout
