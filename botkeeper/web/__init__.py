@@ -16,6 +16,7 @@ from typing import Any, Callable
 from flask import Flask
 
 from .auth import TokenGate
+from .fastpath import FastPaths, HealthBody
 from .history import History, Sampler
 from .metrics import make_registry
 from .status import StatusSource
@@ -32,6 +33,9 @@ class WebContext:
     refresh_seconds: float
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
+    charts: dict[int, tuple[float, str]] = field(default_factory=dict)  # width -> (drawn at, svg)
+    health_body: Any = None  # fastpath.HealthBody
+    page: tuple[Any, str] | None = None  # (health reading it was rendered from, html)
 
 
 def create_app(settings: Any, *, clock: Callable[[], float] = time.time, history: History | None = None,
@@ -40,13 +44,16 @@ def create_app(settings: Any, *, clock: Callable[[], float] = time.time, history
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY)
     app.json.sort_keys = False  # keep the documented field order
     source = StatusSource(settings, clock=clock, history=history, cache_ttl=cache_ttl)
+    health_body = HealthBody(source)
     app.extensions["botkeeper"] = WebContext(
         settings=settings,
         source=source,
         gate=TokenGate(settings.restart_token, clock),
         registry=make_registry(source),
         refresh_seconds=refresh_seconds,
+        health_body=health_body,
     )
+    app.wsgi_app = FastPaths(app.wsgi_app, health_body)  # type: ignore[method-assign]
     from . import api, errors, views
 
     app.register_blueprint(views.bp)

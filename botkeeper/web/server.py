@@ -23,6 +23,9 @@ def _raise_exit(signum, frame):  # noqa: ARG001
 
 def serve(settings, threads: int = THREADS) -> int:
     app = create_app(settings)
+    # Compile the templates now, not while the first visitor (and everyone behind them) waits.
+    for name in ("index.html", "error.html"):
+        app.jinja_env.get_template(name)
     try:
         server = create_server(
             app, host=settings.host, port=settings.port, threads=threads,
@@ -41,6 +44,8 @@ def serve(settings, threads: int = THREADS) -> int:
             log.error("web: cannot listen on %s:%s (HOST/PORT): %s", settings.host, settings.port,
                       exc.strerror or exc)
         return EXIT_PORT_BUSY
+    # waitress warns on every queued task under load; a busy page is not worth a log line each.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_exit)
     start_background(app)
     log.info("web: status page on http://%s:%s/ (waitress, %d threads)%s", settings.host,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import chart, fmt
+from .fastpath import PONG
 from .metrics import exposition
 
 bp = Blueprint("views", __name__)
@@ -16,26 +17,37 @@ def _ctx():
     return current_app.extensions["botkeeper"]
 
 
+# GET/HEAD of /ping and /health are answered by fastpath.FastPaths before Flask; these views
+# declare the routes (so other methods get 405) and give the same answers if reached.
 @bp.get("/ping")
 def ping() -> Response:
     # Touches nothing: an uptime pinger that only keeps the VM awake must always get 200.
-    return Response("pong", mimetype="text/plain")
+    return Response(PONG, mimetype="text/plain")
 
 
 @bp.get("/health")
 def health() -> Response:
-    _, body = _ctx().source.health()
-    resp = jsonify(body)
-    resp.status_code = 200 if body["healthy"] else 503
-    return resp
+    code, body = _ctx().health_body()
+    return Response(body, status=code, mimetype="application/json")
 
 
 def render_chart(width: int = chart.WIDTH) -> str:
+    """The chart, redrawn at most every few seconds per width: with a day of samples drawing
+    takes milliseconds, and samples arrive once per sample_interval anyway."""
     ctx = _ctx()
+    now = ctx.source.clock()
+    ttl = min(10.0, ctx.settings.sample_interval)
+    cached = ctx.charts.get(width)
+    if cached is not None and 0 <= now - cached[0] < ttl:
+        return cached[1]
     now, samples, restarts = ctx.source.chart_data()
     limit = ctx.settings.max_memory_mb * 1024 * 1024
-    return chart.render(now, samples, restarts, limit, gap=max(3 * ctx.settings.sample_interval, 5.0),
-                        width=width)
+    svg = chart.render(now, samples, restarts, limit, gap=max(3 * ctx.settings.sample_interval, 5.0),
+                       width=width)
+    if len(ctx.charts) > 32:  # widths come from clients: keep the cache small
+        ctx.charts.clear()
+    ctx.charts[width] = (now, svg)
+    return svg
 
 
 @bp.get("/metrics")
@@ -53,7 +65,14 @@ def chart_svg() -> Response:
 @bp.get("/")
 def index() -> Response:
     ctx = _ctx()
+    # Re-rendered only when the health reading changes (files changed, or every 1/4 s of the
+    # clock): a page hit 200 times a second renders a few times a second.
+    key = ctx.source.health()
+    cached = ctx.page
+    if cached is not None and cached[0] is key:
+        return Response(cached[1], mimetype="text/html")
     snap = ctx.source.snapshot()
     html = render_template("index.html", s=snap, chart_svg=render_chart(), refresh=ctx.refresh_seconds,
                            f=fmt, noscript_refresh=max(10, int(ctx.refresh_seconds * 6)))
+    ctx.page = (key, html)
     return Response(html, mimetype="text/html")
