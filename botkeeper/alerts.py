@@ -153,21 +153,27 @@ def classify_restart(reason: str, by: str | None) -> tuple[str, bool] | None:
 
 def failures_from_events(events: Sequence[Mapping[str, Any]], pending_exit: float | None
                          ) -> tuple[list[Failure], float | None]:
-    """Failures among the bot's new events (oldest first) and the exit still waiting for its restart.
+    """Failures among the bot's new events and the crash exit still waiting for its restart.
 
-    A crash is dated by its exit, not by the (backed-off) restart that follows it.
+    A crash is dated by its exit, not by the (backed-off) restart that follows it. The supervisor
+    writes a fast restart before the exit it follows (with the exit's earlier time), so events are
+    taken in time order. Exits of requested stops (`by` someone else) are not crashes.
     """
     found: list[Failure] = []
-    for ev in events:
+    for ev in sorted(events, key=lambda e: (e["at"], e["id"])):
         kind = ev.get("kind")
         if kind == "exit":
-            pending_exit = float(ev["at"])
+            if (ev.get("by") or "supervisor") == "supervisor":
+                pending_exit = float(ev["at"])
         elif kind == "restart":
-            cls = classify_restart(str(ev.get("detail") or ""), ev.get("by"))
+            detail = str(ev.get("detail") or "")
+            cls = classify_restart(detail, ev.get("by"))
+            crash = detail.startswith("crashed")
             if cls is not None:
-                at = pending_exit if pending_exit is not None else float(ev["at"])
-                found.append(Failure(at, cls[0], str(ev.get("detail") or "")[:200], cls[1]))
-            pending_exit = None
+                at = pending_exit if crash and pending_exit is not None else float(ev["at"])
+                found.append(Failure(at, cls[0], detail[:200], cls[1]))
+            if crash or cls is None:
+                pending_exit = None
         elif kind == "start":
             pending_exit = None
     return found, pending_exit

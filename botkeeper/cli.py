@@ -252,7 +252,25 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         "components": components,
         "checks": [c.as_dict() for c in verdict.checks],
         "recent_restarts": state.get("recent_restarts", [])[-10:],
+        "history": history_summary(settings, now),
     }
+
+
+def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
+    """Uptime % and the open incident from data/history.db (None before there is a history)."""
+    import sqlite3
+
+    from .store import Store
+
+    if not settings.history_db.exists():
+        return None
+    store = Store(settings.history_db)
+    try:
+        return store.summary(now)
+    except sqlite3.Error:
+        return None
+    finally:
+        store.close()
 
 
 def _process(pid, create_time):
@@ -326,6 +344,13 @@ def render_table(status: dict[str, Any]) -> str:
     hb = status.get("heartbeat_age_seconds")
     out.append("")
     out.append(f"overall: {word}   heartbeat: {'-' if hb is None else f'{hb:.1f} s old'}")
+    hist = status.get("history")
+    if hist:
+        up = hist["uptime"]
+        out.append("uptime:  " + "   ".join(f"{k} {'-' if v is None else f'{v:.2f}%'}" for k, v in up.items()))
+        inc = hist.get("open_incident")
+        if inc:
+            out.append(f"  ! open incident: {inc['cause']} for {fmt_duration(inc['duration_seconds'])}")
     for check in status["checks"]:
         if not check["ok"]:
             out.append(f"  ! {check['name']}: {check['detail']}")

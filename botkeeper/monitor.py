@@ -157,7 +157,11 @@ def _age(hb: dict | None, now: float) -> str:
 
 def main(settings: Settings) -> int:
     try:
-        return Monitor(settings).run()
+        from .alerts import Alerter
+
+        monitor = Monitor(settings)
+        monitor.alerter = Alerter(settings, store=monitor.store)  # incidents + alerts, every tick
+        return monitor.run()
     except Exception:  # process boundary: the supervisor restarts us
         log.exception("monitor crashed")
         return 1

@@ -73,6 +73,17 @@ def test_a_crash_is_dated_by_its_exit_not_its_backed_off_restart():
     found, pending = failures_from_events(
         [{"id": 4, "at": 111.0, "kind": "restart", "detail": "requested from the command line", "by": "cli"}], pending)
     assert found == [] and pending is None
+    # The fast path records the restart first, with the exit dated earlier; a requested restart is
+    # recorded at the request and its exit (by the requester) afterwards.
+    found, pending = failures_from_events([
+        {"id": 5, "at": 200.002, "kind": "restart", "detail": "crashed: killed by SIGKILL after 50 s", "by": "supervisor"},
+        {"id": 6, "at": 200.0, "kind": "exit", "detail": "pid 7 killed by SIGKILL", "by": "supervisor"},
+        {"id": 7, "at": 300.0, "kind": "restart", "detail": "smoke", "by": "cli"},
+        {"id": 8, "at": 300.5, "kind": "exit", "detail": "pid 8 exited with code 0", "by": "cli"},
+        {"id": 9, "at": 400.0, "kind": "restart", "detail": "heartbeat stale for 63 s", "by": "monitor"},
+        {"id": 10, "at": 400.4, "kind": "exit", "detail": "pid 9 killed by SIGTERM", "by": "monitor"},
+    ], None)
+    assert [(f.at, f.cause) for f in found] == [(200.0, CRASHED), (400.0, STALE)] and pending is None
 
 
 # --- decisions with a fake clock -----------------------------------------------------------------
@@ -363,3 +374,44 @@ def test_admin_telegram_alert_arrives_through_the_emulator_while_the_bot_is_stop
         assert len(emulator.sent_messages(chat_id=555)) == 1  # still one alert per incident
     finally:
         emulator.stop()
+
+
+# --- the operator's view: history and status -----------------------------------------------------
+def test_history_lists_incidents_and_restarts_newest_first(home):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    store = Store(home / "data" / "history.db")
+    now = time.time()
+    store.record("restart", "bot", "crashed: exited with code 1 after 0.1 s", "supervisor", at=now - 600)
+    store.record("restart", "bot", "heartbeat stale for 63 s (STALE_AFTER=60)", "monitor", at=now - 300)
+    store.record("restart", "bot", "ancient", "monitor", at=now - 3 * 86400)
+    first = store.open_incident(CRASH_LOOP, now - 600)
+    store.close_incident(first, now - 600 + 192)
+    store.open_incident(STALE, now - 300)
+    store.close()
+    proc = subprocess.run([sys.executable, "-m", "botkeeper", "history", "--since", "24h"], cwd=ROOT,
+                          env=bk_env(home), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "OPEN INCIDENT: heartbeat stale" in out and "uptime: 24h" in out
+    assert out.index("ongoing") < out.index("3 min 12 s  crash loop")  # newest first
+    assert out.index("heartbeat stale for 63 s") < out.index("crashed: exited with code 1")
+    assert "[by monitor]" in out and "ancient" not in out
+
+
+def test_status_table_shows_uptime_and_the_open_incident():
+    from botkeeper.cli import render_table
+
+    status = {
+        "components": [], "overall": "down", "demo": False, "heartbeat_age_seconds": None, "checks": [],
+        "supervisor": {"pid": 1, "running": True}, "runner": {"running": False}, "auto_recovery": {"running": False},
+        "history": {"uptime": {"24h": 97.5, "7d": 99.04, "30d": None},
+                    "open_incident": {"cause": CRASH_LOOP, "duration_seconds": 192.0}},
+    }
+    text = render_table(status)
+    assert "uptime:  24h 97.50%   7d 99.04%   30d -" in text
+    assert "! open incident: crash loop for 3m12s" in text

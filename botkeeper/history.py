@@ -1,0 +1,102 @@
+"""`python -m botkeeper history [--since 24h]`: incidents and restarts with reasons, newest first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sqlite3
+import sys
+import time
+from typing import Any
+
+from .alerts import fmt_duration
+from .config import ConfigError, Settings
+from .store import Store
+
+UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SHOWN_KINDS = ("start", "restart", "exit", "errored", "needs-config", "orphan-stopped", "relaunch", "shutdown",
+               "stale", "limit", "conflict", "telegram-unreachable", "telegram-reachable", "alert", "alert-sent",
+               "alert-failed")
+
+
+def parse_since(text: str) -> float:
+    """'90s', '30m', '24h', '7d', '2w' or 'all' -> seconds (inf for all)."""
+    text = text.strip().lower()
+    if text == "all":
+        return float("inf")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: expected e.g. 30m, 24h, 7d or all")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def fmt_uptime(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}%"
+
+
+def render(summary: dict[str, Any], incidents: list[dict[str, Any]], events: list[dict[str, Any]], now: float,
+           since_label: str) -> str:
+    up = summary["uptime"]
+    out = [f"uptime: 24h {fmt_uptime(up['24h'])}   7d {fmt_uptime(up['7d'])}   30d {fmt_uptime(up['30d'])}"]
+    cur = summary.get("open_incident")
+    if cur:
+        out.append(f"OPEN INCIDENT: {cur['cause']} for {fmt_duration(now - cur['started_at'])} (since {when(cur['started_at'])})")
+    out += ["", f"incidents (last {since_label}, newest first):"]
+    if not incidents:
+        out.append("  none")
+    for inc in incidents:
+        took = "ongoing " + fmt_duration(now - inc["started_at"]) if inc["ended_at"] is None else fmt_duration(inc["duration_seconds"])
+        extra = f"; {inc['failures']} restarts" if inc["failures"] > 1 else ""
+        alerted = "; alerted" if inc["alerted"] else ""
+        detail = f" ({inc['detail']})" if inc["detail"] else ""
+        out.append(f"  {when(inc['started_at'])}  {took:>14}  {inc['cause']}{detail}{extra}{alerted}")
+    out += ["", f"restarts and events (last {since_label}, newest first):"]
+    if not events:
+        out.append("  none")
+    for ev in events:
+        who = f" [by {ev['by']}]" if ev.get("by") else ""
+        comp = ev.get("component") or "-"
+        out.append(f"  {when(ev['at'])}  {ev['kind']:<14} {comp:<13} {ev['detail']}{who}")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m botkeeper history",
+                                     description="Incidents and restarts with reasons, newest first.")
+    parser.add_argument("--since", default="24h", type=parse_since, help="how far back: 30m, 24h, 7d, all (default 24h)")
+    parser.add_argument("--limit", type=int, default=200, help="at most this many rows per section (default 200)")
+    parser.add_argument("--all-events", action="store_true", help="also show every start and exit")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"botkeeper: configuration error: {exc}", file=sys.stderr)
+        return 78
+    if not settings.history_db.exists():
+        print(f"botkeeper: no history yet ({settings.history_db} does not exist; it appears once the bundle runs)")
+        return 0
+    now = time.time()
+    since = 0.0 if args.since == float("inf") else now - args.since
+    label = "all time" if args.since == float("inf") else fmt_duration(args.since).replace(".0 s", " s")
+    store = Store(settings.history_db)
+    try:
+        summary = store.summary(now)
+        incidents = store.incidents(since, args.limit)
+        kinds = SHOWN_KINDS if args.all_events else tuple(k for k in SHOWN_KINDS if k not in ("start", "exit"))
+        events = store.events(since, kinds, limit=args.limit)
+    except sqlite3.Error as exc:
+        print(f"botkeeper: cannot read {settings.history_db}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"summary": summary, "incidents": incidents, "events": events}, indent=2))
+    else:
+        print(render(summary, incidents, events, now, label))
+    return 0
