@@ -224,7 +224,7 @@ def test_sigkill_each_piece_then_pairs_everything_comes_back_never_two(home):
         stop = b.cli("stop")
     print("seconds back to running:", took)
     assert stop.returncode == 0, stop.stderr
-    assert census.bad == [], census.bad[:3]
+    assert census.bad == [], "\n".join(map(str, census.bad[:3]))
     assert census.samples > 50
     assert wait_for(lambda: bundle_processes(home) == [], 3, message="no process left") is True
     history = Store(home / "data" / "history.db").events(limit=10_000)

@@ -80,8 +80,8 @@ def web_stub_command(home: Path) -> list[str]:
     return [sys.executable, str(path)]
 
 
-def bundle_processes(home: Path) -> list[tuple[int, str, str]]:
-    """Every live process of the bundle in `home`: (pid, component or 'root', command line)."""
+def bundle_processes(home: Path) -> list[tuple[int, str, str, int]]:
+    """Every live process of the bundle in `home`: (pid, component or 'root', command line, ppid)."""
     found = []
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == os.getpid():
@@ -89,7 +89,8 @@ def bundle_processes(home: Path) -> list[tuple[int, str, str]]:
         try:
             env = proc.environ()
             if env.get("BOTKEEPER_HOME") == str(home) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append((proc.pid, env.get("BOTKEEPER_COMPONENT", "root"), " ".join(proc.cmdline())[:100]))
+                found.append((proc.pid, env.get("BOTKEEPER_COMPONENT", "root"), " ".join(proc.cmdline())[:100],
+                              proc.ppid()))
         except psutil.Error:
             continue
     return found
@@ -100,4 +101,8 @@ def bots(procs) -> list:
 
 
 def supervisors(procs) -> list:
-    return [p for p in procs if p[1] == "root" and " supervise" in p[2]]
+    """Supervisor processes. A supervisor's child between fork and exec still shows the supervisor's
+    command line and environment: it is not a second supervisor, so children of one are left out."""
+    found = [p for p in procs if p[1] == "root" and " supervise" in p[2]]
+    pids = {p[0] for p in found}
+    return [p for p in found if p[3] not in pids]
