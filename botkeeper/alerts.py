@@ -425,7 +425,8 @@ class WebhookChannel:
         from urllib.parse import urlsplit
 
         parts = urlsplit(self._url)
-        return f"webhook POST to {parts.scheme}://{parts.hostname}/***"
+        port = f":{parts.port}" if parts.port else ""
+        return f"webhook POST to {parts.scheme}://{parts.hostname}{port}/***"
 
     def send(self, text: str, payload: Mapping[str, Any]) -> Delivery:
         import requests

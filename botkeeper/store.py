@@ -5,7 +5,8 @@ explicit `BEGIN IMMEDIATE` for multi-row changes) and a busy timeout waits out o
 writer killed mid-write (even by SIGKILL) loses at most its own uncommitted transaction; SQLite's
 write-ahead log guarantees the rest, so readers never see half of a multi-row change.
 
-Size is bounded by `prune()` (see LIMITS): about 20 MB in the worst case, well under 2 MB for a
+Size is bounded by `prune()` (see LIMITS): about 25 MB in the worst case (20 MB measured with every
+table full of long rows, plus a 4 MB WAL), well under 2 MB for a
 healthy bot. Deleted pages are reused, so the file stops growing at its peak; the WAL is
 checkpointed automatically and truncated to JOURNAL_LIMIT bytes.
 
