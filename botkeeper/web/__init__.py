@@ -68,12 +68,12 @@ def context(app: Flask) -> WebContext:
 
 def start_background(app: Flask) -> WebContext:
     """Start the chart sampler and (when enabled) the self-pinger as daemon threads."""
-    from .selfping import SelfPinger
-
     ctx = context(app)
     sampler = Sampler(ctx.source.take_sample, ctx.settings.sample_interval, ctx.stop)
     ctx.threads.append(sampler)
     if ctx.settings.self_ping_enabled:
+        from .selfping import SelfPinger  # imports requests (~5 MB): only when pinging
+
         ctx.threads.append(SelfPinger(ctx.settings.self_ping_url, ctx.settings.self_ping_interval, ctx.stop))
     for thread in ctx.threads:
         thread.start()

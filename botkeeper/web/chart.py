@@ -40,7 +40,7 @@ def _ago(seconds: float) -> str:
         return "now"
     if seconds >= 3600:
         return f"-{seconds / 3600:g}h" if seconds % 3600 == 0 else f"-{seconds / 3600:.1f}h"
-    return f"-{round(seconds / 60):d}m"
+    return f"-{round(seconds / 60, 1):g}m"
 
 
 def _typical_step(samples: Sequence[Sample]) -> float:

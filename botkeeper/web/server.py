@@ -47,6 +47,9 @@ def serve(settings, threads: int = THREADS) -> int:
     # waitress warns on every queued task under load; a busy page is not worth a log line each.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_exit)
+    if settings.restart_token and len(settings.restart_token) < 16:
+        log.warning("web: RESTART_TOKEN is only %d characters; use 16 or more random ones",
+                    len(settings.restart_token))
     start_background(app)
     log.info("web: status page on http://%s:%s/ (waitress, %d threads)%s", settings.host,
              server.effective_port, threads, " [DEMO]" if settings.demo_active else "")

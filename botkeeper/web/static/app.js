@@ -100,7 +100,7 @@
       box.appendChild(card);
     });
     var select = $("admin-comp");
-    var chosen = select.value;
+    var chosen = select.value || "bot";
     select.textContent = "";
     s.components.forEach(function (c) { select.appendChild(el("option", null, c.name)); });
     if (chosen) select.value = chosen;
