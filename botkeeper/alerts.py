@@ -608,7 +608,9 @@ class Alerter:
         text = self.redact(text)
         if self.settings.demo_active:
             text = "[DEMO] " + text
-        self.store.record("alert", "bot", f"{kind}: {text.splitlines()[-1][:300]}", "alerts", at=now)
+        unsent = "ALERTS=off" if not self.settings.alerts else ("no channel configured" if not self.channels else "")
+        note = f" (not sent: {unsent})" if unsent else ""
+        self.store.record("alert", "bot", f"{kind}: {text.splitlines()[-1][:300]}{note}", "alerts", at=now)
         if not self.settings.alerts:
             log.info("alerts: %s alert not sent (ALERTS=off): %s", kind, text)
             return
