@@ -39,7 +39,7 @@ def sleepers():
 @pytest.fixture
 def served(home, sleepers):
     """A healthy bundle's files, a history with 2 h of samples, and the app on real waitress."""
-    from waitress import create_server
+    from waitress import create_server, wasyncore
 
     # Long heartbeat limits: the page is watched for a few seconds of real time.
     settings = settings_for(home, DEMO="on", HEARTBEAT_INTERVAL="30", STALE_AFTER="120", RESTART_TOKEN="t" * 24)
@@ -60,7 +60,11 @@ def served(home, sleepers):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield settings, f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    # Close every socket from inside the server's own loop (closing them from this thread races
+    # with its select); an empty map ends the loop.
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    thread.join(5)
+    assert not thread.is_alive(), "waitress loop did not stop"
     server.task_dispatcher.shutdown()
 
 
