@@ -439,3 +439,25 @@ def test_log_tail_reads_from_the_end(tmp_path):
     assert time.perf_counter() - started < 0.5
     (tmp_path / "short.log").write_text("a\nb")
     assert tail(tmp_path / "short.log", 10) == ["a", "b"]
+
+
+def test_everything_answers_without_any_bundle_files(home):
+    """A web started before the supervisor ever ran: no state.json, no heartbeat, no logs."""
+    app = create_app(settings_for(home))
+    client = app.test_client()
+    for path in GET_ROUTES:
+        assert client.get(path).status_code == (503 if path == "/health" else 200), path
+    assert "has not written run/state.json" in client.get("/").get_data(as_text=True)
+    families = {f.name for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    assert {"botkeeper_healthy", "botkeeper_supervisor_up", "botkeeper_host_memory_total_bytes"} <= families
+
+
+def test_background_sampler_runs_and_stops(bundle):
+    from botkeeper.web import start_background, stop_background
+
+    _, app, _ = bundle
+    ctx = start_background(app)  # test profile: a sample a second, self-ping off
+    assert [t.name for t in ctx.threads] == ["web-sampler"]
+    wait_for(lambda: ctx.source.history.since(0), 5, message="first sample")
+    stop_background(app)
+    assert not any(t.is_alive() for t in ctx.threads)
