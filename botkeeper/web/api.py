@@ -54,7 +54,8 @@ def health() -> Response:
 
 @bp.get("/status")
 def status() -> Response:
-    return ok(_ctx().source.snapshot())
+    ctx = _ctx()
+    return ok(ctx.memo("status", ctx.source.snapshot))
 
 
 @bp.get("/metrics")

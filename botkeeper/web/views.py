@@ -52,7 +52,8 @@ def render_chart(width: int = chart.WIDTH) -> str:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(exposition(_ctx().registry), content_type=CONTENT_TYPE_LATEST)
+    ctx = _ctx()
+    return Response(ctx.memo("metrics", lambda: exposition(ctx.registry)), content_type=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/chart.svg")
@@ -65,14 +66,10 @@ def chart_svg() -> Response:
 @bp.get("/")
 def index() -> Response:
     ctx = _ctx()
-    # Re-rendered only when the health reading changes (files changed, or every 1/4 s of the
-    # clock): a page hit 200 times a second renders a few times a second.
-    key = ctx.source.health()
-    cached = ctx.page
-    if cached is not None and cached[0] is key:
-        return Response(cached[1], mimetype="text/html")
-    snap = ctx.source.snapshot()
-    html = render_template("index.html", s=snap, chart_svg=render_chart(), refresh=ctx.refresh_seconds,
-                           f=fmt, noscript_refresh=max(10, int(ctx.refresh_seconds * 6)))
-    ctx.page = (key, html)
-    return Response(html, mimetype="text/html")
+
+    def build() -> str:
+        return render_template("index.html", s=ctx.source.snapshot(), chart_svg=render_chart(),
+                               refresh=ctx.refresh_seconds, f=fmt,
+                               noscript_refresh=max(10, int(ctx.refresh_seconds * 6)))
+
+    return Response(ctx.memo("page", build), mimetype="text/html")
