@@ -122,8 +122,13 @@ class Supervisor:
         s = self.settings
         for d in (s.logs_dir, s.data_dir, s.run_dir):
             d.mkdir(parents=True, exist_ok=True)
+        previous = read_json(s.run_dir / "supervisor.pid")  # removed on a clean exit: still there = it died
         write_pidfile(s.run_dir / "supervisor.pid")
         self._setup_logs()
+        if isinstance(previous, dict) and previous.get("pid") not in (None, os.getpid()):
+            log.warning("supervisor pid %s ended without shutting down (killed or crashed)", previous["pid"])
+            self.store_event("exit", "supervisor", f"pid {previous['pid']} ended without shutting down"
+                             " (killed or crashed)", "supervisor")
         self.cleanup_leftovers()
         self._open_control()
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
