@@ -12,6 +12,7 @@ import logging
 import signal
 import ssl
 import sys
+import threading
 
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
@@ -172,11 +173,26 @@ class _DropRejectedTokenTraceback(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], InvalidToken))
 
 
+def _route_stray_tracebacks(logger: logging.Logger) -> None:
+    """Tracebacks Python would print straight to stderr (threads, __del__, at exit) go through the
+    redacting log handler instead: an exception text may contain the token."""
+
+    def unraisable(info) -> None:  # noqa: ANN001 - sys.UnraisableHookArgs
+        logger.warning("ignored exception in %r: %s: %s", info.object, info.exc_type.__name__, info.exc_value)
+
+    sys.excepthook = lambda kind, value, tb: logger.error("uncaught exception", exc_info=(kind, value, tb))
+    threading.excepthook = lambda args: logger.error(
+        "uncaught exception in thread %s", args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+    sys.unraisablehook = unraisable
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python main.py`: the bot component."""
     settings = load_or_exit()
     logger = logs.setup(settings, "bot")
     logging.captureWarnings(True)  # library warnings go through the redacting handler too
+    _route_stray_tracebacks(logger)
     level = max(logging.getLogger().level, logging.INFO)
     for chatty in ("telegram", "asyncio"):  # DEBUG there dumps every request and message
         logging.getLogger(chatty).setLevel(level)
