@@ -461,3 +461,14 @@ def test_background_sampler_runs_and_stops(bundle):
     wait_for(lambda: ctx.source.history.since(0), 5, message="first sample")
     stop_background(app)
     assert not any(t.is_alive() for t in ctx.threads)
+
+
+@pytest.mark.parametrize("content", ['{"components": "x", "supervisor": 5, "recent_restarts": {}}', "[1, 2]",
+                                     '{"components": [1, "a", null]}', "{not json", ""])
+def test_malformed_state_file_is_down_not_a_500(home, content):
+    settings = settings_for(home)
+    settings.run_dir.mkdir(parents=True)
+    settings.state_file.write_text(content)
+    client = create_app(settings).test_client()
+    for path in GET_ROUTES:
+        assert client.get(path).status_code == (503 if path == "/health" else 200), path

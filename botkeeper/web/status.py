@@ -86,7 +86,7 @@ def _check_estimate(check: policy.Check, reading: Reading, components: Mapping[s
     """Best guess at when a check, first seen now, last changed."""
     state, beat = reading.state or {}, reading.heartbeat or {}
     if check.name == "supervisor":
-        return _num(state.get("supervisor", {}).get("started_at")) if check.ok else _num(state.get("updated_at"))
+        return _num((state.get("supervisor") or {}).get("started_at")) if check.ok else _num(state.get("updated_at"))
     if check.name.startswith("component:"):
         comp = components.get(check.name.split(":", 1)[1], {})
         if check.ok:
@@ -102,6 +102,19 @@ def _check_estimate(check: policy.Check, reading: Reading, components: Mapping[s
     if check.name == "telegram":
         return bot_start if check.ok else _num(beat.get("unreachable_since"))
     return None
+
+
+def _sane(state: Any) -> dict[str, Any] | None:
+    """state.json with the shapes the code relies on (a hand-edited file must not cause a 500)."""
+    if not isinstance(state, dict):
+        return None
+    fixed = dict(state)
+    for key in ("components", "recent_restarts"):
+        items = state.get(key)
+        fixed[key] = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    if not isinstance(state.get("supervisor"), dict):
+        fixed["supervisor"] = {}
+    return fixed
 
 
 HEALTH_TICKS = 4  # /health memo granularity: 1/4 s
@@ -147,9 +160,7 @@ class StatusSource:
     def read(self) -> Reading:
         started = time.perf_counter()
         s = self.settings
-        state = read_json(s.state_file)
-        if not isinstance(state, dict):
-            state = None
+        state = _sane(read_json(s.state_file))
         sup = (state or {}).get("supervisor") or {}
         alive = bool(state) and verified_process(sup.get("pid"), sup.get("create_time")) is not None
         beat, beat_error = hb.read_or_error(s.heartbeat_file)
@@ -258,8 +269,7 @@ class StatusSource:
         return now, self.history.since(now - span), [r for r in restarts if (r["at"] or 0) >= now - span]
 
     def read_state_only(self) -> dict[str, Any] | None:
-        state = read_json(self.settings.state_file)
-        return state if isinstance(state, dict) else None
+        return _sane(read_json(self.settings.state_file))
 
     # --- pieces -----------------------------------------------------------------------------
     @staticmethod
