@@ -62,7 +62,7 @@ class Bench:
         self.home = home
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BOTKEEPER_", "DEMO"))}
         env |= {"BOTKEEPER_HOME": str(home), "BOTKEEPER_ENV": profile, "DEMO": "off", "AUTO_RECOVERY": "on",
-                "HOST": "127.0.0.1", "PORT": str(free_port()), "ALERTS": "off", "SELF_PING": "off"}
+                "HOST": "127.0.0.1", "PORT": str(free_port()), "SELF_PING": "off"}
         if profile == "test":
             env["HEALTH_GRACE"] = "1"
         self.env = env
