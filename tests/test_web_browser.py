@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from botkeeper.web import create_app
-from botkeeper.web.history import RingHistory, Sample
+from botkeeper.store import DAY, Store
+from botkeeper.web.history import StoreHistory
 from web_helpers import Sleepers, healthy_bundle, settings_for, write_heartbeat
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +39,8 @@ def sleepers():
 
 @pytest.fixture
 def served(home, sleepers):
-    """A healthy bundle's files, a history with 2 h of samples, and the app on real waitress."""
+    """A healthy bundle's files, data/history.db with 2 h of samples and two incidents (one still
+    open), and the app on real waitress as keep_alive.py builds it."""
     from waitress import create_server, wasyncore
 
     # Long heartbeat limits: the page is watched for a few seconds of real time.
@@ -50,12 +52,14 @@ def served(home, sleepers):
         {"at": now - 900, "component": "monitor", "reason": "requested from the web page", "by": "web"},
     ]
     healthy_bundle(settings, sleepers, now, restarts)
-    history = RingHistory(settings.sample_interval)
-    for i in range(120):  # one a minute for two hours, a down stretch around the stale restart
-        t = now - 7200 + i * 60
-        overall = "down" if now - 3200 <= t <= now - 3000 else "healthy"
-        history.add(Sample(t, int((48 + 10 * (i % 40) / 40 + (i > 70) * 6) * MB), 2.0, overall))
-    app = create_app(settings, history=history, refresh_seconds=1.0)
+    store = Store(settings.history_db)  # as the monitor and the alerter write it
+    store.set_meta("created_at", now - 10 * DAY)
+    for i in range(120):  # one a minute for two hours
+        store.add_sample("bot", int((48 + 10 * (i % 40) / 40 + (i > 70) * 6) * MB), 2.0, at=now - 7200 + i * 60)
+    store.close_incident(store.open_incident("heartbeat stale", now - 3200), now - 3000)  # around the stale restart
+    store.open_incident("telegram unreachable", now - 90)
+    store.close()
+    app = create_app(settings, history=StoreHistory(settings), refresh_seconds=1.0)
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -95,7 +99,10 @@ def test_page_renders_refreshes_and_fits_a_phone(served, browser, tmp_path):
     assert page.locator("#components .card h3").all_text_contents() == ["bot", "web", "monitor"]
     assert page.locator("#chart svg .memory-line").count() >= 1
     assert page.locator("#chart svg .restart-marker").count() == 3
-    assert page.locator("#chart svg .band-down").count() == 1
+    assert page.locator("#chart svg .band-down").count() == 2  # the closed incident and the open one
+    # 24 h / 7 d / 30 d (the database is 10 days old): 99.66%, 99.95%, 99.96%, a little less each second
+    assert [t[:5] for t in page.locator("#uptime b").all_text_contents()] == ["99.66", "99.95", "99.96"]
+    assert "Open incident: telegram unreachable since" in page.text_content("#incident")
     assert page.locator("#restarts tr").count() == 3
     box = page.locator("#chart svg").bounding_box()
     assert box and box["width"] > 600 and box["height"] > 150
@@ -113,6 +120,7 @@ def test_page_renders_refreshes_and_fits_a_phone(served, browser, tmp_path):
     expect(page.locator("#components .card[data-name=monitor] .pill")).to_have_text("backoff", timeout=10_000)
     assert page.text_content("#state-word").strip() == "degraded"
     assert "component:monitor" in page.text_content("#failing")
+    assert "telegram unreachable" in page.text_content("#incident")  # redrawn by the refresh
     assert page.evaluate("window.__noReload") is True
 
     # A phone: nothing wider than the screen, the state word still big.

@@ -3,7 +3,9 @@
 `create_app(settings, clock=..., history=...)` builds the Flask app; every data source is the
 bundle's own files (run/state.json, bot_health.txt, logs/) plus psutil, so tests drive it by
 writing those files. Background work (the chart sampler, the self-pinger) starts only through
-`start_background(app)`, which keep_alive.py calls and tests call when they want it.
+`start_background(app)`, which keep_alive.py calls and tests call when they want it. keep_alive.py
+passes `history=StoreHistory(settings)`: the monitor samples into data/history.db, so the web runs
+no sampler of its own; the default in-memory history is sampled by this process.
 """
 
 from __future__ import annotations
@@ -78,10 +80,11 @@ def context(app: Flask) -> WebContext:
 
 
 def start_background(app: Flask) -> WebContext:
-    """Start the chart sampler and (when enabled) the self-pinger as daemon threads."""
+    """Start the chart sampler (unless another process samples the history) and, when enabled,
+    the self-pinger as daemon threads."""
     ctx = context(app)
-    sampler = Sampler(ctx.source.take_sample, ctx.settings.sample_interval, ctx.stop)
-    ctx.threads.append(sampler)
+    if not ctx.source.history.sampled_elsewhere:
+        ctx.threads.append(Sampler(ctx.source.take_sample, ctx.settings.sample_interval, ctx.stop))
     if ctx.settings.self_ping_enabled:
         from .selfping import SelfPinger  # imports requests (~5 MB): only when pinging
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 
@@ -30,6 +31,11 @@ def size(n: float | None) -> str:
 
 def percent(p: float | None) -> str:
     return "–" if p is None else f"{p:.1f}%"
+
+
+def uptime(p: float | None) -> str:
+    """Rounded down, so 99.996% shows as 99.99%, not as a perfect 100%."""
+    return "–" if p is None else f"{math.floor(p * 100 + 1e-9) / 100:g}%"
 
 
 def clock(t: float | None) -> str:

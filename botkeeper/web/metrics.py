@@ -29,6 +29,7 @@ class BotkeeperCollector(Collector):
         yield from _components(snap, self.source.restarts.counts())
         yield from _heartbeat(snap["heartbeat"])
         yield from _host(snap["host"])
+        yield from _uptime(snap["history"]["uptime"])
 
 
 def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
@@ -88,6 +89,15 @@ def _host(host: dict[str, Any]) -> Iterator[Metric]:
     yield from _gauge("botkeeper_host_memory_used_bytes", "Host memory in use (total - available)", host["memory_used"])
     yield from _gauge("botkeeper_host_disk_total_bytes", "Size of the disk holding the bundle", host["disk_total"])
     yield from _gauge("botkeeper_host_disk_free_bytes", "Free space on the disk holding the bundle", host["disk_free"])
+
+
+def _uptime(uptime: dict[str, float | None]) -> Iterator[Metric]:
+    ratio = GaugeMetricFamily("botkeeper_uptime_ratio", "Share of the window the bot was not in an incident "
+                              "(data/history.db; the window starts no earlier than the database)", labels=["window"])
+    for window, percent in uptime.items():
+        if percent is not None:
+            ratio.add_metric([window], percent / 100.0)
+    yield ratio
 
 
 def make_registry(source: StatusSource) -> CollectorRegistry:

@@ -9,6 +9,7 @@ import signal
 from waitress import create_server
 
 from . import create_app, start_background, stop_background
+from .history import StoreHistory
 
 log = logging.getLogger(__name__)
 THREADS = 8
@@ -22,7 +23,7 @@ def _raise_exit(signum, frame):  # noqa: ARG001
 
 
 def serve(settings, threads: int = THREADS) -> int:
-    app = create_app(settings)
+    app = create_app(settings, history=StoreHistory(settings))
     # Compile the templates now, not while the first visitor (and everyone behind them) waits.
     for name in ("index.html", "error.html"):
         app.jinja_env.get_template(name)

@@ -1,7 +1,8 @@
 """What the page and the APIs report: run/state.json + bot_health.txt + psutil, one snapshot.
 
 `StatusSource.health()` is the cheap path (/health: two small file reads and one PID check);
-`snapshot()` adds process and host usage (cached by procstats), restarts and the chart samples.
+`snapshot()` adds process and host usage (cached by procstats), restarts, and uptime and the open
+incident from data/history.db (cached for HISTORY_TTL).
 The verdict itself always comes from botkeeper.policy.health, shared with the CLI and monitor.
 """
 
@@ -19,7 +20,7 @@ from .. import policy
 from ..fsutil import read_json, verified_process
 from ..logs import Redactor
 from ..states import LIVE, State
-from .history import DAY, RingHistory, Sample
+from .history import DAY, RingHistory, Sample, StoreHistory, StoreReader, no_summary
 from .procstats import HostStats, ProcessStats
 from .reasons import RestartCounter, bucket
 
@@ -118,6 +119,7 @@ def _sane(state: Any) -> dict[str, Any] | None:
 
 
 HEALTH_TICKS = 4  # /health memo granularity: 1/4 s
+HISTORY_TTL = 5.0  # seconds between reads of uptime and the open incident from data/history.db
 
 
 def _file_key(path: Path) -> tuple[int, int, int] | None:
@@ -155,6 +157,9 @@ class StatusSource:
         self.redact = Redactor(settings.secrets() + [settings.bot_token or ""])
         self._supervisor_pid: int | None = None
         self._health_cache: tuple[tuple, tuple[Reading, dict[str, Any]]] | None = None
+        self.store = self.history.reader if isinstance(self.history, StoreHistory) else StoreReader(settings.history_db)
+        self._summary: tuple[float, dict[str, Any]] | None = None  # (read at, Store.summary())
+        self._summary_lock = threading.Lock()
 
     # --- the cheap path ---------------------------------------------------------------------
     def read(self) -> Reading:
@@ -248,13 +253,30 @@ class StatusSource:
             "bot": {k: bot.get(k) for k in ("state", "uptime", "memory_bytes", "cpu_percent", "restarts")} if bot else None,
             "recent_restarts": [self._restart(r) for r in reversed(recent[-10:])],
             "host": self.host.read(),
+            "history": self.history_summary(now),
             "limits": {"max_memory_bytes": int(self.settings.max_memory_mb * 1024 * 1024),
                        "max_cpu_percent": self.settings.max_cpu_percent},
         }
         return data
 
+    def history_summary(self, now: float) -> dict[str, Any]:
+        """Store.summary(): uptime % per window and the open incident, read at most every
+        HISTORY_TTL seconds (the incident's duration is brought up to `now` on every call)."""
+        with self._summary_lock:
+            cached = self._summary
+            if cached is None or not 0 <= now - cached[0] < HISTORY_TTL:
+                cached = self._summary = (now, self.store.read(lambda store: store.summary(now)) or no_summary())
+        summary = cached[1]
+        incident = summary["open_incident"]
+        if incident is not None:
+            incident = incident | {"cause": self.redact(str(incident["cause"])),
+                                   "detail": self.redact(str(incident["detail"])),
+                                   "duration_seconds": round(max(0.0, now - incident["started_at"]), 1)}
+        return {"uptime": summary["uptime"], "open_incident": incident}
+
     def take_sample(self) -> Sample:
-        """One chart sample (called by the sampler thread every sample_interval)."""
+        """One chart sample (called by the sampler thread every sample_interval, when the
+        history is not sampled elsewhere)."""
         snap = self.snapshot()
         bot = snap["bot"] or {}
         sample = Sample(snap["now"], bot.get("memory_bytes"), bot.get("cpu_percent"), snap["status"])

@@ -30,6 +30,9 @@
       n /= 1024;
     }
   }
+  function uptime(p) {  // rounded down, like fmt.uptime: 99.996% is not a perfect 100%
+    return p === null || p === undefined ? "–" : String(Math.floor(p * 100 + 1e-9) / 100) + "%";
+  }
   function pct(p) { return p === null || p === undefined ? "–" : p.toFixed(1) + "%"; }
   function clock(t) {
     if (!t) return "–";
@@ -56,6 +59,20 @@
     since.dataset.t = s.since;
     since.textContent = clock(s.since);
     $("since-for").textContent = dur(s.for_seconds) + (s.since_estimated ? ", estimated" : "");
+    var cells = $("uptime").querySelectorAll("b[data-w]");
+    for (var i = 0; i < cells.length; i++) cells[i].textContent = uptime(s.history.uptime[cells[i].dataset.w]);
+    var inc = s.history.open_incident, line = $("incident");
+    line.textContent = "";
+    line.hidden = !inc;
+    if (inc) {
+      line.appendChild(document.createTextNode("Open incident: "));
+      line.appendChild(el("b", null, inc.cause));
+      line.appendChild(document.createTextNode(" since "));
+      var at = el("time", null, clock(inc.started_at));
+      at.dataset.t = inc.started_at;
+      line.appendChild(at);
+      line.appendChild(document.createTextNode(" (" + dur(inc.duration_seconds) + ")"));
+    }
     var list = $("failing");
     list.textContent = "";
     s.failing.forEach(function (c) {
