@@ -129,13 +129,19 @@ def uptime_percent(intervals: Sequence[tuple[float, float | None]], now: float, 
 
 
 class Store:
-    def __init__(self, path: Path, busy_timeout: float = 5.0):
+    def __init__(self, path: Path, busy_timeout: float = 5.0, readonly: bool = False):
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.readonly = readonly  # readers (the web page) never create, migrate or lock the file
         self._conn: sqlite3.Connection | None = None
         self._samples_added = 0
 
     def connect(self) -> sqlite3.Connection:
+        if self._conn is None and self.readonly:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                   timeout=self.busy_timeout, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            self._conn = conn
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)

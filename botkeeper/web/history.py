@@ -72,7 +72,7 @@ class StoreReader:
         if not self.path.is_file():
             self._failed("does not exist yet", logging.INFO)
             return None
-        store = Store(self.path)
+        store = Store(self.path, readonly=True)
         try:
             result = what(store)
         except (sqlite3.Error, OSError) as exc:
