@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bundle, control
+from .fmt import duration as fmt_duration, size as fmt_bytes
 from .config import ConfigError, EX_CONFIG, Settings
 
 EX_NOT_RUNNING = 3
@@ -302,41 +303,18 @@ def _tree_memory(proc, children: bool = True) -> int:
         return 0
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if not seconds:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def fmt_bytes(n: int) -> str:
-    if not n:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def render_table(status: dict[str, Any]) -> str:
     headers = ("name", "pid", "state", "restarts", "uptime", "cpu", "memory", "last exit", "last restart reason")
     rows = []
     for c in status["components"]:
-        rows.append((c["name"], str(c["pid"] or "-"), c["state"], str(c["restarts"]), fmt_duration(c["uptime_seconds"]),
-                     f"{c['cpu_percent']:.1f}%", fmt_bytes(c["memory_bytes"]), c.get("last_exit") or "-",
+        rows.append((c["name"], str(c["pid"] or "-"), c["state"], str(c["restarts"]), fmt_duration(c["uptime_seconds"] or None),
+                     f"{c['cpu_percent']:.1f}%", fmt_bytes(c["memory_bytes"] or None), c.get("last_exit") or "-",
                      _short(c.get("last_restart_reason") or "-", 60)))
     for label, key in (("supervisor", "supervisor"), ("run_24_7.sh", "runner"), ("auto_recovery", "auto_recovery")):
         r = status[key]
         rows.append((label, str(r.get("pid") or "-"), "running" if r.get("running") else "missing", "-",
                      fmt_duration(r.get("uptime_seconds")), f"{r.get('cpu_percent', 0.0):.1f}%",
-                     fmt_bytes(r.get("memory_bytes", 0)), "-", "-"))
+                     fmt_bytes(r.get("memory_bytes") or None), "-", "-"))
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     out = [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]

@@ -6,7 +6,8 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import chart, fmt
+from .. import fmt
+from . import chart
 from .fastpath import PONG
 from .metrics import exposition
 

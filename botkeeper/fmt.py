@@ -1,4 +1,4 @@
-"""Number formatting for the page (static/app.js has the same rules for its refreshes)."""
+"""Number and time formatting shared by the CLI and the page (static/app.js mirrors it for refreshes)."""
 
 from __future__ import annotations
 
