@@ -149,7 +149,29 @@ class Recovery:
             done += self.check_supervisor(now)
         else:
             self.unanswered_since = None
+        done += self.trim_plain_logs()
         done += self.check_disk()
+        return done
+
+    # Outputs written by shells and crash tracebacks, not by our rotating handler.
+    PLAIN_LOGS = ("runner.log", "auto_recovery.out")
+
+    def trim_plain_logs(self) -> list[str]:
+        """Keep runner.log and auto_recovery.out within LOG_MAX_BYTES: copy to NAME.1, then
+        truncate in place (their writers append with O_APPEND, so they carry on at the new end)."""
+        s, done = self.settings, []
+        for name in self.PLAIN_LOGS:
+            path = s.logs_dir / name
+            try:
+                if path.stat().st_size <= s.log_max_bytes:
+                    continue
+                shutil.copyfile(path, path.with_name(name + ".1"))
+                os.truncate(path, 0)
+            except OSError as exc:
+                log.warning("logs: cannot trim %s: %s", name, exc)
+                continue
+            log.info("logs: %s reached LOG_MAX_BYTES=%s; moved to %s.1", name, s.log_max_bytes, name)
+            done.append(f"trim-{name}")
         return done
 
     def relaunch_runner(self, why: str, supervisor_alive: bool) -> list[str]:

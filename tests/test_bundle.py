@@ -37,12 +37,26 @@ def bundle_processes(home):
     return found
 
 
+def _heads(procs):
+    """Drop processes whose parent is in the list: a child between fork and exec still shows its
+    parent's command line and environment, and is not a second copy."""
+    pids = {p[0] for p in procs}
+    out = []
+    for p in procs:
+        try:
+            if psutil.Process(p[0]).ppid() not in pids:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
 def bots(home):
-    return [p for p in bundle_processes(home) if p[1] == "bot"]
+    return _heads([p for p in bundle_processes(home) if p[1] == "bot"])
 
 
 def supervisors(home):
-    return [p for p in bundle_processes(home) if p[1] == "root" and "supervise" in p[2]]
+    return _heads([p for p in bundle_processes(home) if p[1] == "root" and "supervise" in p[2]])
 
 
 def botkeeper(home, *args, timeout=60, **env):

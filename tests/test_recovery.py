@@ -248,3 +248,17 @@ def test_a_stopped_supervisor_is_replaced(home):
     finally:
         assert b.cli("stop").returncode == 0
     assert bundle_processes(home) == []
+
+
+def test_plain_logs_of_the_runner_are_kept_within_log_max_bytes(tmp_path):
+    from botkeeper.config import Settings
+    from botkeeper.recovery import Recovery
+
+    home = tmp_path / "bk"
+    (home / "logs").mkdir(parents=True)
+    runner_log = home / "logs" / "runner.log"
+    runner_log.write_text("x" * 30_000)
+    settings = Settings.from_env({"BOTKEEPER_ENV": "test", "DEMO": "off", "LOG_MAX_BYTES": "20000"}, home=home)
+    assert Recovery(settings).trim_plain_logs() == ["trim-runner.log"]
+    assert runner_log.stat().st_size == 0 and (home / "logs" / "runner.log.1").stat().st_size == 30_000
+    assert Recovery(settings).trim_plain_logs() == []
