@@ -414,4 +414,4 @@ def test_status_table_shows_uptime_and_the_open_incident():
     }
     text = render_table(status)
     assert "uptime:  24h 97.50%   7d 99.04%   30d -" in text
-    assert "! open incident: crash loop for 3m12s" in text
+    assert "! open incident: crash loop for 3m 12s" in text
