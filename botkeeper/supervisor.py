@@ -27,7 +27,7 @@ from typing import Any, Callable
 from . import control, policy, process
 from .config import EX_CONFIG, ComponentSpec, Settings
 from .fsutil import atomic_write_json, create_time, read_json, write_pidfile
-from .logs import FORMAT, Redactor, RedactingFilter, rotating_handler
+from .logs import Redactor, RedactingFilter, rotating_handler
 from .states import LIVE, State, check_transition
 from .store import Store
 

@@ -154,3 +154,21 @@ def supervised(home: Path):
                 os.killpg(comp["pid"], signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.fixture
+def sleepers():
+    """Real sleeping processes standing in for components (web tests); ended after the test."""
+    from web_helpers import Sleepers
+
+    s = Sleepers()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock():
+    """A settable clock for code that takes one (web tests)."""
+    from web_helpers import Clock
+
+    return Clock()

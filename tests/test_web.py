@@ -17,24 +17,11 @@ from botkeeper.web.auth import TokenGate
 from botkeeper.web.history import Sample
 from botkeeper.web.logtail import tail
 from botkeeper.web.reasons import BUCKETS, RestartCounter, bucket
-from conftest import SLEEPER, py_command, wait_for
-from web_helpers import (TOKEN, Clock, Sleepers, component, healthy_bundle, settings_for, write_heartbeat,
-                         write_state)
+from conftest import SLEEPER, wait_for
+from web_helpers import TOKEN, healthy_bundle, settings_for, write_heartbeat
 
 GET_ROUTES = ["/", "/ping", "/health", "/api/health", "/api/status", "/api/metrics", "/metrics", "/chart.svg",
               "/static/style.css", "/static/app.js"]
-
-
-@pytest.fixture
-def sleepers():
-    s = Sleepers()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from botkeeper.web import create_app
 from botkeeper.store import DAY, Store
 from botkeeper.web.history import StoreHistory
-from web_helpers import Sleepers, healthy_bundle, settings_for, write_heartbeat
+from web_helpers import healthy_bundle, settings_for, write_heartbeat
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -30,13 +30,6 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.
                                 reason=f"{CHROMIUM} is not installed (apt install chromium)")
 MB = 1024 * 1024
 expect = None  # playwright.sync_api.expect, set by the browser fixture (the import may be skipped)
-
-
-@pytest.fixture
-def sleepers():
-    s = Sleepers()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -15,21 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from botkeeper.store import DAY, Store
 from botkeeper.web import create_app, start_background, stop_background
 from botkeeper.web.history import Sample, StoreHistory
-from web_helpers import Clock, Sleepers, healthy_bundle, settings_for
+from web_helpers import healthy_bundle, settings_for
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def sleepers():
-    s = Sleepers()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 def write_history(settings, now: float) -> None:
