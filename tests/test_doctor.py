@@ -12,19 +12,11 @@ import pytest
 import requests
 
 from botkeeper import doctor
-from botkeeper.emulator import Emulator
+from botfixtures import emulator  # noqa: F401 - fixture
 from conftest import FAKE_TOKEN, ROOT, bk_env
 
 OTHER_TOKEN = "987654321:BBH-another-token-for-tests-01234567"
 SECRET_HALF = FAKE_TOKEN.split(":", 1)[1]
-
-
-@pytest.fixture
-def emulator():
-    em = Emulator(port=0)
-    em.start()
-    yield em
-    em.stop()
 
 
 @pytest.fixture
