@@ -115,13 +115,18 @@ def print_banner(settings: Settings) -> None:
     print("\n".join(lines), flush=True)
 
 
-def current_health(settings: Settings):
+def current_health(settings: Settings, live_state: dict | None = None):
+    """(state, verdict). Pass the state the supervisor just answered with (it is alive then);
+    without it, run/state.json is read and the supervisor's PID verified."""
     from . import heartbeat, policy
     from .fsutil import read_json, verified_process
 
-    state = read_json(settings.state_file)
-    sup = (state or {}).get("supervisor", {}) if isinstance(state, dict) else {}
-    alive = verified_process(sup.get("pid"), sup.get("create_time")) is not None
+    if live_state is not None:
+        state, alive = live_state, True
+    else:
+        state = read_json(settings.state_file)
+        sup = (state or {}).get("supervisor", {}) if isinstance(state, dict) else {}
+        alive = verified_process(sup.get("pid"), sup.get("create_time")) is not None
     hb, hb_error = heartbeat.read_or_error(settings.heartbeat_file)
     verdict = policy.health(state if alive else None, alive, hb, hb_error, time.time(),
                             settings.heartbeat_interval, settings.stale_after, settings.heartbeat_grace)
@@ -215,7 +220,7 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         state = None
     if state is None:
         return None
-    _, verdict = current_health(settings)
+    _, verdict = current_health(settings, live_state=state)
     now = time.time()
     procs: dict[str, psutil.Process | None] = {}
     for comp in state["components"]:
