@@ -210,8 +210,7 @@ class Supervisor:
         log.info("supervisor pid %s starting %s in %s%s", os.getpid(),
                  ", ".join(self.components), self.settings.home, " (DEMO)" if self.settings.demo_active else "")
         for comp in self.components.values():
-            self.start(comp, "initial start", "supervisor")
-        self.write_state()
+            self.start(comp, "initial start", "supervisor")  # each start writes run/state.json
         process.release_free_memory()  # start-up garbage (imports, parsing) back to the OS
         while not self.finished():
             self.step()
