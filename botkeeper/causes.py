@@ -1,0 +1,105 @@
+"""Why something happened: one `str` Enum of restart, incident and verdict causes.
+
+A cause travels as this value from the place that decided (the restart policy, the monitor, the
+bot's own exit note, an operator) through the control channel into the `cause` column of the
+store, and out to alerts, the page, `history` and the `reason` label of /metrics. The human
+sentence beside it is a detail: shown, redacted, never parsed back.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Cause(str, Enum):
+    # the process ended or was ended because of a failure
+    CRASH = "crash"  # exited (or was killed) without being asked
+    CRASH_LOOP = "crash-loop"  # quick crashes in a row: backoff or errored
+    STALE_HEARTBEAT = "stale-heartbeat"  # alive but its event loop stopped beating
+    MEMORY = "memory"  # above MAX_MEMORY_MB for several checks
+    CPU = "cpu"  # above MAX_CPU_PERCENT for CPU_WINDOW
+    POISON_UPDATE = "poison-update"  # one update keeps hanging or killing the bot
+    DISK_FULL = "disk-full"  # the heartbeat or the history cannot be written
+    CORRUPT_FILE = "corrupt-file"  # a file of ours was unreadable and was set aside
+    WEB_UNRESPONSIVE = "web-unresponsive"  # /health stopped answering connections
+    SUPERVISOR_DOWN = "supervisor-down"  # no supervisor holds the lock
+    SUPERVISOR_HUNG = "supervisor-hung"  # a supervisor holds the lock but does not answer
+    STUCK = "stuck"  # a component the supervisor should have started long ago
+    # Telegram's side
+    TELEGRAM_OUTAGE = "telegram-outage"  # Telegram cannot be reached from here
+    CONFLICT = "conflict"  # another program polls with this token (409)
+    TOKEN_REJECTED = "token-rejected"  # Telegram answered 401/404 to the token
+    NEEDS_CONFIG = "needs-config"  # a setting or command must be fixed (exit 78)
+    # planned or asked for
+    MAX_UPTIME = "max-uptime"  # the planned restart after MAX_UPTIME_HOURS
+    OPERATOR = "operator"  # a person asked: CLI, page, Telegram command
+    DEPLOY = "deploy"  # an update was rolled out
+    ROLLBACK = "rollback"  # an update was rolled back
+    INITIAL_START = "initial-start"  # the first start of a component by this supervisor
+    SHUTDOWN = "shutdown"  # the bundle is stopping
+    # verdict-only
+    STARTING = "starting"  # within its start grace: not yet healthy, not yet a failure
+    STOPPED = "stopped"  # stopped on purpose
+    STATE_UNKNOWN = "state-unknown"  # run/state.json unreadable for a moment
+    HEARTBEAT_INVALID = "heartbeat-invalid"  # corrupt, oversized or from the future
+    COMPONENT_DOWN = "component-down"  # a component other than the bot is not running
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def planned(self) -> bool:
+        """A restart for this cause was wanted: it is not a failure and opens no incident."""
+        return self in PLANNED
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self, self.value.replace("-", " "))
+
+    @classmethod
+    def parse(cls, value: object, default: "Cause | None" = None) -> "Cause":
+        """The cause named by a stored or received value; `default` (UNKNOWN) for anything else.
+
+        Only exact values are accepted: a sentence is never read for keywords."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            return default if default is not None else cls.UNKNOWN
+
+
+PLANNED = frozenset({Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.INITIAL_START, Cause.SHUTDOWN,
+                     Cause.STOPPED, Cause.STARTING})
+
+LABELS = {
+    Cause.CRASH: "crashed",
+    Cause.CRASH_LOOP: "crash loop",
+    Cause.STALE_HEARTBEAT: "heartbeat stale (hung)",
+    Cause.MEMORY: "memory limit",
+    Cause.CPU: "CPU limit",
+    Cause.POISON_UPDATE: "poison update",
+    Cause.DISK_FULL: "disk full",
+    Cause.CORRUPT_FILE: "corrupt file set aside",
+    Cause.WEB_UNRESPONSIVE: "status page not answering",
+    Cause.SUPERVISOR_DOWN: "supervisor not running",
+    Cause.SUPERVISOR_HUNG: "supervisor not answering",
+    Cause.STUCK: "not started in time",
+    Cause.TELEGRAM_OUTAGE: "Telegram unreachable",
+    Cause.CONFLICT: "another poller (409 Conflict)",
+    Cause.TOKEN_REJECTED: "token rejected by Telegram",
+    Cause.NEEDS_CONFIG: "needs configuration",
+    Cause.MAX_UPTIME: "planned restart (max uptime)",
+    Cause.OPERATOR: "asked by an operator",
+    Cause.DEPLOY: "deploy",
+    Cause.ROLLBACK: "rollback",
+    Cause.INITIAL_START: "initial start",
+    Cause.SHUTDOWN: "shutdown",
+    Cause.STARTING: "starting",
+    Cause.STOPPED: "stopped",
+    Cause.STATE_UNKNOWN: "state unknown for a moment",
+    Cause.HEARTBEAT_INVALID: "heartbeat invalid",
+    Cause.COMPONENT_DOWN: "a component is down",
+    Cause.UNKNOWN: "unknown",
+}
