@@ -6,65 +6,30 @@ only through files under run/ that they wrote themselves, never by process name.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import sys
-import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
-from . import process
+from . import process, runfiles
 from .config import PACKAGE_ROOT, Settings
-from .fsutil import read_json, read_pidfile
+from .fsutil import read_json
+from .runfiles import root_process
 
 ROOTS = ("runner", "supervisor", "recovery")
 
 
-def pidfile(settings: Settings, root: str) -> Path:
-    return settings.run_dir / f"{root}.pid"
-
-
-def lock_held(path: Path) -> bool:
-    """True if some process holds an flock on path (we probe without keeping it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
-    finally:
-        os.close(fd)
-
-
-def root_process(settings: Settings, root: str):
-    """The live process of a root, verified by its PID file's create time, or None."""
-    return read_pidfile(pidfile(settings, root))
-
-
 def is_running(settings: Settings) -> bool:
-    return any(root_process(settings, r) for r in ROOTS) or lock_held(settings.run_dir / "supervisor.lock")
+    return any(root_process(settings, r) for r in ROOTS) or runfiles.lock_held(settings, "supervisor")
 
 
 @contextmanager
 def start_lock(settings: Settings, timeout: float) -> Iterator[None]:
     """Serialises starts and stops: two racing starts run one after the other."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(settings.run_dir / "start.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + timeout
+    fd = runfiles.wait_lock(settings, "start", timeout, poll=0.05)
+    if fd is None:
+        raise TimeoutError("another start or stop of this bundle is still in progress")
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("another start or stop of this bundle is still in progress") from None
-                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
@@ -72,9 +37,7 @@ def start_lock(settings: Settings, timeout: float) -> Iterator[None]:
 
 def stop(settings: Settings, say=print) -> bool:
     """Stop every process of the bundle and leave none behind. True if anything was running."""
-    run = settings.run_dir
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "stopping").write_text(str(time.time()))  # relaunchers stand down from here on
+    runfiles.mark_stopping(settings)  # relaunchers stand down from here on
     grace = max([c.kill_timeout for c in settings.components] + [settings.kill_timeout]) + 5
     stopped = False
     for root, timeout in (("recovery", 5.0), ("runner", grace), ("supervisor", grace)):
@@ -83,23 +46,19 @@ def stop(settings: Settings, say=print) -> bool:
             say(f"stopping {root} (pid {proc.pid})")
             stopped = process.stop_verified(proc.pid, proc.create_time(), timeout) or stopped
     # Whatever the last supervisor recorded and did not stop itself (it was killed, say).
-    state = read_json(settings.state_file) or {}
-    for comp in state.get("components", []) if isinstance(state, dict) else []:
-        pid, ctime = comp.get("pid"), comp.get("create_time")
-        if isinstance(pid, int) and isinstance(ctime, (int, float)):
-            if process.stop_verified(pid, ctime, grace):
-                say(f"stopped leftover {comp.get('name')} (pid {pid})")
-                stopped = True
+    state = read_json(settings.state_file)
+    comps = state.get("components") if isinstance(state, dict) else None
+    for name, pid in runfiles.stop_leftovers(comps if isinstance(comps, list) else [], lambda _: grace,
+                                             process.stop_verified):
+        say(f"stopped leftover {name} (pid {pid})")
+        stopped = True
     return stopped
 
 
 def spawn_roots(settings: Settings) -> tuple[int, int | None]:
     """Start run_24_7.sh and auto_recovery.py, each in its own session, outside our tree."""
     env = os.environ | {"BOTKEEPER_HOME": str(settings.home), "BOTKEEPER_PYTHON": sys.executable}
-    try:
-        (settings.run_dir / "stopping").unlink()
-    except FileNotFoundError:
-        pass
+    runfiles.clear_stopping(settings)
     logs = settings.logs_dir
     runner = spawn_runner(settings, env)
     recovery = None

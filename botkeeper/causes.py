@@ -70,6 +70,11 @@ class Cause(str, Enum):
             return default if default is not None else cls.UNKNOWN
 
 
+# Causes a restart can have: the `reason` label values of botkeeper_restarts_total (bounded).
+RESTART_CAUSES = (Cause.CRASH, Cause.CRASH_LOOP, Cause.STALE_HEARTBEAT, Cause.MEMORY, Cause.CPU, Cause.POISON_UPDATE,
+                  Cause.DISK_FULL, Cause.TELEGRAM_OUTAGE, Cause.WEB_UNRESPONSIVE, Cause.STUCK, Cause.NEEDS_CONFIG,
+                  Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.ROLLBACK, Cause.UNKNOWN)
+
 PLANNED = frozenset({Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.INITIAL_START, Cause.SHUTDOWN,
                      Cause.STOPPED, Cause.STARTING})
 

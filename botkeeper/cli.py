@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import bundle, control
+from . import bundle, control, fmt, runfiles
 from .fmt import duration as fmt_duration, size as fmt_bytes
 from .config import ConfigError, EX_CONFIG, Settings
 
+EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
 EX_NOT_RUNNING = 3
 
 # Commands implemented in their own modules: name -> "module:function(settings, argv) -> int".
@@ -116,39 +117,38 @@ def print_banner(settings: Settings) -> None:
 
 
 def current_health(settings: Settings, live_state: dict | None = None):
-    """(state, verdict). Pass the state the supervisor just answered with (it is alive then);
-    without it, run/state.json is read and the supervisor's PID verified."""
-    from . import heartbeat, policy
-    from .fsutil import read_json, verified_process
+    """(snapshot, verdict) from the one reader and the one judge. Pass the state the supervisor just
+    answered with (it is alive then); without it the files are read."""
+    from .verdict import read_and_judge
 
-    if live_state is not None:
-        state, alive = live_state, True
-    else:
-        state = read_json(settings.state_file)
-        sup = (state or {}).get("supervisor", {}) if isinstance(state, dict) else {}
-        alive = verified_process(sup.get("pid"), sup.get("create_time")) is not None
-    hb, hb_error = heartbeat.read_or_error(settings.heartbeat_file)
-    verdict = policy.health(state if alive else None, alive, hb, hb_error, time.time(),
-                            settings.heartbeat_interval, settings.stale_after, settings.heartbeat_grace)
-    return state, verdict
+    return read_and_judge(settings, answered_state=live_state)
 
 
 def wait_until_healthy(settings: Settings) -> int:
+    """`start --detach`: 0 once healthy; 78 when the bot (or another component) needs configuration,
+    with its own reason; 1 when it is not healthy by START_TIMEOUT."""
+    from .verdict import NEEDS_CONFIG
+
     deadline = time.monotonic() + settings.start_timeout
     verdict = None
-    state = None
     while time.monotonic() < deadline:
-        state, verdict = current_health(settings)
+        _, verdict = current_health(settings)
         if verdict.healthy:
-            print("botkeeper: all components are up and the bot's heartbeat is fresh")
+            print("botkeeper: healthy: every component is running and the bot's heartbeat is fresh")
             return 0
+        if verdict.overall == NEEDS_CONFIG:
+            print(f"botkeeper: needs configuration ({verdict.cause.value}): {verdict.detail}", file=sys.stderr)
+            print("  fix it, then run `python -m botkeeper restart bot` (or start again);"
+                  " `python -m botkeeper doctor` checks the setup", file=sys.stderr)
+            return EX_CONFIG
         time.sleep(0.1)
+    print(f"botkeeper: not healthy after {settings.start_timeout:g} s: {verdict.overall}"
+          f" ({verdict.cause.value if verdict.cause else '-'}): {verdict.detail}", file=sys.stderr)
     failing = verdict.failing if verdict else []
-    print(f"botkeeper: not healthy after {settings.start_timeout:g} s:", file=sys.stderr)
     for check in failing:
         print(f"  {check.name}: {check.detail}", file=sys.stderr)
     names = [c.name.split(":", 1)[1] for c in failing if c.name.startswith("component:")]
-    if any(c.name in ("heartbeat", "telegram") for c in failing):
+    if any(c.name in ("bot", "heartbeat", "telegram") for c in failing):
         names.append("bot")
     for name in dict.fromkeys(names or ["supervisor"]):
         print(f"--- last lines of logs/{name}.log ---", file=sys.stderr)
@@ -210,9 +210,7 @@ def cmd_supervise(settings: Settings, args) -> int:
 # --- status ---------------------------------------------------------------------------------------
 def gather_status(settings: Settings) -> dict[str, Any] | None:
     """The status document behind `status --json` and the table, or None if nothing runs."""
-    import psutil
-
-    from .fsutil import read_json
+    from .procstats import ProcessStats
 
     try:
         state = control.call(settings, "status", timeout=3.0)
@@ -220,41 +218,42 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         state = None
     if state is None:
         return None
-    _, verdict = current_health(settings, live_state=state)
-    now = time.time()
-    procs: dict[str, psutil.Process | None] = {}
-    for comp in state["components"]:
-        procs[comp["name"]] = _process(comp.get("pid"), comp.get("create_time"))
-    roots = {r: bundle.root_process(settings, r) for r in bundle.ROOTS}
-    measured = [p for p in list(procs.values()) + list(roots.values()) if p is not None]
-    for p in measured:
-        _cpu(p)
-    time.sleep(0.3)  # cpu_percent needs two samples
+    snap, verdict = current_health(settings, live_state=state)
+    now = snap.now
+    roots = {r: runfiles.root_process(settings, r) for r in bundle.ROOTS}
+    meter = ProcessStats(ttl=0.0)
+    targets = [(c["name"], c.get("pid"), c.get("create_time")) for c in state["components"] if c.get("pid")]
+    targets += [(f"root:{r}", p.pid, p.create_time()) for r, p in roots.items() if p is not None]
+    meter.measure(targets)
+    time.sleep(0.3)  # cpu_percent needs two looks
+    usage = meter.measure(targets)
     components = []
     for comp in state["components"]:
-        proc = procs[comp["name"]]
+        use = usage.get(comp["name"]) or {}
         started = comp.get("started_at")
         components.append({
             "name": comp["name"], "pid": comp.get("pid"), "state": comp["state"], "restarts": comp["restarts"],
             "uptime_seconds": round(now - started, 1) if started and comp["state"] in ("running", "starting") else 0.0,
-            "memory_bytes": _tree_memory(proc), "cpu_percent": _cpu(proc),
+            "memory_bytes": use.get("memory_bytes", 0), "cpu_percent": use.get("cpu_percent", 0.0),
             "last_exit_code": comp.get("last_exit_code"), "last_exit": comp.get("last_exit"),
-            "last_restart_reason": comp.get("last_restart_reason"),
+            "cause": comp.get("cause"), "last_restart_reason": comp.get("last_restart_reason"),
         })
-    hb = read_json(settings.heartbeat_file)
-    hb_age = round(now - hb["written_at"], 1) if isinstance(hb, dict) and isinstance(hb.get("written_at"), (int, float)) else None
 
-    def root_info(proc) -> dict[str, Any]:
+    def root_info(name: str, proc) -> dict[str, Any]:
         if proc is None:
             return {"pid": None, "running": False}
+        use = usage.get(f"root:{name}") or {}
         return {"pid": proc.pid, "running": True, "uptime_seconds": round(now - proc.create_time(), 1),
-                "memory_bytes": _tree_memory(proc, children=False), "cpu_percent": _cpu(proc)}
+                "memory_bytes": use.get("memory_bytes", 0), "cpu_percent": use.get("cpu_percent", 0.0)}
 
     return {
-        "healthy": verdict.healthy, "overall": verdict.overall, "demo": state["supervisor"].get("demo", False),
-        "supervisor": root_info(roots["supervisor"]) | {"pid": state["supervisor"]["pid"]},
-        "runner": root_info(roots["runner"]), "auto_recovery": root_info(roots["recovery"]),
-        "heartbeat_age_seconds": hb_age,
+        "healthy": verdict.healthy, "overall": verdict.overall,
+        "cause": verdict.cause.value if verdict.cause else None, "detail": verdict.detail,
+        "demo": state["supervisor"].get("demo", False),
+        "supervisor": root_info("supervisor", roots["supervisor"]) | {"pid": state["supervisor"]["pid"], "running": True},
+        "runner": root_info("runner", roots["runner"]), "auto_recovery": root_info("recovery", roots["recovery"]),
+        "heartbeat": verdict.heartbeat.as_dict(),
+        "heartbeat_age_seconds": None if verdict.heartbeat.age is None else round(verdict.heartbeat.age, 1),
         "components": components,
         "checks": [c.as_dict() for c in verdict.checks],
         "recent_restarts": state.get("recent_restarts", [])[-10:],
@@ -270,7 +269,7 @@ def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
 
     if not settings.history_db.exists():
         return None
-    store = Store(settings.history_db)
+    store = Store(settings.history_db, readonly=True)
     try:
         return store.summary(now)
     except sqlite3.Error:
@@ -279,42 +278,14 @@ def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
         store.close()
 
 
-def _process(pid, create_time):
-    from .fsutil import verified_process
-
-    return verified_process(pid, create_time) if pid else None
-
-
-def _cpu(proc) -> float:
-    import psutil
-
-    if proc is None:
-        return 0.0
-    try:
-        return round(proc.cpu_percent(None), 1)
-    except psutil.Error:
-        return 0.0
-
-
-def _tree_memory(proc, children: bool = True) -> int:
-    import psutil
-
-    if proc is None:
-        return 0
-    try:
-        members = [proc] + (proc.children(recursive=True) if children else [])
-        return sum(p.memory_info().rss for p in members)
-    except psutil.Error:
-        return 0
-
-
 def render_table(status: dict[str, Any]) -> str:
-    headers = ("name", "pid", "state", "restarts", "uptime", "cpu", "memory", "last exit", "last restart reason")
+    headers = ("name", "pid", "state", "restarts", "uptime", "cpu", "memory", "last exit", "cause")
     rows = []
     for c in status["components"]:
+        why = f"{c['cause']}: {c.get('last_restart_reason') or '-'}" if c.get("cause") else "-"
         rows.append((c["name"], str(c["pid"] or "-"), c["state"], str(c["restarts"]), fmt_duration(c["uptime_seconds"] or None),
                      f"{c['cpu_percent']:.1f}%", fmt_bytes(c["memory_bytes"] or None), c.get("last_exit") or "-",
-                     _short(c.get("last_restart_reason") or "-", 60)))
+                     _short(why, 60)))
     for label, key in (("supervisor", "supervisor"), ("run_24_7.sh", "runner"), ("auto_recovery", "auto_recovery")):
         r = status[key]
         rows.append((label, str(r.get("pid") or "-"), "running" if r.get("running") else "missing", "-",
@@ -324,13 +295,20 @@ def render_table(status: dict[str, Any]) -> str:
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     out = [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
     word = status["overall"].upper() + (" (DEMO)" if status.get("demo") else "")
-    hb = status.get("heartbeat_age_seconds")
+    hb = status.get("heartbeat") or {}
+    beat = "-" if hb.get("age") is None else f"{hb['age']:.1f} s old ({hb.get('status')})"
+    if hb.get("enabled") is False:
+        beat = "not used by this bot"
     out.append("")
-    out.append(f"overall: {word}   heartbeat: {'-' if hb is None else f'{hb:.1f} s old'}")
+    out.append(f"overall: {word}   heartbeat: {beat}")
+    if status.get("cause"):
+        out.append(f"cause:   {status['cause']}: {status.get('detail') or ''}")
     hist = status.get("history")
     if hist:
-        up = hist["uptime"]
-        out.append("uptime:  " + "   ".join(f"{k} {'-' if v is None else f'{v:.2f}%'}" for k, v in up.items()))
+        up, seen = hist["uptime"], hist.get("observed_seconds") or {}
+        out.append("uptime:  " + "   ".join(
+            f"{k} {fmt.uptime(v)}" + (f" (of {fmt_duration(seen[k])})" if v is not None and seen.get(k) else "")
+            for k, v in up.items()))
         inc = hist.get("open_incident")
         if inc:
             out.append(f"  ! open incident: {inc['cause']} for {fmt_duration(inc['duration_seconds'])}")
@@ -364,12 +342,12 @@ def cmd_status(settings: Settings, args) -> int:
     if status is None:
         return not_running(settings)
     print(json.dumps(status, indent=2) if args.json else render_table(status))
-    return 0
+    return 0 if status["healthy"] else EX_NOT_HEALTHY
 
 
 def cmd_restart(settings: Settings, args) -> int:
     try:
-        comp = control.call(settings, "restart", name=args.name, reason=args.reason, by="cli",
+        comp = control.call(settings, "restart", name=args.name, cause="operator", reason=args.reason, by="cli",
                             timeout=5.0)
     except control.SupervisorUnavailable:
         return not_running(settings)

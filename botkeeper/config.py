@@ -601,4 +601,8 @@ def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
         return Settings.from_env(environ)
     except ConfigError as exc:
         print(f"botkeeper: configuration error: {exc}", file=sys.stderr)
+        from .causes import Cause
+        from .runfiles import write_exit_note
+
+        write_exit_note(Cause.NEEDS_CONFIG, f"configuration error: {exc}")  # the supervisor shows our reason
         raise SystemExit(EX_CONFIG) from None

@@ -121,9 +121,9 @@ class Api:
         try:
             resp = requests.post(f"{self.base_url}/bot{self._token}/{method}", json=params, timeout=http_timeout)
         except requests.RequestException as exc:
-            from .alerts import _http_error
+            from .alert_channels import http_error
 
-            return None, {}, _http_error(exc, self.redact)
+            return None, {}, http_error(exc, self.redact)
         if self.server_date is None and resp.headers.get("Date"):
             try:
                 self.server_date = parsedate_to_datetime(resp.headers["Date"]).timestamp()
@@ -276,16 +276,15 @@ def check_disk(home: Path, min_free_mb: int) -> Result:
     return Result("disk", OK, text)
 
 
-def check_bundle(settings: Settings, running: bool) -> Result:
+def check_bundle(verdict: Any, running: bool) -> Result:
+    """The one verdict (botkeeper.verdict), as the page and `status` show it."""
     if not running:
         return Result("bundle", OK, "not running (start it with: bash start_24_7.sh)")
-    from .cli import current_health
-
-    _, verdict = current_health(settings)
     if verdict.healthy:
         return Result("bundle", OK, "running and healthy")
     failing = "; ".join(f"{c.name}: {c.detail}" for c in verdict.failing)
-    return Result("bundle", WARN, f"running but {verdict.overall}: {failing}",
+    cause = f" ({verdict.cause.value})" if verdict.cause else ""
+    return Result("bundle", WARN, f"running but {verdict.overall}{cause}: {failing}",
                   "see `python -m botkeeper status` and `python -m botkeeper logs bot`")
 
 
@@ -318,8 +317,9 @@ def load_settings(environ: Mapping[str, str]) -> tuple[Settings | None, list[Res
 
 
 def run_checks(environ: Mapping[str, str], probe: float = CONFLICT_PROBE) -> list[Result]:
-    from . import bundle, heartbeat
-    from .alerts import make_redactor
+    from . import bundle
+    from .alert_channels import make_redactor
+    from .verdict import read_and_judge
 
     results = [check_python(), check_packages()]
     settings, problems = load_settings(environ)
@@ -350,8 +350,8 @@ def run_checks(environ: Mapping[str, str], probe: float = CONFLICT_PROBE) -> lis
     else:
         token_ok_for_alerts = token_ok
     results.append(check_admin_chat(settings, alert_api, token_ok_for_alerts))
-    hb, _ = heartbeat.read_or_error(settings.heartbeat_file)
-    results.append(check_conflict(settings, api, token_ok, running, hb, probe))
+    snap, verdict = read_and_judge(settings)
+    results.append(check_conflict(settings, api, token_ok, running, snap.heartbeat.data, probe))
     results.append(check_clock(api))
     results.append(check_port(settings.host, settings.port, running, "status page", "PORT"))
     if settings.demo_active:
@@ -359,7 +359,7 @@ def run_checks(environ: Mapping[str, str], probe: float = CONFLICT_PROBE) -> lis
     for path, label in ((settings.logs_dir, "logs"), (settings.data_dir, "data"), (settings.run_dir, "run")):
         results.append(check_writable(path, label))
     results.append(check_disk(settings.home, settings.min_free_disk_mb))
-    results.append(check_bundle(settings, running))
+    results.append(check_bundle(verdict, running))
     return results
 
 

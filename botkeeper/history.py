@@ -10,14 +10,17 @@ import sys
 import time
 from typing import Any
 
-from .alerts import fmt_duration
+from .incidents import fmt_duration
+from . import fmt
+from .causes import Cause
 from .config import ConfigError, Settings
 from .store import Store
 
+CAUSE_VALUES = {c.value for c in Cause}
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SHOWN_KINDS = ("start", "restart", "exit", "errored", "needs-config", "orphan-stopped", "relaunch", "shutdown",
-               "stale", "limit", "conflict", "telegram-unreachable", "telegram-reachable", "alert", "alert-sent",
-               "alert-failed")
+               "stale", "limit", "conflict", "telegram-unreachable", "telegram-reachable", "heartbeat-unreadable",
+               "alert", "alert-not-sent", "alert-sent", "alert-failed")
 
 
 def parse_since(text: str) -> float:
@@ -35,33 +38,38 @@ def when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def fmt_uptime(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}%"
+def cause_label(value: str) -> str:
+    return Cause.parse(value).label if value in CAUSE_VALUES else value
 
 
 def render(summary: dict[str, Any], incidents: list[dict[str, Any]], events: list[dict[str, Any]], now: float,
            since_label: str) -> str:
-    up = summary["uptime"]
-    out = [f"uptime: 24h {fmt_uptime(up['24h'])}   7d {fmt_uptime(up['7d'])}   30d {fmt_uptime(up['30d'])}"]
+    up, seen = summary["uptime"], summary.get("observed_seconds") or {}
+    out = ["uptime: " + "   ".join(f"{w} {fmt.uptime(up[w])}" + (f" (of {fmt_duration(seen[w])} watched)"
+                                                                      if up[w] is not None and seen.get(w) else "")
+                                   for w in ("24h", "7d", "30d"))]
     cur = summary.get("open_incident")
     if cur:
-        out.append(f"OPEN INCIDENT: {cur['cause']} for {fmt_duration(now - cur['started_at'])} (since {when(cur['started_at'])})")
+        out.append(f"OPEN INCIDENT: {cause_label(cur['cause'])} for {fmt_duration(now - cur['started_at'])}"
+                   f" (since {when(cur['started_at'])})")
     out += ["", f"incidents (last {since_label}, newest first):"]
     if not incidents:
         out.append("  none")
     for inc in incidents:
         took = "ongoing " + fmt_duration(now - inc["started_at"]) if inc["ended_at"] is None else fmt_duration(inc["duration_seconds"])
         extra = f"; {inc['failures']} restarts" if inc["failures"] > 1 else ""
-        alerted = "; alerted" if inc["alerted"] else ""
+        alerted = f"; alert {inc['alert_status']}" if inc.get("alert_status") else ""
+        stopped = "; ended by a stop" if inc.get("end_cause") else ""
         detail = f" ({inc['detail']})" if inc["detail"] else ""
-        out.append(f"  {when(inc['started_at'])}  {took:>14}  {inc['cause']}{detail}{extra}{alerted}")
+        out.append(f"  {when(inc['started_at'])}  {took:>14}  {cause_label(inc['cause'])}{detail}{extra}{alerted}{stopped}")
     out += ["", f"restarts and events (last {since_label}, newest first):"]
     if not events:
         out.append("  none")
     for ev in events:
         who = f" [by {ev['by']}]" if ev.get("by") else ""
         comp = ev.get("component") or "-"
-        out.append(f"  {when(ev['at'])}  {ev['kind']:<14} {comp:<13} {ev['detail']}{who}")
+        cause = f"{ev['cause']}: " if ev.get("cause") else ""
+        out.append(f"  {when(ev['at'])}  {ev['kind']:<14} {comp:<13} {cause}{ev['detail']}{who}")
     return "\n".join(out)
 
 
@@ -87,7 +95,7 @@ def main(argv: list[str]) -> int:
     store = Store(settings.history_db)
     try:
         summary = store.summary(now)
-        incidents = store.incidents(since, args.limit)
+        incidents = store.incidents(since, args.limit, with_alert_status=True)
         kinds = SHOWN_KINDS if args.all_events else tuple(k for k in SHOWN_KINDS if k not in ("start", "exit"))
         events = store.events(since, kinds, limit=args.limit)
     except sqlite3.Error as exc:

@@ -21,8 +21,6 @@ into the history database. Single instance: flock on run/recovery.lock for the p
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -34,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import bundle, control, process
+from . import bundle, control, process, runfiles
+from .causes import Cause
 from .config import Settings
 from .fsutil import write_pidfile
 from .store import Store
@@ -94,27 +93,17 @@ class Recovery:
     def acquire_lock(self, wait: float = 0.3) -> bool:
         """Hold run/recovery.lock for our lifetime. A short retry rides out a probe by the
         supervisor (it takes the lock for an instant to see whether we run)."""
-        run = self.settings.run_dir
-        run.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run / "recovery.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.02)
+        fd = runfiles.wait_lock(self.settings, "recovery", wait)
+        if fd is None:
+            return False
         self._lock_fd = fd
-        write_pidfile(run / "recovery.pid")
+        write_pidfile(runfiles.pidfile(self.settings, "recovery"))
         return True
 
     def release(self) -> None:
         if self._lock_fd is not None:
             try:  # ours: nobody else writes it while we hold the lock
-                (self.settings.run_dir / "recovery.pid").unlink()
+                runfiles.pidfile(self.settings, "recovery").unlink()
             except FileNotFoundError:
                 pass
             os.close(self._lock_fd)
@@ -122,7 +111,7 @@ class Recovery:
 
     # --- one pass ----------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
-        return self.stopping.is_set() or (self.settings.run_dir / "stopping").exists()
+        return self.stopping.is_set() or runfiles.is_stopping(self.settings)
 
     def check(self) -> list[str]:
         """One watchdog pass; returns what it did (tests read it)."""
@@ -130,8 +119,8 @@ class Recovery:
             self.stopping.set()
             return ["stopping"]
         s, now = self.settings, self.clock()
-        runner_alive = bundle.lock_held(s.run_dir / "runner.lock") or bundle.root_process(s, "runner") is not None
-        sup_alive = bundle.lock_held(s.run_dir / "supervisor.lock")
+        runner_alive = runfiles.lock_held(s, "runner") or runfiles.root_process(s, "runner") is not None
+        sup_alive = runfiles.lock_held(s, "supervisor")
         if runner_alive and not sup_alive:
             self.supervisor_gone_since = self.supervisor_gone_since or now
         else:
@@ -179,12 +168,13 @@ class Recovery:
             return []
         pid = self.spawn_runner(self.settings)
         log.warning("run_24_7.sh: relaunched (pid %s): %s", pid, why)
-        self.record("relaunch", "run_24_7.sh", f"{why}; relaunched as pid {pid}", supervisor_alive)
+        self.record("relaunch", "run_24_7.sh", f"{why}; relaunched as pid {pid}", supervisor_alive,
+                    Cause.SUPERVISOR_DOWN)
         self.supervisor_gone_since = None
         return ["relaunch-runner"]
 
     def replace_runner(self, gone_for: float) -> list[str]:
-        runner = bundle.root_process(self.settings, "runner")
+        runner = runfiles.root_process(self.settings, "runner")
         why = f"the supervisor has been gone for {gone_for:.0f} s (HEALTH_GRACE={self.settings.health_grace:g})" \
               " while run_24_7.sh ran"
         if runner is not None:
@@ -211,7 +201,7 @@ class Recovery:
         done = []
         stuck, self.first_seen = stuck_components(comps, self.wall(), self.first_seen, s.health_grace)
         for name, why in stuck:
-            done += self.ask(name, "start", f"{name} {why} (HEALTH_GRACE={s.health_grace:g} s)")
+            done += self.ask(name, "start", Cause.STUCK, f"{name} {why} (HEALTH_GRACE={s.health_grace:g} s)")
         web = next((c for c in comps if c.get("name") == "web"), None)
         done += self.check_web(web)
         return done
@@ -224,12 +214,12 @@ class Recovery:
         return max(s.health_grace, 4 * kill)
 
     def stop_hung_supervisor(self, waited: float) -> list[str]:
-        sup = bundle.root_process(self.settings, "supervisor")
+        sup = runfiles.root_process(self.settings, "supervisor")
         if sup is None or self.stop_requested():
             return []
         why = f"the supervisor (pid {sup.pid}) held its lock without answering for {waited:.0f} s"
         log.error("supervisor: %s: stopping it so run_24_7.sh starts a fresh one", why)
-        self.record("hung", "supervisor", why, False)
+        self.record("hung", "supervisor", why, False, Cause.SUPERVISOR_HUNG)
         process.stop_verified(sup.pid, sup.create_time(), self.settings.kill_timeout + 5)
         self.unanswered_since = None
         return ["stop-hung-supervisor"]
@@ -251,12 +241,13 @@ class Recovery:
         if not restart:
             return []
         self.web_failures = 0
-        return self.ask("web", "restart", f"status page not answering on port {s.port} for 3 checks ({detail})")
+        return self.ask("web", "restart", Cause.WEB_UNRESPONSIVE,
+                        f"status page not answering on port {s.port} for 3 checks ({detail})")
 
-    def ask(self, name: str, cmd: str, reason: str) -> list[str]:
+    def ask(self, name: str, cmd: str, cause: Cause, reason: str) -> list[str]:
         log.warning("%s: asking the supervisor to %s it: %s", name, cmd, reason)
         try:
-            self.call(self.settings, cmd, name=name, reason=reason, by=BY, timeout=3.0)
+            self.call(self.settings, cmd, name=name, cause=cause.value, reason=reason, by=BY, timeout=3.0)
         except (control.SupervisorUnavailable, control.ControlError) as exc:
             log.error("%s: the supervisor did not %s it: %s", name, cmd, exc)
             return []
@@ -367,17 +358,19 @@ class Recovery:
         return target
 
     # --- recording ---------------------------------------------------------------------------------
-    def record(self, kind: str, component: str | None, detail: str, via_supervisor: bool = True) -> None:
+    def record(self, kind: str, component: str | None, detail: str, via_supervisor: bool = True,
+               cause: Cause | None = None) -> None:
         """Through the supervisor when it answers (one writer of record), else into the store."""
         if via_supervisor:
             try:
-                self.call(self.settings, "event", kind=kind, component=component, detail=detail, by=BY, timeout=3.0)
+                self.call(self.settings, "event", kind=kind, component=component, detail=detail, by=BY,
+                          cause=cause.value if cause else None, timeout=3.0)
                 return
             except (control.SupervisorUnavailable, control.ControlError):
                 pass
         store = Store(self.settings.history_db)
         try:
-            store.record(kind, component, detail, BY)
+            store.record(kind, component, detail, BY, cause=cause)
         except sqlite3.Error as exc:
             log.error("history: could not record %s: %s", kind, exc)
         finally:
@@ -407,7 +400,7 @@ class Recovery:
             sched.run_pending()
             idle = sched.idle_seconds
             self.stopping.wait(min(max(0.01, idle if idle is not None else s.recovery_interval), s.recovery_interval))
-        log.info("auto_recovery stopping (%s)", "stop requested" if (s.run_dir / "stopping").exists() else "signal")
+        log.info("auto_recovery stopping (%s)", "stop requested" if runfiles.is_stopping(s) else "signal")
         return 0
 
 

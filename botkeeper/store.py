@@ -33,6 +33,7 @@ LIMITS = {
     "incidents": (90 * DAY, 10_000),
     "samples": (7 * DAY, 100_000),
     "alerts": (30 * DAY, 5_000),
+    "watched": (31 * DAY, 10_000),
 }
 MAX_PENDING_ALERTS = 500  # an outbox that cannot drain for days drops its oldest entries
 PRUNE_EVERY_SAMPLES = 200
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS events (
     component TEXT,
     detail TEXT NOT NULL DEFAULT '',
     by TEXT,                     -- who caused or asked for it: supervisor, monitor, web, cli, ...
-    exit_code INTEGER
+    exit_code INTEGER,
+    cause TEXT                   -- a botkeeper.causes.Cause value; `detail` is only the sentence beside it
 );
 CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE INDEX IF NOT EXISTS events_component_kind ON events(component, kind, at);
@@ -55,10 +57,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     component TEXT NOT NULL DEFAULT 'bot',
     started_at REAL NOT NULL,    -- first failure
     ended_at REAL,               -- recovery; NULL while the incident is open
-    cause TEXT NOT NULL,         -- crash loop, heartbeat stale, needs configuration, ...
+    cause TEXT NOT NULL,         -- a botkeeper.causes.Cause value (crash-loop, stale-heartbeat, ...)
     detail TEXT NOT NULL DEFAULT '',
     failures INTEGER NOT NULL DEFAULT 0,   -- crashes/forced restarts during the incident
-    alerted INTEGER NOT NULL DEFAULT 0     -- a "down" alert went into the outbox
+    alerted INTEGER NOT NULL DEFAULT 0,    -- a "down" alert went into the outbox
+    end_cause TEXT               -- operator/shutdown: ended by a stop, not by recovery
 );
 CREATE INDEX IF NOT EXISTS incidents_started ON incidents(started_at);
 
@@ -89,6 +92,13 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_outbox ON alerts(channel, status, id);
 CREATE INDEX IF NOT EXISTS alerts_created ON alerts(created_at);
 
+CREATE TABLE IF NOT EXISTS watched (   -- periods the monitor was watching: uptime counts only these
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS watched_ended ON watched(ended_at);
+
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -116,16 +126,27 @@ def downtime(intervals: Iterable[tuple[float, float | None]], start: float, end:
 
 
 def uptime_percent(intervals: Sequence[tuple[float, float | None]], now: float, window: float,
-                   observed_since: float | None = None) -> float | None:
-    """Percentage of the last `window` seconds (but not before observed_since) not covered by an
-    incident interval. None when nothing has been observed yet."""
+                   observed_since: float | None = None,
+                   watched: Sequence[tuple[float, float]] | None = None) -> float | None:
+    """Percentage of the watched part of the last `window` seconds not covered by an incident.
+
+    `watched`: the periods the bundle was observing (the machine may have been off in between:
+    that time is neither up nor down). Without it, everything since observed_since counts.
+    None when nothing of the window was watched."""
     start = now - window
     if observed_since is not None:
         start = max(start, observed_since)
-    span = now - start
+    periods = [(start, now)] if watched is None else [(max(a, start), min(b, now)) for a, b in watched]
+    span = sum(b - a for a, b in periods if b > a)
     if span <= 0:
         return None
-    return max(0.0, min(100.0, 100.0 * (1.0 - downtime(intervals, start, now) / span)))
+    down = sum(downtime(intervals, a, b) for a, b in periods if b > a)
+    return max(0.0, min(100.0, 100.0 * (1.0 - down / span)))
+
+
+def watched_seconds(watched: Sequence[tuple[float, float]], now: float, window: float) -> float:
+    start = now - window
+    return sum(max(0.0, min(b, now) - max(a, start)) for a, b in watched)
 
 
 class Store:
@@ -151,6 +172,7 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT}")
             conn.executescript(SCHEMA)
+            _migrate(conn)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (repr(time.time()),))
             self._conn = conn
         return self._conn
@@ -174,10 +196,11 @@ class Store:
 
     # --- events ----------------------------------------------------------------------------------
     def record(self, kind: str, component: str | None = None, detail: str = "", by: str | None = None,
-               exit_code: int | None = None, at: float | None = None) -> int:
+               exit_code: int | None = None, at: float | None = None, cause: Any = None) -> int:
         cur = self.connect().execute(
-            "INSERT INTO events(at, kind, component, detail, by, exit_code) VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time() if at is None else at, kind, component, detail, by, exit_code),
+            "INSERT INTO events(at, kind, component, detail, by, exit_code, cause) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (time.time() if at is None else at, kind, component, detail, by, exit_code,
+             None if cause is None else str(cause)),
         )
         return int(cur.lastrowid)
 
@@ -226,10 +249,19 @@ class Store:
             sets = ", ".join(f"{k} = ?" for k in fields)
             self.connect().execute(f"UPDATE incidents SET {sets} WHERE id = ?", [*fields.values(), incident_id])
 
-    def close_incident(self, incident_id: int, ended_at: float) -> dict[str, Any] | None:
-        self.connect().execute("UPDATE incidents SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
-                               (ended_at, incident_id))
+    def close_incident(self, incident_id: int, ended_at: float, end_cause: Any = None) -> dict[str, Any] | None:
+        self.connect().execute("UPDATE incidents SET ended_at = ?, end_cause = ? WHERE id = ? AND ended_at IS NULL",
+                               (ended_at, None if end_cause is None else str(end_cause), incident_id))
         return self.incident(incident_id)
+
+    def close_open_incidents(self, ended_at: float, end_cause: Any, component: str = "bot") -> list[int]:
+        """End every open incident at `ended_at` (a stop by an operator: what follows is not downtime)."""
+        with self.transaction() as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM incidents WHERE ended_at IS NULL AND component = ?",
+                                              (component,))]
+            conn.execute("UPDATE incidents SET ended_at = MAX(started_at, ?), end_cause = ? WHERE ended_at IS NULL"
+                         " AND component = ?", (ended_at, str(end_cause), component))
+        return ids
 
     def incident(self, incident_id: int) -> dict[str, Any] | None:
         row = self.connect().execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
@@ -240,9 +272,15 @@ class Store:
             "SELECT * FROM incidents WHERE ended_at IS NULL AND component = ? ORDER BY id", (component,))
         return [_incident(r) for r in rows]
 
-    def incidents(self, since: float = 0.0, limit: int = 1000, component: str | None = None) -> list[dict[str, Any]]:
-        """Incidents that were open at some point since `since`, newest first."""
-        sql, args = "SELECT * FROM incidents WHERE (ended_at IS NULL OR ended_at >= ?)", [since]
+    def incidents(self, since: float = 0.0, limit: int = 1000, component: str | None = None,
+                  with_alert_status: bool = False) -> list[dict[str, Any]]:
+        """Incidents that were open at some point since `since`, newest first. With
+        `with_alert_status`, each says what happened to its down alert: sent, pending or failed
+        (None: no alert was queued for it)."""
+        status = (", (SELECT CASE WHEN SUM(a.status = 'sent') > 0 THEN 'sent' WHEN SUM(a.status = 'pending') > 0"
+                  " THEN 'pending' WHEN COUNT(*) > 0 THEN 'failed' END FROM alerts a WHERE a.incident_id = incidents.id"
+                  " AND a.kind IN ('down', 'flapping')) AS alert_status") if with_alert_status else ""
+        sql, args = f"SELECT *{status} FROM incidents WHERE (ended_at IS NULL OR ended_at >= ?)", [since]
         if component:
             sql += " AND component = ?"
             args.append(component)
@@ -255,20 +293,38 @@ class Store:
         return float(row[0]) if row else time.time()
 
     def uptime(self, now: float | None = None, component: str = "bot") -> dict[str, float | None]:
-        """{"24h": %, "7d": %, "30d": %} for the component, from its incidents."""
+        """{"24h": %, "7d": %, "30d": %} for the component: its incidents within the watched time."""
         now = time.time() if now is None else now
         spans = [(i["started_at"], i["ended_at"]) for i in self.incidents(now - UPTIME_WINDOWS[-1][1], 100_000, component)]
-        since = self.created_at()
-        return {label: uptime_percent(spans, now, window, since) for label, window in UPTIME_WINDOWS}
+        watched = self.watched(now - UPTIME_WINDOWS[-1][1])
+        return {label: uptime_percent(spans, now, window, watched=watched) for label, window in UPTIME_WINDOWS}
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
-        """Uptime and the open incident: what `status` and the page show."""
+        """Uptime (and how much time it covers) and the open incident: what `status` and the page show."""
         now = time.time() if now is None else now
         open_ = self.open_incidents()
         current = open_[-1] if open_ else None
         if current is not None:
             current = current | {"duration_seconds": round(now - current["started_at"], 1)}
-        return {"uptime": self.uptime(now), "open_incident": current}
+        watched = self.watched(now - UPTIME_WINDOWS[-1][1])
+        observed = {label: round(watched_seconds(watched, now, window), 1) for label, window in UPTIME_WINDOWS}
+        return {"uptime": self.uptime(now), "observed_seconds": observed, "open_incident": current}
+
+    # --- watched time ----------------------------------------------------------------------------
+    def watch(self, now: float, gap: float) -> None:
+        """The monitor was watching at `now`: extend the current period, or begin a new one when the
+        last ended more than `gap` ago (the bundle or the machine was off)."""
+        conn = self.connect()
+        row = conn.execute("SELECT id, ended_at FROM watched ORDER BY id DESC LIMIT 1").fetchone()
+        if row is not None and 0 <= now - row[1] <= gap:
+            conn.execute("UPDATE watched SET ended_at = ? WHERE id = ?", (now, row[0]))
+        elif row is None or now > row[1]:
+            conn.execute("INSERT INTO watched(started_at, ended_at) VALUES (?, ?)", (now, now))
+
+    def watched(self, since: float) -> list[tuple[float, float]]:
+        rows = self.connect().execute("SELECT started_at, ended_at FROM watched WHERE ended_at >= ? ORDER BY id",
+                                      (since,))
+        return [(float(a), float(b)) for a, b in rows]
 
     # --- resource samples ------------------------------------------------------------------------
     def add_sample(self, component: str, rss_bytes: int | None, cpu_percent: float | None,
@@ -355,7 +411,8 @@ class Store:
 
     def _prune_table(self, table: str, now: float) -> int:
         max_age, max_rows = LIMITS[table]
-        column = {"events": "at", "incidents": "started_at", "samples": "at", "alerts": "created_at"}[table]
+        column = {"events": "at", "incidents": "started_at", "samples": "at", "alerts": "created_at",
+                  "watched": "ended_at"}[table]
         keep_open = {"incidents": " AND ended_at IS NOT NULL", "alerts": " AND status != 'pending'"}.get(table, "")
         conn = self.connect()
         n = conn.execute(f"DELETE FROM {table} WHERE {column} < ?{keep_open}", (now - max_age,)).rowcount
@@ -381,3 +438,11 @@ def _alert(row: sqlite3.Row) -> dict[str, Any]:
     except ValueError:
         data["data"] = {}
     return data
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Columns added after a database was first created (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+    for table, column, decl in (("events", "cause", "TEXT"), ("incidents", "end_cause", "TEXT")):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")

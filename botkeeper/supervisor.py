@@ -8,8 +8,6 @@ socket, and everything else through timers. Decisions come from policy.py; this 
 from __future__ import annotations
 
 import collections
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -20,11 +18,12 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import control, policy, process
+from . import control, policy, process, runfiles
+from .causes import Cause
 from .config import EX_CONFIG, ComponentSpec, Settings
 from .fsutil import atomic_write_json, create_time, read_json, write_pidfile
 from .logs import Redactor, RedactingFilter, rotating_handler
@@ -33,9 +32,10 @@ from .store import Store
 
 log = logging.getLogger("supervisor")
 EX_LOCKED = 75  # EX_TEMPFAIL: another supervisor owns this directory
-TAIL_LINES = 50
 RECENT_RESTARTS = 50
 CHILD_LINE_TIME = re.compile(r"^\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d)[,.]\d+ ")
+STATE_CHECK_INTERVAL = 1.0  # how often we check that run/state.json is still the one we wrote
+OPERATORS = {"cli", "web", "user", "admin", "telegram"}  # who asks = a person: the cause is operator
 
 
 @dataclass
@@ -53,16 +53,18 @@ class Component:
     last_exit_signal: int | None = None
     last_exit: str | None = None
     last_exit_at: float | None = None
-    last_restart_reason: str | None = None
+    last_restart_reason: str | None = None  # the detail sentence beside `cause`
     last_restart_at: float | None = None
+    cause: Cause | None = None  # why it last (re)started, or why it is not running now
     next_start_at: float | None = None  # monotonic
+    next_start_cause: Cause = Cause.CRASH
     next_start_reason: str = ""
     stop_deadline: float | None = None  # monotonic: SIGKILL after this
     after_stop: str = "stopped"  # restart | stopped
+    stop_cause: Cause = Cause.OPERATOR
     stop_reason: str = ""
     stop_by: str = ""
     ever_started: bool = False
-    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
     out: logging.Logger | None = None
 
     @property
@@ -77,6 +79,8 @@ class Component:
             "last_exit_code": self.last_exit_code, "last_exit_signal": self.last_exit_signal,
             "last_exit": self.last_exit, "last_exit_at": self.last_exit_at,
             "last_restart_reason": self.last_restart_reason, "last_restart_at": self.last_restart_at,
+            "cause": self.cause.value if self.cause else None,
+            "stop_cause": self.stop_cause.value if self.state == State.STOPPING else None,
             "next_start_at": next_start, "heartbeat": self.spec.heartbeat, "command": list(self.spec.command),
         }
 
@@ -97,6 +101,8 @@ class Supervisor:
         self.started_at = wall()
         self.store = Store(settings.history_db)
         self.next_recovery_check = clock() + settings.recovery_interval
+        self.next_state_check = clock() + STATE_CHECK_INTERVAL
+        self._state_key: tuple[int, int] | None = None  # (inode, mtime_ns) of the state.json we wrote
         self._lock_fd: int | None = None
         self._server: socket.socket | None = None
         self._clients: dict[socket.socket, bytearray] = {}
@@ -105,18 +111,8 @@ class Supervisor:
 
     # --- start-up --------------------------------------------------------------------------------
     def acquire_lock(self) -> bool:
-        s = self.settings
-        s.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(s.run_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return False
-            raise
-        self._lock_fd = fd
-        return True
+        self._lock_fd = runfiles.try_lock(self.settings, "supervisor")
+        return self._lock_fd is not None
 
     def setup(self) -> None:
         s = self.settings
@@ -128,7 +124,7 @@ class Supervisor:
         if isinstance(previous, dict) and previous.get("pid") not in (None, os.getpid()):
             log.warning("supervisor pid %s ended without shutting down (killed or crashed)", previous["pid"])
             self.store_event("exit", "supervisor", f"pid {previous['pid']} ended without shutting down"
-                             " (killed or crashed)", "supervisor")
+                             " (killed or crashed)", "supervisor", cause=Cause.SUPERVISOR_DOWN)
         self.cleanup_leftovers()
         self._open_control()
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -180,16 +176,14 @@ class Supervisor:
 
     def cleanup_leftovers(self) -> None:
         """End what a previous (killed) supervisor left running, before starting anything."""
-        old = read_json(self.settings.state_file) or {}
-        for comp in old.get("components", []) if isinstance(old, dict) else []:
-            if not isinstance(comp, dict):
-                continue
-            pid, ctime = comp.get("pid"), comp.get("create_time")
-            if isinstance(pid, int) and isinstance(ctime, (int, float)):
-                kill_timeout = (self.settings.component(comp.get("name", "")) or self.settings).kill_timeout
-                if process.stop_verified(pid, ctime, kill_timeout):
-                    log.warning("%s: stopped pid %s left behind by a previous supervisor", comp.get("name"), pid)
-                    self.store_event("orphan-stopped", comp.get("name"), f"pid {pid} left by a previous supervisor")
+        old = read_json(self.settings.state_file)
+        comps = old.get("components") if isinstance(old, dict) else None
+        timeout = lambda name: (self.settings.component(name) or self.settings).kill_timeout  # noqa: E731
+        for name, pid in runfiles.stop_leftovers(comps if isinstance(comps, list) else [], timeout,
+                                                 process.stop_verified):
+            log.warning("%s: stopped pid %s left behind by a previous supervisor", name, pid)
+            self.store_event("orphan-stopped", name, f"pid {pid} left by a previous supervisor",
+                             cause=Cause.SUPERVISOR_DOWN)
 
     def _open_control(self) -> None:
         path = self.settings.control_socket
@@ -210,7 +204,7 @@ class Supervisor:
         log.info("supervisor pid %s starting %s in %s%s", os.getpid(),
                  ", ".join(self.components), self.settings.home, " (DEMO)" if self.settings.demo_active else "")
         for comp in self.components.values():
-            self.start(comp, "initial start", "supervisor")  # each start writes run/state.json
+            self.start(comp, Cause.INITIAL_START, "initial start", "supervisor")  # each writes run/state.json
         process.release_free_memory()  # start-up garbage (imports, parsing) back to the OS
         while not self.finished():
             self.step()
@@ -237,7 +231,7 @@ class Supervisor:
 
     def next_timeout(self) -> float:
         now = self.clock()
-        due = [self.next_recovery_check]
+        due = [self.next_recovery_check, self.next_state_check]
         for comp in self.components.values():
             if comp.next_start_at is not None:
                 due.append(comp.next_start_at)
@@ -255,9 +249,8 @@ class Supervisor:
                 self._set(comp, State.RUNNING)
                 changed = True
             if comp.next_start_at is not None and now >= comp.next_start_at and not self.shutting_down:
-                reason = comp.next_start_reason
                 comp.next_start_at = None
-                self.start(comp, reason, "supervisor")
+                self.start(comp, comp.next_start_cause, comp.next_start_reason, "supervisor")
                 changed = True
             if comp.stop_deadline is not None and now >= comp.stop_deadline and comp.proc is not None:
                 log.warning("%s: pid %s ignored SIGTERM for %.1f s: SIGKILL", comp.name, comp.pid, comp.spec.kill_timeout)
@@ -266,6 +259,9 @@ class Supervisor:
         if now >= self.next_recovery_check:
             self.next_recovery_check = now + self.settings.recovery_interval
             self.watch_recovery()
+        if now >= self.next_state_check:
+            self.next_state_check = now + STATE_CHECK_INTERVAL
+            changed = changed or not self._state_is_ours()
         if changed:
             self.write_state()
 
@@ -304,14 +300,17 @@ class Supervisor:
         comp.proc, comp.pid, comp.create_time = None, None, None
         comp.stop_deadline = None
         exit_detail = f"pid {old_pid} {comp.last_exit} after {ran_for:.1f} s"
+        note = runfiles.take_exit_note(runfiles.exit_note_path(self.settings, comp.name), old_pid)
 
         if comp.state == State.STOPPING or self.shutting_down:
             if comp.after_stop == "restart" and not self.shutting_down:
-                self.start(comp, comp.stop_reason, comp.stop_by)
+                self.start(comp, comp.stop_cause, comp.stop_reason, comp.stop_by)
             else:
                 self._set(comp, State.STOPPED)
+                comp.cause = Cause.SHUTDOWN if self.shutting_down else comp.stop_cause
                 log.info("%s stopped (%s)", comp.name, comp.last_exit)
-            self.store_event("exit", comp.name, exit_detail, comp.stop_by or "supervisor", exit_code)
+            self.store_event("exit", comp.name, exit_detail, comp.stop_by or "supervisor", exit_code,
+                             cause=comp.stop_cause if not self.shutting_down else Cause.SHUTDOWN)
             self.write_state()
             return
 
@@ -319,34 +318,39 @@ class Supervisor:
         comp.failures = decision.failures
         if decision.state == State.STARTING:
             # The fast path: respawn first, book-keep after, so the restart costs milliseconds.
-            self.start(comp, f"crashed: {decision.reason}", "supervisor")
-            self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code, at=wall)
+            self.start(comp, decision.cause, decision.detail, "supervisor")
+            self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code, at=wall, cause=decision.cause)
             return
-        self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code)
+        cause, detail = note if note is not None else (decision.cause, decision.detail)
+        self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code, cause=cause)
+        comp.cause = cause
         if decision.state == State.NEEDS_CONFIG:
-            last = next((line for line in reversed(comp.tail) if line.strip()), "")
-            comp.last_restart_reason = f"needs configuration: {last}" if last else decision.reason
+            if note is None:
+                detail = f"{decision.detail}: see logs/{comp.name}.log"
+            comp.last_restart_reason = detail
             self._set(comp, State.NEEDS_CONFIG)
-            log.error("%s exited with code %s (configuration): %s. Not restarting until the setting is fixed"
-                      " and `python -m botkeeper restart %s` is run.", comp.name, EX_CONFIG, last or "?", comp.name)
-            self.store_event("needs-config", comp.name, comp.last_restart_reason, "supervisor", exit_code)
+            log.error("%s exited with code %s (%s): %s. Not restarting until the setting is fixed"
+                      " and `python -m botkeeper restart %s` is run.", comp.name, EX_CONFIG, cause.value, detail,
+                      comp.name)
+            self.store_event("needs-config", comp.name, detail, "supervisor", exit_code, cause=cause)
         else:
             self._set(comp, decision.state)
             comp.next_start_at = now + decision.delay
-            comp.next_start_reason = f"crashed: {decision.reason}"
+            comp.next_start_cause, comp.next_start_reason = cause, detail
             if decision.state == State.ERRORED:
-                log.error("%s is errored: %s", comp.name, decision.reason)
-                self.store_event("errored", comp.name, decision.reason, "supervisor", exit_code)
+                log.error("%s is errored: %s", comp.name, detail)
+                self.store_event("errored", comp.name, detail, "supervisor", exit_code, cause=cause)
             else:
-                log.warning("%s %s; restarting in %.1f s", comp.name, decision.reason, decision.delay)
+                log.warning("%s %s; restarting in %.1f s", comp.name, detail, decision.delay)
         self.write_state()
 
     # --- actions ---------------------------------------------------------------------------------
-    def start(self, comp: Component, reason: str, by: str) -> None:
+    def start(self, comp: Component, cause: Cause, reason: str, by: str) -> None:
         env = os.environ.copy()
         env.update(dict(comp.spec.env))
         env["BOTKEEPER_HOME"] = str(self.settings.home)
         env["BOTKEEPER_COMPONENT"] = comp.name
+        env[runfiles.EXIT_NOTE_ENV] = str(runfiles.exit_note_path(self.settings, comp.name))
         env["PYTHONUNBUFFERED"] = "1"
         if self.settings.demo_active and comp.name == "bot":
             env["BOTKEEPER_DEMO"] = "1"
@@ -355,10 +359,11 @@ class Supervisor:
         except OSError as exc:
             # A missing program is a configuration problem, not something a restart loop fixes.
             self._set(comp, State.STARTING)
-            comp.last_restart_reason = f"needs configuration: cannot run {comp.spec.command[0]!r}: {exc.strerror}"
+            comp.last_restart_reason = f"cannot run {comp.spec.command[0]!r}: {exc.strerror}"
+            comp.cause = Cause.NEEDS_CONFIG
             self._set(comp, State.NEEDS_CONFIG)
             log.error("%s: %s", comp.name, comp.last_restart_reason)
-            self.store_event("needs-config", comp.name, comp.last_restart_reason, by)
+            self.store_event("needs-config", comp.name, comp.last_restart_reason, by, cause=Cause.NEEDS_CONFIG)
             self.write_state()
             return
         now = self.clock()
@@ -369,22 +374,24 @@ class Supervisor:
         os.set_blocking(proc.stdout.fileno(), False)
         self.selector.register(proc.stdout, selectors.EVENT_READ, ("pipe", comp))
         comp.next_start_at = None
+        comp.cause = cause
         self._set(comp, State.STARTING)
         if comp.ever_started:
             comp.restarts += 1
             comp.last_restart_reason, comp.last_restart_at = reason, comp.started_at
-            self.recent_restarts.append({"at": comp.started_at, "component": comp.name, "reason": reason, "by": by})
-            log.info("%s restarted (pid %s): %s [by %s]", comp.name, proc.pid, reason, by)
-            self.store_event("restart", comp.name, reason, by)
+            self.recent_restarts.append({"at": comp.started_at, "component": comp.name, "cause": cause.value,
+                                         "detail": self.redact(reason), "by": by})
+            log.info("%s restarted (pid %s): %s: %s [by %s]", comp.name, proc.pid, cause.value, reason, by)
+            self.store_event("restart", comp.name, reason, by, cause=cause)
         else:
             log.info("%s started (pid %s)", comp.name, proc.pid)
-            self.store_event("start", comp.name, reason, by)
+            self.store_event("start", comp.name, reason, by, cause=cause)
         comp.ever_started = True
         self.write_state()
 
-    def stop(self, comp: Component, then: str, reason: str, by: str) -> None:
+    def stop(self, comp: Component, then: str, cause: Cause, reason: str, by: str) -> None:
         """Ask a component to stop: SIGTERM+SIGCONT to its group now, SIGKILL at the deadline."""
-        comp.after_stop, comp.stop_reason, comp.stop_by = then, reason, by
+        comp.after_stop, comp.stop_cause, comp.stop_reason, comp.stop_by = then, cause, reason, by
         if comp.state in (State.STARTING, State.RUNNING):
             self._set(comp, State.STOPPING)
             comp.stop_deadline = self.clock() + comp.spec.kill_timeout
@@ -395,48 +402,53 @@ class Supervisor:
         else:  # not running: nothing to signal
             comp.next_start_at = None
             if then == "restart" and not self.shutting_down:
-                self.start(comp, reason, by)
+                self.start(comp, cause, reason, by)
             elif comp.state != State.STOPPED:
                 self._set(comp, State.STOPPED)
+                comp.cause = cause
         self.write_state()
 
     def shutdown(self, reason: str, by: str) -> None:
         if not self.shutting_down:
             log.info("shutting down: %s", reason)
-            self.store_event("shutdown", None, reason, by)
+            self.store_event("shutdown", None, reason, by, cause=Cause.SHUTDOWN)
+            self.close_incidents("the bundle was stopped")
         self.shutting_down, self.shutdown_reason = True, reason
         # The bot first in spirit, but all at once in practice: each gets its own kill_timeout.
         for comp in self.components.values():
-            self.stop(comp, "stopped", reason, by)
+            self.stop(comp, "stopped", Cause.SHUTDOWN, reason, by)
 
     def watch_recovery(self) -> None:
         """auto_recovery.py watches us; we relaunch it when it is gone (its lock is free)."""
         s = self.settings
         script = Path(__file__).resolve().parent.parent / "auto_recovery.py"
-        if not s.auto_recovery or self.shutting_down or not script.exists() or (s.run_dir / "stopping").exists():
+        if not s.auto_recovery or self.shutting_down or not script.exists() or runfiles.is_stopping(s):
             return
-        fd = os.open(s.run_dir / "recovery.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return  # held: auto_recovery is alive
-        finally:
-            os.close(fd)  # closing drops our probe lock
+        if runfiles.lock_held(s, "recovery"):
+            return  # auto_recovery is alive
         env = os.environ | {"BOTKEEPER_HOME": str(s.home)}
         pid = process.spawn_detached([sys.executable, str(script)], env, s.home, s.logs_dir / "auto_recovery.out")
         log.warning("auto_recovery was not running: relaunched it (pid %s)", pid)
-        self.store_event("relaunch", "auto_recovery", "auto_recovery was not running", "supervisor")
+        self.store_event("relaunch", "auto_recovery", "auto_recovery was not running", "supervisor", cause=Cause.CRASH)
 
     # --- bookkeeping -----------------------------------------------------------------------------
     def _set(self, comp: Component, new: State) -> None:
         comp.state = check_transition(comp.state, new)
 
     def store_event(self, kind: str, component: str | None, detail: str, by: str | None = None,
-                    exit_code: int | None = None, at: float | None = None) -> None:
+                    exit_code: int | None = None, at: float | None = None, cause: Cause | None = None) -> None:
         try:
-            self.store.record(kind, component, self.redact(detail), by, exit_code, at)
+            self.store.record(kind, component, self.redact(detail), by, exit_code, at, cause=cause)
         except Exception as exc:  # history must never take the supervisor down
             log.error("history: could not record %s for %s: %s", kind, component, exc)
+
+    def close_incidents(self, why: str) -> None:
+        """An operator's stop ends the open incident: the time after it is not downtime."""
+        try:
+            for inc in self.store.close_open_incidents(self.wall(), Cause.OPERATOR):
+                log.info("incident %s closed: %s", inc, why)
+        except Exception as exc:  # history must never take the supervisor down
+            log.error("history: could not close the open incident: %s", exc)
 
     def state(self) -> dict[str, Any]:
         mono, wall = self.clock(), self.wall()
@@ -453,8 +465,22 @@ class Supervisor:
     def write_state(self) -> None:
         try:
             atomic_write_json(self.settings.state_file, self.state())
+            st = os.stat(self.settings.state_file)
+            self._state_key = (st.st_ino, st.st_mtime_ns)
         except OSError as exc:
+            self._state_key = None
             log.error("run/state.json: cannot write: %s", exc)
+
+    def _state_is_ours(self) -> bool:
+        """False when run/state.json is gone or was replaced by someone else (then we rewrite it)."""
+        try:
+            st = os.stat(self.settings.state_file)
+        except OSError:
+            return False
+        if (st.st_ino, st.st_mtime_ns) == self._state_key:
+            return True
+        log.warning("run/state.json was changed by someone else: rewriting it")
+        return False
 
     # --- child output ----------------------------------------------------------------------------
     def _on_pipe(self, pipe, comp: Component) -> None:
@@ -494,7 +520,6 @@ class Supervisor:
         pipe._bk_partial = rest
         for raw in lines:
             line = self.redact(raw.decode("utf-8", "replace").rstrip("\r"))
-            comp.tail.append(line)
             if comp.out is not None:
                 comp.out.info("%s", line)
             self._to_combined(comp.name, line)
@@ -562,6 +587,8 @@ class Supervisor:
         cmd = request.get("cmd")
         by = str(request.get("by") or "control")[:40]
         reason = str(request.get("reason") or f"requested by {by}")[:300]
+        default = Cause.OPERATOR if by in OPERATORS else Cause.UNKNOWN
+        cause = Cause.parse(request.get("cause"), default) if request.get("cause") else default
         if cmd == "status":
             return self.state()
         if cmd == "shutdown":
@@ -571,7 +598,8 @@ class Supervisor:
             kind = str(request.get("kind") or "")[:40]
             if not kind:
                 raise ValueError("event needs a kind")
-            self.store_event(kind, request.get("component"), str(request.get("detail") or "")[:500], by)
+            self.store_event(kind, request.get("component"), str(request.get("detail") or "")[:500], by,
+                             cause=cause if request.get("cause") else None)
             return {"recorded": kind}
         if cmd not in ("restart", "start", "stop"):
             raise ValueError(f"unknown command {cmd!r}: expected status, restart, start, stop, shutdown or event")
@@ -583,14 +611,16 @@ class Supervisor:
             raise ValueError("the supervisor is shutting down")
         if cmd == "restart":
             comp.failures = ()  # an asked-for restart starts a fresh backoff record
-            self.stop(comp, "restart", reason, by)
+            self.stop(comp, "restart", cause, reason, by)
         elif cmd == "start":
             if comp.state not in LIVE:
                 comp.failures = ()
                 comp.next_start_at = None
-                self.start(comp, reason, by)
+                self.start(comp, cause, reason, by)
         else:
-            self.stop(comp, "stopped", reason, by)
+            self.stop(comp, "stopped", cause, reason, by)
+            if comp.name == "bot" and cause.planned:
+                self.close_incidents(f"the bot was stopped ({cause.value})")
         return comp.snapshot(self.clock(), self.wall())
 
     # --- shutdown --------------------------------------------------------------------------------

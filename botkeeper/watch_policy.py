@@ -1,7 +1,8 @@
 """Pure decisions of the two watchers: the monitor (bot heartbeat and limits) and auto_recovery.
 
-Nothing here touches processes, files or the clock. The monitor passes an `Observation` and the
-`Memory` it kept from its previous check; `decide()` returns what to do and the memory to keep.
+Nothing here touches processes, files or the clock. The monitor passes an `Observation` (built
+from the one snapshot and verdict) and the `Memory` it kept from its previous check; `decide()`
+returns what to do, with a typed cause, and the memory to keep.
 Times are wall-clock seconds (`time.time()`), because heartbeats and state.json carry wall times.
 """
 
@@ -10,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
+
+from .causes import Cause
+from .verdict import Check, HeartbeatView
 
 MIB = 1024 * 1024
 MEMORY_CHECKS = 3  # memory above the limit this many checks in a row -> restart
@@ -20,36 +24,32 @@ TELEGRAM_BAD = ("telegram-unreachable", "conflict")
 # --- the monitor ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Limits:
-    stale_after: float
-    heartbeat_grace: float
     max_memory_mb: float
     max_cpu_percent: float
     cpu_window: float
     max_uptime_hours: float
     outage_restart_interval: float
+    cooldown: float  # after asking for a restart, ask again only after this long (the bot is starting)
     memory_checks: int = MEMORY_CHECKS
 
     @classmethod
     def from_settings(cls, s: Any) -> "Limits":
-        return cls(s.stale_after, s.heartbeat_grace, s.max_memory_mb, s.max_cpu_percent, s.cpu_window,
-                   s.max_uptime_hours, s.outage_restart_interval)
-
-    @property
-    def cooldown(self) -> float:
-        """After asking for a restart, ask again only after this long (the bot is still starting)."""
-        return max(self.heartbeat_grace, self.stale_after)
+        return cls(s.max_memory_mb, s.max_cpu_percent, s.cpu_window, s.max_uptime_hours,
+                   s.outage_restart_interval, max(s.heartbeat_grace, s.stale_after))
 
 
 @dataclass(frozen=True)
 class Observation:
+    """What one monitor check saw. The heartbeat is already judged (botkeeper.verdict): whose it is
+    and whether the bot is hung is decided there, once, for every reader."""
+
     now: float
-    bot_state: str | None  # the bot component's state in run/state.json (None: no bot component)
+    bot_state: str | None  # the bot component's state (None: no bot component, or no supervisor)
     bot_pid: int | None  # verified live pid, None if the recorded process is gone
     bot_started_at: float | None
-    heartbeat_enabled: bool  # the component has `heartbeat: true`
-    heartbeat: Mapping[str, Any] | None = None
-    heartbeat_error: str | None = None
-    heartbeat_missing: bool = False  # the file does not exist (normal while the bot starts)
+    heartbeat: HeartbeatView
+    telegram: Check | None = None  # the verdict's telegram check, when the bot reported one
+    heartbeat_problem: str | None = None  # bot_health.txt unreadable/corrupt (not merely missing)
     tree_pids: frozenset[int] = frozenset()  # the bot and its descendants
     rss_bytes: int | None = None
     cpu_percent: float | None = None
@@ -60,8 +60,6 @@ class Memory:
     """What the monitor carries from one check to the next."""
 
     pid: int | None = None  # the bot process these streaks are about
-    first_check: float | None = None  # this monitor's first check (it may start after the bot)
-    last_good: float | None = None  # written_at of the newest heartbeat from that pid
     memory_checks: int = 0  # consecutive checks above MAX_MEMORY_MB
     cpu_high_since: float | None = None
     outage_since: float | None = None
@@ -73,8 +71,8 @@ class Memory:
 
 @dataclass(frozen=True)
 class Decision:
-    restart: str | None  # reason, when the bot should be restarted now
-    reports: tuple[tuple[str, str], ...]  # (event kind, detail) to record in the history
+    restart: tuple[Cause, str] | None  # (cause, detail) when the bot should be restarted now
+    reports: tuple[tuple[str, Cause, str], ...]  # (event kind, cause, detail) to record in the history
     memory: Memory
     verdict: str  # one word for the log: up, waiting, stale, limit, outage, not-running, cooldown
 
@@ -83,89 +81,53 @@ def _mb(n: float) -> str:
     return f"{n / MIB:.1f} MB"
 
 
-def heartbeat_belongs(hb: Mapping[str, Any], pid: int | None, tree: frozenset[int], started_at: float | None) -> bool:
-    """A heartbeat counts for the current bot only if that bot wrote it.
-
-    With a pid in it: the pid must be the bot or one of its children (a shell wrapper's child
-    writes it). Without one (a touched file, another language): it must be newer than the start.
-    Either way it cannot predate the current process (a recycled pid).
-    """
-    written = hb.get("written_at")
-    if not isinstance(written, (int, float)):
-        return False
-    if started_at is not None and written < started_at - 1.0:
-        return False
-    hb_pid = hb.get("pid")
-    if isinstance(hb_pid, int) and not isinstance(hb_pid, bool):
-        return hb_pid == pid or hb_pid in tree
-    return started_at is None or written >= started_at
-
-
 def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
     """One monitor check: restart the bot? report something? what to remember?"""
     now = obs.now
-    first_check = mem.first_check if mem.first_check is not None else now
     if obs.bot_state not in ("running", "starting") or obs.bot_pid is None:
         # Nothing to judge; forget the streaks of a process that is gone, keep our request record.
-        keep = Memory(first_check=first_check, requested_at=mem.requested_at, requested_pid=mem.requested_pid,
+        keep = Memory(requested_at=mem.requested_at, requested_pid=mem.requested_pid,
                       outage_restart_at=mem.outage_restart_at, active=mem.active)
         return Decision(None, (), keep, "not-running")
     if mem.pid != obs.bot_pid:
-        mem = Memory(pid=obs.bot_pid, first_check=first_check, requested_at=mem.requested_at,
-                     requested_pid=mem.requested_pid, outage_restart_at=mem.outage_restart_at,
-                     active=mem.active)
-    started = obs.bot_started_at if obs.bot_started_at is not None else first_check
-    uptime = max(0.0, now - started)
-    reports: list[tuple[str, str]] = []
+        mem = Memory(pid=obs.bot_pid, requested_at=mem.requested_at, requested_pid=mem.requested_pid,
+                     outage_restart_at=mem.outage_restart_at, active=mem.active)
+    uptime = max(0.0, now - obs.bot_started_at) if obs.bot_started_at is not None else 0.0
+    reports: list[tuple[str, Cause, str]] = []
     active = set()
-    candidates: list[tuple[str, str]] = []  # (verdict, reason), most urgent first
+    candidates: list[tuple[str, Cause, str]] = []  # (verdict word, cause, detail), most urgent first
+    hb = obs.heartbeat
 
-    # Heartbeat: only for bots that write one.
-    if obs.heartbeat_enabled:
-        hb = obs.heartbeat
-        if hb is not None and heartbeat_belongs(hb, obs.bot_pid, obs.tree_pids, obs.bot_started_at):
-            written = float(hb["written_at"])
-            mem = dataclasses.replace(mem, last_good=max(written, mem.last_good or written))
-            age = max(0.0, now - written)
-            if age > limits.stale_after:
-                candidates.append(("stale", f"heartbeat stale for {age:.0f} s (STALE_AFTER={limits.stale_after:g})"))
-            else:
-                hb_state = hb.get("state")
-                if hb_state in TELEGRAM_BAD:
-                    active.add(hb_state)
-                    if hb_state not in mem.active:
-                        reports.append((hb_state, str(hb.get("detail") or hb_state)[:300]))
-                    if hb_state == "telegram-unreachable":
-                        since = hb.get("unreachable_since")
-                        since = float(since) if isinstance(since, (int, float)) else None
-                        outage_since = min(x for x in (since, mem.outage_since, now) if x is not None)
-                        mem = dataclasses.replace(mem, outage_since=outage_since)
-                        outage = now - outage_since
-                        last = mem.outage_restart_at
-                        if outage >= limits.outage_restart_interval and (
-                                last is None or now - last >= limits.outage_restart_interval):
-                            candidates.append(("outage", f"Telegram unreachable for {outage:.0f} s: one restart per"
-                                                         f" {limits.outage_restart_interval:g} s in case the"
-                                                         " process' network is wedged"))
-                else:
-                    mem = dataclasses.replace(mem, outage_since=None)
-                    if mem.active & set(TELEGRAM_BAD):
-                        reports.append(("telegram-reachable", f"heartbeat state {hb_state}"))
+    if obs.heartbeat_problem:
+        key = "heartbeat-unreadable:" + obs.heartbeat_problem
+        active.add(key)
+        if key not in mem.active:
+            reports.append(("heartbeat-unreadable", Cause.HEARTBEAT_INVALID, obs.heartbeat_problem))
+    if hb.hung:
+        if hb.own:
+            detail = f"heartbeat stale for {hb.silent_for:.0f} s"
         else:
-            if obs.heartbeat_error and not obs.heartbeat_missing:
-                key = "heartbeat-unreadable:" + obs.heartbeat_error
-                active.add(key)
-                if key not in mem.active:
-                    reports.append(("heartbeat-unreadable", obs.heartbeat_error))
-            why = obs.heartbeat_error or "the heartbeat was written by an earlier bot process"
-            # The last beat this process wrote, else its start (or our own, if we started later).
-            since = mem.last_good if mem.last_good is not None else max(started, first_check)
-            silent = now - since
-            if uptime > limits.heartbeat_grace and silent > limits.stale_after:
-                if mem.last_good is not None:
-                    candidates.append(("stale", f"heartbeat stale for {silent:.0f} s ({why})"))
-                else:
-                    candidates.append(("stale", f"no heartbeat {uptime:.0f} s after start ({why})"))
+            detail = f"no heartbeat {hb.silent_for:.0f} s after start ({hb.error or hb.status})"
+        candidates.append(("stale", Cause.STALE_HEARTBEAT, detail))
+    tg = obs.telegram
+    if tg is not None and tg.cause in (Cause.TELEGRAM_OUTAGE, Cause.CONFLICT):
+        kind = "telegram-unreachable" if tg.cause == Cause.TELEGRAM_OUTAGE else "conflict"
+        active.add(kind)
+        if kind not in mem.active:
+            reports.append((kind, tg.cause, tg.detail[:300]))
+        if tg.cause == Cause.TELEGRAM_OUTAGE:
+            outage_since = min(x for x in (tg.since, mem.outage_since, now) if x is not None)
+            mem = dataclasses.replace(mem, outage_since=outage_since)
+            outage = now - outage_since
+            last = mem.outage_restart_at
+            if outage >= limits.outage_restart_interval and (last is None or now - last >= limits.outage_restart_interval):
+                candidates.append(("outage", Cause.TELEGRAM_OUTAGE,
+                                   f"Telegram unreachable for {outage:.0f} s: one restart per"
+                                   f" {limits.outage_restart_interval:g} s in case the process' network is wedged"))
+    elif hb.own and not hb.hung:
+        mem = dataclasses.replace(mem, outage_since=None)
+        if mem.active & set(TELEGRAM_BAD):
+            reports.append(("telegram-reachable", Cause.TELEGRAM_OUTAGE, f"heartbeat state {hb.state}"))
 
     # Resources of the bot's whole process tree.
     if obs.rss_bytes is not None:
@@ -173,31 +135,32 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
         checks = mem.memory_checks + 1 if obs.rss_bytes > limit else 0
         mem = dataclasses.replace(mem, memory_checks=checks)
         if checks >= limits.memory_checks:
-            candidates.append(("limit", f"memory {_mb(obs.rss_bytes)} above MAX_MEMORY_MB={limits.max_memory_mb:g}"
-                                        f" for {checks} checks in a row"))
+            candidates.append(("limit", Cause.MEMORY, f"memory {_mb(obs.rss_bytes)} above"
+                                                      f" MAX_MEMORY_MB={limits.max_memory_mb:g} for {checks} checks in a row"))
     if obs.cpu_percent is not None:
         if obs.cpu_percent > limits.max_cpu_percent:
             high_since = mem.cpu_high_since if mem.cpu_high_since is not None else now
             mem = dataclasses.replace(mem, cpu_high_since=high_since)
             if now - high_since >= limits.cpu_window:
-                candidates.append(("limit", f"CPU {obs.cpu_percent:.0f}% above MAX_CPU_PERCENT="
-                                            f"{limits.max_cpu_percent:g} for {now - high_since:.0f} s"))
+                candidates.append(("limit", Cause.CPU, f"CPU {obs.cpu_percent:.0f}% above MAX_CPU_PERCENT="
+                                                       f"{limits.max_cpu_percent:g} for {now - high_since:.0f} s"))
         else:
             mem = dataclasses.replace(mem, cpu_high_since=None)
     if limits.max_uptime_hours > 0 and uptime > limits.max_uptime_hours * 3600:
-        candidates.append(("limit", f"planned restart after {uptime / 3600:.1f} h up"
-                                    f" (MAX_UPTIME_HOURS={limits.max_uptime_hours:g})"))
+        candidates.append(("limit", Cause.MAX_UPTIME, f"planned restart after {uptime / 3600:.1f} h up"
+                                                      f" (MAX_UPTIME_HOURS={limits.max_uptime_hours:g})"))
 
     mem = dataclasses.replace(mem, active=frozenset(active))
     if not candidates:
-        return Decision(None, tuple(reports), mem, "up" if uptime > limits.heartbeat_grace else "waiting")
-    verdict, reason = candidates[0]
+        word = "waiting" if hb.enabled and not hb.own else "up"
+        return Decision(None, tuple(reports), mem, word)
+    word, cause, detail = candidates[0]
     if mem.requested_at is not None and now - mem.requested_at < limits.cooldown:
         return Decision(None, tuple(reports), mem, "cooldown")
     mem = dataclasses.replace(mem, requested_at=now, requested_pid=obs.bot_pid, memory_checks=0,
                               cpu_high_since=None,
-                              outage_restart_at=now if verdict == "outage" else mem.outage_restart_at)
-    return Decision(reason, tuple(reports), mem, verdict)
+                              outage_restart_at=now if word == "outage" else mem.outage_restart_at)
+    return Decision((cause, detail), tuple(reports), mem, word)
 
 
 # --- auto_recovery ----------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from .. import logs
+from ..causes import Cause
+from ..runfiles import write_exit_note
 from ..config import EX_CONFIG, KNOBS, load_or_exit
 from . import commands, userhandlers
 from .health import Health, ObservingRequest, heartbeat_loop
@@ -118,13 +120,15 @@ async def _shutdown(application: Application) -> None:
 
 
 def _rejected(settings, health: Health) -> int:
+    """Say once why we stop, in the log, in the heartbeat and in the exit note the supervisor reads:
+    nobody has to guess it from our last log line."""
     bot_id = (settings.bot_token or "").split(":", 1)[0]
     server = "" if settings.bot_api_base_url == KNOBS["api_base_url"].default else f" by {settings.bot_api_base_url}"
-    log.error(
-        "Telegram rejected the bot token %s:***%s (HTTP %s): it was revoked or mistyped. Put the token"
-        " from @BotFather into TELEGRAM_BOT_TOKEN (Replit Secrets or .env); not retrying (exit %s).",
-        bot_id, server, health.fatal_status or 401, EX_CONFIG,
-    )
+    reason = (f"Telegram rejected the bot token {bot_id}:***{server} (HTTP {health.fatal_status or 401}): it was"
+              " revoked or mistyped. Put the token from @BotFather into TELEGRAM_BOT_TOKEN (Replit Secrets or .env)")
+    log.error("%s; not retrying (exit %s).", reason, EX_CONFIG)
+    health.state, health.detail, health.cause = "fatal", reason, Cause.TOKEN_REJECTED
+    write_exit_note(Cause.TOKEN_REJECTED, reason)
     return EX_CONFIG
 
 
@@ -152,7 +156,8 @@ async def serve(settings) -> int:
     finally:
         for task in (startup, *waiters):
             task.cancel()
-        health.state, health.detail = "stopping", "token rejected" if code else "stopping on request"
+        if not code:
+            health.state, health.detail = "stopping", "stopping on request"
         health.write(settings.heartbeat_file)
         beat.cancel()
         if code:  # the final cleanup getUpdates fails with the same rejected token: nothing new to say
@@ -199,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.WARNING)  # we log per episode
     logging.getLogger("telegram.ext").addFilter(_DropRejectedTokenTraceback())
     if not settings.bot_token:
-        logger.error("TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env (or DEMO=auto for the offline demo)")
+        reason = "TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env (or DEMO=auto for the offline demo)"
+        logger.error("%s", reason)
+        write_exit_note(Cause.NEEDS_CONFIG, reason)
         return EX_CONFIG
     if settings.demo_active:
         logger.warning("DEMO: talking to the offline Bot API emulator at %s; set TELEGRAM_BOT_TOKEN to go live",

@@ -9,8 +9,6 @@ from typing import Any
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from .. import heartbeat
-from ..fsutil import read_json
 
 BUILTIN_HELP = {
     "start": "say hello",
@@ -86,31 +84,30 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 def status_text(settings: Any, health: Any, now: float) -> str:
-    """A few lines for /status, from run/state.json, bot_health.txt and the host."""
+    """A few lines for /status, from the one snapshot and verdict the page and `status` use."""
+    from ..verdict import read_and_judge
+
+    snap, verdict = read_and_judge(settings, now=now)
     lines = ["DEMO mode (offline emulator)"] if settings.demo_active else []
     lines.append(f"Bot: up {human_duration(now - health.started_at)}, {health.state},"
                  f" {health.updates_handled} updates handled")
-    state = read_json(settings.state_file)
-    bot = None
-    if isinstance(state, dict):
-        bot = next((c for c in state.get("components", []) if c.get("name") == "bot"), None)
+    cause = f" ({verdict.cause.label}: {verdict.detail})" if verdict.cause else ""
+    lines.append(f"Overall: {verdict.overall}{cause}")
+    bot = snap.component("bot") if snap.supervisor_alive else None
     if bot is None:
         lines.append("Supervisor: not running (bot started on its own)")
     else:
         midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        today = [r for r in state.get("recent_restarts", [])
+        today = [r for r in snap.state.get("recent_restarts", [])
                  if r.get("component") == "bot" and (r.get("at") or 0) >= midnight]
         lines.append(f"Restarts today: {len(today)} (total {bot.get('restarts', 0)})")
         reason = bot.get("last_restart_reason")
         if reason:
             at = bot.get("last_restart_at")
             when = f" at {datetime.fromtimestamp(at).strftime('%H:%M')}" if isinstance(at, (int, float)) else ""
-            lines.append(f"Last restart{when}: {reason}")
-    beat, error = heartbeat.read_or_error(settings.heartbeat_file)
-    if beat:
-        lines.append(f"Heartbeat: {max(0.0, now - beat['written_at']):.1f} s ago")
-    else:
-        lines.append(f"Heartbeat: {error}")
+            lines.append(f"Last restart{when}: {bot.get('cause') or '-'}: {reason}")
+    hb = verdict.heartbeat
+    lines.append(f"Heartbeat: {hb.age:.1f} s ago" if hb.age is not None else f"Heartbeat: {hb.error or hb.status}")
     lines.append(host_memory())
     return "\n".join(lines)
 

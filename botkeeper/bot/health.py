@@ -20,6 +20,7 @@ from telegram.error import TelegramError
 from telegram.request import HTTPXRequest
 
 from .. import heartbeat
+from ..causes import Cause
 
 log = logging.getLogger("botkeeper.bot")
 
@@ -43,6 +44,7 @@ class Health:
         self.updates_handled = 0
         self.fatal = asyncio.Event()  # set when Telegram rejects the token
         self.fatal_status: int | None = None
+        self.cause: Cause | None = None  # set with state "fatal": why the bot is about to exit
         self._reminded_at = 0.0
         self._rate_limited: set[str] = set()  # endpoints in a 429 episode
 
@@ -153,8 +155,9 @@ class Health:
         return {
             "started_at": self.started_at, "last_poll_at": self.last_poll_at,
             "updates_handled": self.updates_handled, "state": self.state,
-            "unreachable_since": self.unreachable_since, "detail": self.detail,
-        }
+            "unreachable_since": self.unreachable_since, "conflict_since": self.conflict_since,
+            "detail": self.detail,
+        } | ({"cause": self.cause.value} if self.cause else {})
 
     def write(self, path: Path) -> bool:
         try:

@@ -31,10 +31,7 @@ def ok(data) -> Response:
 
 def _components() -> set[str]:
     ctx = _ctx()
-    names = {c.name for c in ctx.settings.components}
-    state = ctx.source.read_state_only() or {}
-    names |= {c.get("name") for c in state.get("components", []) if isinstance(c, dict) and c.get("name")}
-    return names
+    return {c.name for c in ctx.settings.components} | ctx.source.component_names()
 
 
 def _authorized() -> Response | None:
@@ -63,8 +60,8 @@ def metrics() -> Response:
     snap = _ctx().source.snapshot()
     counts = _ctx().source.restarts.counts()
     by_reason: dict[str, int] = {}
-    for (_, reason), n in counts.items():
-        by_reason[reason] = by_reason.get(reason, 0) + n
+    for (_, cause), n in counts.items():
+        by_reason[cause] = by_reason.get(cause, 0) + n
     return ok({
         "host": snap["host"],
         "bot": snap["bot"],
@@ -85,8 +82,8 @@ def restart(component: str) -> Response:
     if not NAME_RE.match(component) or component not in _components():
         return error_response(404, f"no component named {component!r}")
     try:
-        data = control.call(_ctx().settings, "restart", name=component, reason="requested from the web page",
-                            by="web")
+        data = control.call(_ctx().settings, "restart", name=component, cause="operator",
+                            reason="requested from the web page", by="web")
     except control.SupervisorUnavailable as exc:
         log.warning("restart %s: supervisor unavailable: %s", component, exc)
         return error_response(503, f"the supervisor is not running, so nothing can be restarted ({exc})")

@@ -167,8 +167,9 @@ def _restarts(restarts: Iterable[dict[str, Any]], x, now: float, start: float) -
         if at is None or at < start or at > now:
             continue
         xr = x(at)
-        label = escape(f"{_ago(now - at).lstrip('-')} ago: {r.get('component')} restarted: {r.get('reason')}")
-        color = "#f5a524" if r.get("bucket") == "manual" else "#e5484d"
+        label = escape(f"{_ago(now - at).lstrip('-')} ago: {r.get('component')} restarted: {r.get('cause')}:"
+                       f" {r.get('detail')}")
+        color = "#f5a524" if r.get("planned") else "#e5484d"
         out.append(f'<g class="restart-marker"><title>{label}</title>'
                    f'<line x1="{xr:.1f}" x2="{xr:.1f}" y1="{TOP}" y2="{TOP + PLOT_H}" stroke="{color}" '
                    f'stroke-width="1.5" stroke-dasharray="3 3"/>'

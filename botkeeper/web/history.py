@@ -93,7 +93,8 @@ class StoreReader:
 
 def no_summary() -> dict[str, Any]:
     """Store.summary()'s shape when there is no database to read."""
-    return {"uptime": {label: None for label, _ in UPTIME_WINDOWS}, "open_incident": None}
+    return {"uptime": {label: None for label, _ in UPTIME_WINDOWS},
+            "observed_seconds": {label: 0.0 for label, _ in UPTIME_WINDOWS}, "open_incident": None}
 
 
 def down_spans(incidents: list[dict[str, Any]], now: float) -> list[tuple[float, float]]:

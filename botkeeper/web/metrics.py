@@ -12,7 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .reasons import BUCKETS
+from ..causes import Cause
+from ..verdict import OVERALLS
+from .reasons import REASONS
 from .status import StatusSource
 
 
@@ -40,9 +42,14 @@ def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
 def _overall(snap: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily("botkeeper_healthy", "1 when /health answers 200", value=int(snap["healthy"]))
     status = GaugeMetricFamily("botkeeper_status", "Overall state (1 for the current one)", labels=["status"])
-    for word in ("healthy", "degraded", "down"):
+    for word in OVERALLS:
         status.add_metric([word], int(snap["status"] == word))
     yield status
+    cause = GaugeMetricFamily("botkeeper_cause", "Why the bundle is not healthy (1 for the current cause)",
+                              labels=["cause"])
+    for value in (c.value for c in Cause):
+        cause.add_metric([value], int(snap["cause"] == value))
+    yield cause
     yield GaugeMetricFamily("botkeeper_demo", "1 while the offline demo runs", value=int(snap["demo"]))
     yield GaugeMetricFamily("botkeeper_supervisor_up", "1 while the supervisor runs",
                             value=int(snap["supervisor"]["running"]))
@@ -56,7 +63,7 @@ def _components(snap: dict[str, Any], counts: dict[tuple[str, str], int]) -> Ite
                             labels=["component"])
     cpu = GaugeMetricFamily("botkeeper_process_cpu_percent", "CPU use of the component's process tree (100 = one core)",
                             labels=["component"])
-    restarts = CounterMetricFamily("botkeeper_restarts", "Restarts seen by this web process, by reason",
+    restarts = CounterMetricFamily("botkeeper_restarts", "Restarts seen by this web process, by cause",
                                    labels=["component", "reason"])
     names = [c["name"] for c in snap["components"]]
     for c in snap["components"]:
@@ -67,9 +74,9 @@ def _components(snap: dict[str, Any], counts: dict[tuple[str, str], int]) -> Ite
             mem.add_metric([c["name"]], c["memory_bytes"])
             cpu.add_metric([c["name"]], c["cpu_percent"])
     # Every (component, reason) pair is exposed, zeros included, so rate() works from the start;
-    # the reason label only takes the fixed BUCKETS values.
+    # the reason label only takes the fixed REASONS (restart cause) values.
     for name in sorted(set(names) | {n for n, _ in counts}):
-        for reason in BUCKETS:
+        for reason in REASONS:
             restarts.add_metric([name, reason], counts.get((name, reason), 0))
     yield from (up, uptime, mem, cpu, restarts)
 
@@ -92,8 +99,8 @@ def _host(host: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _uptime(uptime: dict[str, float | None]) -> Iterator[Metric]:
-    ratio = GaugeMetricFamily("botkeeper_uptime_ratio", "Share of the window the bot was not in an incident "
-                              "(data/history.db; the window starts no earlier than the database)", labels=["window"])
+    ratio = GaugeMetricFamily("botkeeper_uptime_ratio", "Share of the watched part of the window the bot was not in"
+                              " an incident (data/history.db)", labels=["window"])
     for window, percent in uptime.items():
         if percent is not None:
             ratio.add_metric([window], percent / 100.0)

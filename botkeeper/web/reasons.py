@@ -1,7 +1,7 @@
-"""Restart reasons, bucketed into a small fixed set so metric labels stay bounded.
+"""Restart counts by (component, cause) for the `reason` label of botkeeper_restarts_total.
 
-The supervisor writes free-text reasons ("heartbeat stale for 63 s", "exited with code 1 after
-2.0 s"); Prometheus needs a handful of label values, not one per distinct sentence.
+The label takes only `Cause` values (RESTART_CAUSES), so it stays bounded; the cause comes typed
+from state.json's recent_restarts, never read out of a sentence.
 """
 
 from __future__ import annotations
@@ -10,33 +10,18 @@ import threading
 from collections import Counter
 from typing import Any, Iterable, Mapping
 
-BUCKETS = ("crash", "stale", "memory", "cpu", "uptime", "manual", "config", "other")
-MANUAL_BY = {"web", "cli", "user", "admin", "telegram"}
+from ..causes import RESTART_CAUSES, Cause
 
-# First match wins; config before crash because "needs configuration (exited with code 78)".
-_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("manual", ("requested", "manual", "by hand")),
-    ("config", ("config", "token")),
-    ("stale", ("stale", "heartbeat", "hung", "stuck", "unresponsive")),
-    ("memory", ("memory", "rss")),
-    ("cpu", ("cpu",)),
-    ("uptime", ("uptime", "planned", "scheduled")),
-    ("crash", ("exit", "killed", "crash", "signal", "code", "died", "missing")),
-)
+REASONS = tuple(c.value for c in RESTART_CAUSES)
 
 
-def bucket(reason: str | None, by: str | None = None) -> str:
-    if (by or "").lower() in MANUAL_BY:
-        return "manual"
-    text = (reason or "").lower()
-    for name, words in _KEYWORDS:
-        if any(w in text for w in words):
-            return name
-    return "other"
+def reason_label(cause: Any) -> str:
+    parsed = Cause.parse(cause)
+    return parsed.value if parsed in RESTART_CAUSES else Cause.UNKNOWN.value
 
 
 class RestartCounter:
-    """Monotonic restart counts by (component, bucket), fed from state.json's recent_restarts.
+    """Monotonic restart counts by (component, cause), fed from state.json's recent_restarts.
 
     recent_restarts is a window of the last 50 entries, so counting it directly would go down
     when old entries fall out. This counts each entry once, the first time it is seen; a process
@@ -54,10 +39,10 @@ class RestartCounter:
             for entry in recent:
                 if not isinstance(entry, Mapping):
                     continue
-                key = (entry.get("at"), entry.get("component"), entry.get("reason"), entry.get("by"))
+                key = (entry.get("at"), entry.get("component"), entry.get("cause"), entry.get("by"))
                 window.add(key)
                 if key not in self._seen:
-                    self._counts[(str(entry.get("component")), bucket(entry.get("reason"), entry.get("by")))] += 1
+                    self._counts[(str(entry.get("component")), reason_label(entry.get("cause")))] += 1
             self._seen = window  # only the current window can reappear
 
     def counts(self) -> dict[tuple[str, str], int]:

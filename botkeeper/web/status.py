@@ -1,9 +1,9 @@
-"""What the page and the APIs report: run/state.json + bot_health.txt + psutil, one snapshot.
+"""What the page and the APIs report, all from one snapshot and one verdict.
 
-`StatusSource.health()` is the cheap path (/health: two small file reads and one PID check);
-`snapshot()` adds process and host usage (cached by procstats), restarts, and uptime and the open
-incident from data/history.db (cached for HISTORY_TTL).
-The verdict itself always comes from botkeeper.policy.health, shared with the CLI and monitor.
+`StatusSource.health()` is the cheap path (/health: botkeeper.snapshot.read_snapshot, a few small
+files and /proc entries, and the pure botkeeper.verdict.judge); `snapshot()` adds process and host
+usage (cached by procstats), restarts, and uptime and the open incident from data/history.db
+(cached for HISTORY_TTL). The CLI, the monitor, the alerter and doctor call the same two functions.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .. import heartbeat as hb
-from .. import policy
-from ..fsutil import read_json, verified_process
+from .. import runfiles
 from ..logs import Redactor
+from ..procstats import HostStats, ProcessStats
+from ..snapshot import Snapshot, read_snapshot
 from ..states import LIVE, State
+from ..causes import Cause
+from ..verdict import Limits, Verdict, judge
 from .history import DAY, RingHistory, Sample, StoreHistory, StoreReader, no_summary
-from .procstats import HostStats, ProcessStats
-from .reasons import RestartCounter, bucket
+from .reasons import RestartCounter, reason_label
 
 GO_LIVE = (
     "To go live: set TELEGRAM_BOT_TOKEN (from @BotFather) in Replit Secrets or in .env, "
@@ -34,13 +35,16 @@ GO_LIVE = (
 class Reading:
     """One consistent look at the files, and the verdict on it."""
 
-    now: float
-    state: dict[str, Any] | None
-    supervisor_alive: bool
-    heartbeat: dict[str, Any] | None
-    heartbeat_error: str | None
-    verdict: policy.Verdict
-    took: float  # seconds spent reading and deciding
+    snapshot: Snapshot
+    verdict: Verdict
+
+    @property
+    def now(self) -> float:
+        return self.snapshot.now
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        return self.snapshot.state
 
 
 class SinceTracker:
@@ -82,42 +86,6 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _check_estimate(check: policy.Check, reading: Reading, components: Mapping[str, Mapping],
-                    settings: Any) -> float | None:
-    """Best guess at when a check, first seen now, last changed."""
-    state, beat = reading.state or {}, reading.heartbeat or {}
-    if check.name == "supervisor":
-        return _num((state.get("supervisor") or {}).get("started_at")) if check.ok else _num(state.get("updated_at"))
-    if check.name.startswith("component:"):
-        comp = components.get(check.name.split(":", 1)[1], {})
-        if check.ok:
-            return _num(comp.get("started_at"))
-        return _num(comp.get("last_exit_at")) or _num(comp.get("last_restart_at"))
-    bot_start = _num(beat.get("started_at")) or _num(components.get("bot", {}).get("started_at"))
-    if check.name == "heartbeat":
-        written = _num(beat.get("written_at"))
-        if check.ok or written is None:
-            return bot_start or written
-        # It went late after two missed beats, stale after stale_after.
-        return written + (settings.stale_after if "stale" in check.detail else 2 * settings.heartbeat_interval)
-    if check.name == "telegram":
-        return bot_start if check.ok else _num(beat.get("unreachable_since"))
-    return None
-
-
-def _sane(state: Any) -> dict[str, Any] | None:
-    """state.json with the shapes the code relies on (a hand-edited file must not cause a 500)."""
-    if not isinstance(state, dict):
-        return None
-    fixed = dict(state)
-    for key in ("components", "recent_restarts"):
-        items = state.get(key)
-        fixed[key] = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-    if not isinstance(state.get("supervisor"), dict):
-        fixed["supervisor"] = {}
-    return fixed
-
-
 HEALTH_TICKS = 4  # /health memo granularity: 1/4 s
 HISTORY_TTL = 5.0  # seconds between reads of uptime and the open incident from data/history.db
 
@@ -149,6 +117,7 @@ class StatusSource:
                  cache_ttl: float = 1.0):
         self.settings = settings
         self.clock = clock
+        self.limits = Limits.from_settings(settings)
         self.history = history if history is not None else RingHistory(settings.sample_interval)
         self.procs = ProcessStats(ttl=cache_ttl)
         self.host = HostStats(str(settings.home), ttl=cache_ttl)
@@ -163,67 +132,64 @@ class StatusSource:
 
     # --- the cheap path ---------------------------------------------------------------------
     def read(self) -> Reading:
-        started = time.perf_counter()
-        s = self.settings
-        state = _sane(read_json(s.state_file))
-        sup = (state or {}).get("supervisor") or {}
-        alive = bool(state) and verified_process(sup.get("pid"), sup.get("create_time")) is not None
-        beat, beat_error = hb.read_or_error(s.heartbeat_file)
-        now = self.clock()
-        verdict = policy.health(state, alive, beat, beat_error, now, s.heartbeat_interval, s.stale_after,
-                                s.heartbeat_grace)
-        return Reading(now, state, alive, beat, beat_error, verdict, time.perf_counter() - started)
+        snap = read_snapshot(self.settings, clock=self.clock)
+        return Reading(snap, judge(snap, self.limits))
 
     def health(self) -> tuple[Reading, dict[str, Any]]:
-        """The reading and the /health + /api/health body: verdict, checks and how long each has held.
+        """The reading and the /health + /api/health body: verdict, cause, checks and how long each
+        has held.
 
-        Memoized while nothing it depends on has changed: both files (inode, mtime, size), the
-        supervisor's /proc entry and the clock's quarter second. A probe hammering /health then
-        costs three system calls, and the answer is never more than 0.25 s behind the files.
+        Memoized while nothing it depends on has changed: the files the snapshot reads (inode,
+        mtime, size), the supervisor's /proc entry and the clock's quarter second. A probe hammering
+        /health then costs a few system calls, and the answer is never more than 0.25 s behind.
         """
-        key = (_file_key(self.settings.state_file), _file_key(self.settings.heartbeat_file),
-               _proc_key(self._supervisor_pid), int(self.clock() * HEALTH_TICKS))
+        s = self.settings
+        key = (_file_key(s.state_file), _file_key(s.heartbeat_file), _file_key(runfiles.pidfile(s, "supervisor")),
+               _file_key(runfiles.stopping_path(s)), _proc_key(self._supervisor_pid), int(self.clock() * HEALTH_TICKS))
         cached = self._health_cache
         if cached is not None and cached[0] == key:
             return cached[1]
         result = self._health()
-        state = result[0].state or {}
-        pid = (state.get("supervisor") or {}).get("pid")
-        self._supervisor_pid = pid if isinstance(pid, int) else None
-        # Re-key with the supervisor pid of the state just read (the hint may have been stale).
-        key = key[:2] + (_proc_key(self._supervisor_pid),) + key[3:]
+        self._supervisor_pid = result[0].snapshot.supervisor_pid
+        # Re-key with the supervisor pid just read (the hint may have been stale).
+        key = key[:4] + (_proc_key(self._supervisor_pid),) + key[5:]
         self._health_cache = (key, result)
         return result
 
     def _health(self) -> tuple[Reading, dict[str, Any]]:
         reading = self.read()
-        comps = {c.get("name"): c for c in (reading.state or {}).get("components", []) if isinstance(c, dict)}
+        verdict, now = reading.verdict, reading.now
         checks, keys = [], {"overall"}
-        for check in reading.verdict.checks:
-            estimate = _check_estimate(check, reading, comps, self.settings)
-            since, _ = self.since.observe("check:" + check.name, check.ok, reading.now, estimate)
+        for check in verdict.checks:
+            since, _ = self.since.observe("check:" + check.name, (check.level, check.cause), now, check.since)
             keys.add("check:" + check.name)
-            checks.append({"name": check.name, "ok": check.ok, "detail": self.redact(check.detail),
-                           "since": since, "for_seconds": round(max(0.0, reading.now - since), 1)})
-        # Healthy since the last check turned good; unhealthy since the oldest failing check.
+            checks.append(check.as_dict() | {"detail": self.redact(check.detail), "since": since,
+                                             "for_seconds": round(max(0.0, now - since), 1)})
+        # Healthy since the last check turned good; unhealthy since the oldest failing check. While
+        # an incident is open, its start is the one "since" the page, the chart and history share.
         failing = [c["since"] for c in checks if not c["ok"]]
         estimate = min(failing) if failing else max((c["since"] for c in checks), default=None)
-        overall = reading.verdict.overall
-        since, estimated = self.since.observe("overall", overall, reading.now, estimate)
+        since, estimated = self.since.observe("overall", (verdict.overall, verdict.cause), now, estimate)
+        incident = self.history_summary(now)["open_incident"] if not verdict.healthy else None
+        if incident is not None and verdict.overall in ("down", "needs-config"):
+            since, estimated = incident["started_at"], False
         self.since.forget_except(keys)
         demo = self.settings.demo_active
         body = {
-            "status": overall,
-            "healthy": reading.verdict.healthy,
-            "state": "demo" if demo and reading.verdict.healthy else overall,
+            "status": verdict.overall,
+            "healthy": verdict.healthy,
+            "cause": verdict.cause.value if verdict.cause else None,
+            "cause_label": verdict.cause.label if verdict.cause else None,
+            "detail": self.redact(verdict.detail),
+            "state": "demo" if demo and verdict.healthy else verdict.overall,
             "demo": demo,
             "since": since,
             "since_estimated": estimated,
-            "for_seconds": round(max(0.0, reading.now - since), 1),
+            "for_seconds": round(max(0.0, now - since), 1),
             "checks": checks,
-            "failing": [{"name": c["name"], "detail": c["detail"]} for c in checks if not c["ok"]],
-            "took_ms": round(reading.took * 1000, 2),
-            "now": reading.now,
+            "failing": [{"name": c["name"], "cause": c["cause"], "detail": c["detail"]} for c in checks if not c["ok"]],
+            "took_ms": round(reading.snapshot.took * 1000, 2),
+            "now": now,
         }
         return reading, body
 
@@ -232,9 +198,10 @@ class StatusSource:
         reading, health = self.health()
         now, state = reading.now, reading.state or {}
         raw_comps = [c for c in state.get("components", []) if isinstance(c, dict) and c.get("name")]
+        alive = reading.snapshot.supervisor_alive
         usage = self.procs.measure(
             (c["name"], c.get("pid"), _num(c.get("create_time"))) for c in raw_comps if c.get("pid")
-        ) if reading.supervisor_alive else {}
+        ) if alive else {}
         components = [self._component(c, usage.get(c["name"]), now) for c in raw_comps]
         recent = [r for r in state.get("recent_restarts", []) if isinstance(r, dict)]
         self.restarts.update(recent)
@@ -243,10 +210,10 @@ class StatusSource:
         data = health | {
             "demo_message": GO_LIVE if self.settings.demo_active else None,
             "supervisor": {
-                "running": reading.supervisor_alive,
-                "pid": sup.get("pid") if reading.supervisor_alive else None,
+                "running": alive,
+                "pid": reading.snapshot.supervisor_pid if alive else None,
                 "started_at": _num(sup.get("started_at")),
-                "uptime": self._age(sup.get("started_at"), now) if reading.supervisor_alive else None,
+                "uptime": self._age(sup.get("started_at"), now) if alive else None,
             },
             "heartbeat": self._heartbeat(reading),
             "components": components,
@@ -269,10 +236,11 @@ class StatusSource:
         summary = cached[1]
         incident = summary["open_incident"]
         if incident is not None:
-            incident = incident | {"cause": self.redact(str(incident["cause"])),
+            incident = incident | {"cause": str(incident["cause"]), "cause_label": Cause.parse(incident["cause"]).label,
                                    "detail": self.redact(str(incident["detail"])),
                                    "duration_seconds": round(max(0.0, now - incident["started_at"]), 1)}
-        return {"uptime": summary["uptime"], "open_incident": incident}
+        return {"uptime": summary["uptime"], "observed_seconds": summary.get("observed_seconds") or {},
+                "open_incident": incident}
 
     def take_sample(self) -> Sample:
         """One chart sample (called by the sampler thread every sample_interval, when the
@@ -285,13 +253,13 @@ class StatusSource:
 
     def chart_data(self, span: float = DAY) -> tuple[float, list[Sample], list[dict[str, Any]]]:
         """(now, samples, restarts) for the chart, the last `span` seconds."""
-        now = self.clock()
-        state = self.read_state_only() or {}
-        restarts = [self._restart(r) for r in state.get("recent_restarts", []) if isinstance(r, dict)]
+        reading, _ = self.health()
+        now, state = reading.now, reading.state or {}
+        restarts = [self._restart(r) for r in state.get("recent_restarts", [])]
         return now, self.history.since(now - span), [r for r in restarts if (r["at"] or 0) >= now - span]
 
-    def read_state_only(self) -> dict[str, Any] | None:
-        return _sane(read_json(self.settings.state_file))
+    def component_names(self) -> set[str]:
+        return {c["name"] for c in (self.health()[0].state or {}).get("components", [])}
 
     # --- pieces -----------------------------------------------------------------------------
     @staticmethod
@@ -313,6 +281,7 @@ class StatusSource:
             "started_at": _num(c.get("started_at")),
             "uptime": self._age(c.get("started_at"), now) if live else None,
             "restarts": c.get("restarts") or 0,
+            "cause": c.get("cause"),
             "last_restart_reason": self.redact(str(c["last_restart_reason"])) if c.get("last_restart_reason") else None,
             "last_restart_at": _num(c.get("last_restart_at")),
             "last_exit": self.redact(str(c["last_exit"])) if c.get("last_exit") else None,
@@ -324,24 +293,20 @@ class StatusSource:
         }
 
     def _restart(self, r: Mapping[str, Any]) -> dict[str, Any]:
-        reason = self.redact(str(r.get("reason") or ""))
-        return {"at": _num(r.get("at")), "component": str(r.get("component")), "reason": reason,
-                "by": r.get("by"), "bucket": bucket(reason, r.get("by"))}
+        cause = reason_label(r.get("cause"))
+        return {"at": _num(r.get("at")), "component": str(r.get("component")), "cause": cause,
+                "detail": self.redact(str(r.get("detail") or "")), "by": r.get("by"),
+                "planned": Cause.parse(cause).planned}
 
     def _heartbeat(self, reading: Reading) -> dict[str, Any]:
-        beat, s, now = reading.heartbeat, self.settings, reading.now
-        if beat is None:
-            return {"status": "missing", "error": reading.heartbeat_error, "age": None, "state": None,
-                    "last_poll_at": None, "last_poll_age": None, "updates_handled": None,
-                    "unreachable_since": None, "detail": None}
-        return {
-            "status": policy.staleness(beat, now, s.heartbeat_interval, s.stale_after),
-            "error": None,
-            "age": self._age(beat.get("written_at"), now),
-            "state": beat.get("state"),
-            "last_poll_at": _num(beat.get("last_poll_at")),
-            "last_poll_age": self._age(beat.get("last_poll_at"), now),
-            "updates_handled": beat.get("updates_handled") if isinstance(beat.get("updates_handled"), int) else None,
-            "unreachable_since": _num(beat.get("unreachable_since")),
-            "detail": self.redact(str(beat["detail"]))[:300] if beat.get("detail") else None,
+        view, beat, now = reading.verdict.heartbeat, reading.snapshot.heartbeat.data, reading.now
+        data = beat if view.own and beat is not None else {}
+        handled = data.get("updates_handled")
+        return view.as_dict() | {
+            "error": self.redact(view.error or reading.snapshot.heartbeat.error or "") or None,
+            "last_poll_at": _num(data.get("last_poll_at")),
+            "last_poll_age": self._age(data.get("last_poll_at"), now),
+            "updates_handled": handled if isinstance(handled, int) and not isinstance(handled, bool) else None,
+            "unreachable_since": _num(data.get("unreachable_since")),
+            "detail": self.redact(str(data["detail"]))[:300] if data.get("detail") else None,
         }

@@ -59,14 +59,26 @@
     since.dataset.t = s.since;
     since.textContent = clock(s.since);
     $("since-for").textContent = dur(s.for_seconds) + (s.since_estimated ? ", estimated" : "");
+    var cause = $("cause");
+    cause.textContent = "";
+    cause.hidden = !s.cause;
+    if (s.cause) {
+      cause.appendChild(el("b", null, s.cause_label));
+      cause.appendChild(document.createTextNode(": " + s.detail));
+    }
     var cells = $("uptime").querySelectorAll("b[data-w]");
-    for (var i = 0; i < cells.length; i++) cells[i].textContent = uptime(s.history.uptime[cells[i].dataset.w]);
+    for (var i = 0; i < cells.length; i++) {
+      var w = cells[i].dataset.w, p = s.history.uptime[w];
+      cells[i].textContent = uptime(p);
+      var seen = $("uptime").querySelector("small[data-o='" + w + "']");
+      if (seen) seen.textContent = p === null ? "" : " of " + dur(s.history.observed_seconds[w]) + " watched";
+    }
     var inc = s.history.open_incident, line = $("incident");
     line.textContent = "";
     line.hidden = !inc;
     if (inc) {
       line.appendChild(document.createTextNode("Open incident: "));
-      line.appendChild(el("b", null, inc.cause));
+      line.appendChild(el("b", null, inc.cause_label));
       line.appendChild(document.createTextNode(" since "));
       var at = el("time", null, clock(inc.started_at));
       at.dataset.t = inc.started_at;
@@ -113,7 +125,7 @@
         dl.appendChild(el("dd", null, row[1]));
       });
       card.appendChild(dl);
-      if (c.last_restart_reason) card.appendChild(el("p", "reason", "last restart: " + c.last_restart_reason));
+      if (c.last_restart_reason) card.appendChild(el("p", "reason", (c.cause || "last restart") + ": " + c.last_restart_reason));
       box.appendChild(card);
     });
     var select = $("admin-comp");
@@ -138,8 +150,8 @@
       tr.appendChild(el("td")).appendChild(when);
       tr.appendChild(el("td", null, r.component));
       var reason = el("td");
-      reason.appendChild(el("span", "tag tag-" + r.bucket, r.bucket));
-      reason.appendChild(document.createTextNode(" " + r.reason));
+      reason.appendChild(el("span", "tag " + (r.planned ? "tag-planned" : "tag-failure"), r.cause));
+      reason.appendChild(document.createTextNode(" " + r.detail));
       tr.appendChild(reason);
       tbody.appendChild(tr);
     });

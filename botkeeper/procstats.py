@@ -1,4 +1,5 @@
-"""CPU and memory of the supervised processes and of the host, cached briefly.
+"""CPU and memory of the supervised processes and of the host, cached briefly: the one meter the
+monitor, the page and `status` share.
 
 psutil's cpu_percent(None) measures since its previous call on the *same* Process object, so the
 objects are kept across requests, keyed by (pid, create_time) so a reused PID never inherits an
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
-from ..fsutil import verified_process
+from .fsutil import verified_process
 
 Target = tuple[str, "int | None", "float | None"]  # (component, pid, create_time)
 
@@ -39,7 +40,7 @@ class ProcessStats:
         self._cached: tuple[tuple, float, dict[str, dict[str, Any] | None]] | None = None
 
     def measure(self, targets: Iterable[Target]) -> dict[str, dict[str, Any] | None]:
-        """{component: {"alive", "memory_bytes", "cpu_percent", "processes"} or None if gone}."""
+        """{component: {"alive", "memory_bytes", "cpu_percent", "processes", "pids"} or None if gone}."""
         key = tuple(targets)
         with self._lock:
             now = self._monotonic()
@@ -59,19 +60,20 @@ class ProcessStats:
             tree = [root] + root.children(recursive=True)
         except psutil.Error:
             return None
-        rss, cpu, count = 0, 0.0, 0
+        rss, cpu, pids = 0, 0.0, []
         for proc in tree:
             try:
                 proc = self._keep(proc, seen)
                 with proc.oneshot():
                     rss += proc.memory_info().rss
-                    cpu += proc.cpu_percent(None)
-                count += 1
+                    cpu += proc.cpu_percent(None)  # since our previous look (0.0 the first time)
+                pids.append(proc.pid)
             except psutil.Error:  # a child that ended between listing and reading
                 continue
-        if count == 0:
+        if not pids:
             return None
-        return {"alive": True, "memory_bytes": rss, "cpu_percent": round(cpu, 1), "processes": count}
+        return {"alive": True, "memory_bytes": rss, "cpu_percent": round(cpu, 1), "processes": len(pids),
+                "pids": pids}
 
     def _keep(self, proc: psutil.Process, seen: set) -> psutil.Process:
         key = (proc.pid, proc.create_time())
