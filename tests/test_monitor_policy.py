@@ -1,19 +1,40 @@
-"""The watchers' pure decisions (botkeeper/watch_policy.py) with plain numbers and a fake clock."""
+"""The watchers' pure decisions (botkeeper/watch_policy.py) with plain numbers and a fake clock.
 
+The monitor's observation carries the verdict's judgement of the heartbeat (botkeeper/verdict.py
+decides whose beat it is and whether the bot is hung), so each check here is built the way the
+monitor builds it: a snapshot, judged, then handed to `decide()`."""
+
+from botkeeper.causes import Cause
+from botkeeper.snapshot import Heartbeat, Snapshot
+from botkeeper.verdict import HeartbeatView, Limits as VerdictLimits, belongs, judge
 from botkeeper.watch_policy import (MIB, NOTHING, RELAUNCH, REPLACE_RUNNER, WAIT, Limits, Memory, Observation,
-                                    decide, heartbeat_belongs, older_than, prune_plan, roots_action,
-                                    stuck_components, web_check)
+                                    decide, older_than, prune_plan, roots_action, stuck_components, web_check)
 
-LIMITS = Limits(stale_after=60, heartbeat_grace=60, max_memory_mb=400, max_cpu_percent=80, cpu_window=300,
-                max_uptime_hours=168, outage_restart_interval=600)
+LIMITS = Limits(max_memory_mb=400, max_cpu_percent=80, cpu_window=300, max_uptime_hours=168,
+                outage_restart_interval=600, cooldown=60)
+HB_LIMITS = VerdictLimits(heartbeat_interval=10, stale_after=60, heartbeat_grace=60)
 T0 = 1_000_000.0  # the bot started here
 PID = 4242
+MISSING = "bot_health.txt does not exist yet"
 
 
-def obs(now, hb=None, error=None, missing=False, pid=PID, state="running", rss=50 * MIB, cpu=1.0, **kw):
-    return Observation(now=now, bot_state=state, bot_pid=pid, bot_started_at=T0, heartbeat_enabled=kw.pop("enabled", True),
-                       heartbeat=hb, heartbeat_error=error, heartbeat_missing=missing,
-                       tree_pids=frozenset({pid} if pid else ()), rss_bytes=rss, cpu_percent=cpu, **kw)
+def obs(now, hb=None, error=None, problem=None, pid=PID, state="running", rss=50 * MIB, cpu=1.0, enabled=True,
+        lineage=None, started=T0, hb_limits=HB_LIMITS):
+    """One monitor check as the monitor builds it: snapshot -> verdict -> Observation."""
+    if hb is None and error is None:
+        error, problem = MISSING, "missing"
+    if hb is not None and lineage is None:
+        lineage = (hb["pid"],) if isinstance(hb.get("pid"), int) else ()
+    bot = {"name": "bot", "state": state, "pid": pid, "started_at": started, "heartbeat": enabled}
+    snap = Snapshot(now, {"supervisor": {"pid": 1}, "components": [bot]}, None, True, 1, False,
+                    Heartbeat(hb, None if hb is not None else error, None if hb is not None else problem,
+                              lineage or ()))
+    verdict = judge(snap, hb_limits)
+    return Observation(
+        now=now, bot_state=state, bot_pid=pid, bot_started_at=started, heartbeat=verdict.heartbeat,
+        telegram=next((c for c in verdict.checks if c.name == "telegram"), None),
+        heartbeat_problem=error if enabled and problem in ("unreadable", "oversized", "corrupt") else None,
+        tree_pids=frozenset({pid} if pid else ()), rss_bytes=rss, cpu_percent=cpu)
 
 
 def beat(at, pid=PID, state="polling", **extra):
@@ -23,8 +44,8 @@ def beat(at, pid=PID, state="polling", **extra):
 class Clock:
     """Runs a sequence of checks, carrying the memory like the monitor does."""
 
-    def __init__(self, limits=LIMITS, monitor_since=T0 - 10):
-        self.limits, self.mem = limits, Memory(first_check=monitor_since)
+    def __init__(self, limits=LIMITS):
+        self.limits, self.mem = limits, Memory()
 
     def check(self, o):
         d = decide(o, self.mem, self.limits)
@@ -34,66 +55,88 @@ class Clock:
 
 def test_fresh_heartbeat_is_up_and_stale_one_restarts_with_its_age():
     c = Clock()
-    assert c.check(obs(T0 + 100, beat(T0 + 95))).restart is None
+    d = c.check(obs(T0 + 100, beat(T0 + 95)))
+    assert d.restart is None and d.verdict == "up"
     d = c.check(obs(T0 + 200, beat(T0 + 137)))
-    assert d.restart == "heartbeat stale for 63 s (STALE_AFTER=60)" and d.verdict == "stale"
+    assert d.restart == (Cause.STALE_HEARTBEAT, "heartbeat stale for 63 s") and d.verdict == "stale"
 
 
 def test_stale_heartbeat_of_the_current_pid_counts_even_inside_the_grace():
-    limits = Limits(2, 4, 400, 80, 300, 0, 600)
-    d = decide(obs(T0 + 3.5, beat(T0 + 1.0)), Memory(), limits)
-    assert d.restart and d.restart.startswith("heartbeat stale for 2 s")
+    hb_limits = VerdictLimits(heartbeat_interval=0.2, stale_after=2, heartbeat_grace=4)
+    limits = Limits(400, 80, 300, 0, 600, cooldown=4)
+    d = decide(obs(T0 + 3.5, beat(T0 + 1.0), hb_limits=hb_limits), Memory(), limits)
+    assert d.restart and d.restart[0] == Cause.STALE_HEARTBEAT and d.restart[1].startswith("heartbeat stale for 2 s")
 
 
 def test_missing_heartbeat_waits_for_the_grace_then_counts_as_stale():
     c = Clock()
     for t in (1, 30, 59):
-        d = c.check(obs(T0 + t, None, "bot_health.txt does not exist yet", missing=True))
-        assert d.restart is None and d.reports == ()
-    d = c.check(obs(T0 + 61, None, "bot_health.txt does not exist yet", missing=True))
-    assert d.restart == "no heartbeat 61 s after start (bot_health.txt does not exist yet)"
+        d = c.check(obs(T0 + t))
+        assert d.restart is None and d.reports == () and d.verdict == "waiting"
+    d = c.check(obs(T0 + 61))
+    assert d.restart == (Cause.STALE_HEARTBEAT, "no heartbeat 61 s after start (bot_health.txt does not exist yet)")
 
 
 def test_heartbeat_of_a_previous_bot_is_not_fresh_for_the_new_one():
     c = Clock()
     old = beat(T0 - 0.5, pid=1111)  # the previous bot wrote it just before it died
-    assert not heartbeat_belongs(old, PID, frozenset({PID}), T0)
+    assert not belongs(old, (1111,), PID, T0)
     for t in (1, 30, 60):
         assert c.check(obs(T0 + t, old)).restart is None  # grace: the new bot is starting
     d = c.check(obs(T0 + 61, old))
-    assert d.restart and d.restart.startswith("no heartbeat 61 s after start")
+    assert d.restart and d.restart[0] == Cause.STALE_HEARTBEAT
+    assert d.restart[1].startswith("no heartbeat 61 s after start")
 
 
 def test_heartbeat_from_a_child_of_the_bot_or_a_touched_file_counts():
-    assert heartbeat_belongs(beat(T0 + 5, pid=5555), PID, frozenset({PID, 5555}), T0)  # sh -c wrapper
-    assert heartbeat_belongs({"written_at": T0 + 5, "touched": True}, PID, frozenset({PID}), T0)
-    assert not heartbeat_belongs({"written_at": T0 - 5, "touched": True}, PID, frozenset({PID}), T0)
-    assert not heartbeat_belongs(beat(T0 - 30), PID, frozenset({PID}), T0)  # a recycled pid
+    assert belongs(beat(T0 + 5, pid=5555), (5555, PID), PID, T0)  # sh -c wrapper
+    assert belongs({"written_at": T0 + 5, "touched": True}, (), PID, T0)
+    assert not belongs({"written_at": T0 - 5, "touched": True}, (), PID, T0)
+    assert not belongs(beat(T0 - 30), (PID,), PID, T0)  # a recycled pid
+    # ... and the monitor trusts that judgement: a child's fresh beat keeps the bot up past the grace.
+    d = decide(obs(T0 + 500, beat(T0 + 499, pid=5555), lineage=(5555, PID)), Memory(), LIMITS)
+    assert d.restart is None and d.verdict == "up"
 
 
-def test_corrupt_heartbeat_is_reported_once_and_judged_from_the_last_good_beat():
+def test_whether_the_bot_is_hung_is_the_verdicts_call():
+    """decide() restarts on the verdict's `hung` and never re-judges the heartbeat itself."""
+    o = obs(T0 + 100, beat(T0 + 99))
+    hung = HeartbeatView(True, "stale", True, 70.0, 70.0, "polling", None, hung=True)
+    d = decide(Observation(o.now, o.bot_state, o.bot_pid, o.bot_started_at, hung), Memory(), LIMITS)
+    assert d.restart == (Cause.STALE_HEARTBEAT, "heartbeat stale for 70 s")
+    calm = HeartbeatView(True, "stale", True, 70.0, 70.0, "polling", None, hung=False)
+    d = decide(Observation(o.now, o.bot_state, o.bot_pid, o.bot_started_at, calm), Memory(), LIMITS)
+    assert d.restart is None
+
+
+def test_corrupt_heartbeat_is_reported_once_and_restarts_only_when_the_verdict_says_hung():
     c = Clock()
-    c.check(obs(T0 + 100, beat(T0 + 99)))
+    assert c.check(obs(T0 + 20, beat(T0 + 19))).verdict == "up"
     junk = "bot_health.txt is corrupt: not JSON"
-    d = c.check(obs(T0 + 101, None, junk))
-    assert d.restart is None and d.reports == (("heartbeat-unreadable", junk),)
-    assert c.check(obs(T0 + 120, None, junk)).reports == ()  # reported on onset only
-    d = c.check(obs(T0 + 160, None, junk))
-    assert d.restart == f"heartbeat stale for 61 s ({junk})"
+    d = c.check(obs(T0 + 30, None, junk, "corrupt"))  # inside the start grace: not hung yet
+    assert d.restart is None and d.reports == (("heartbeat-unreadable", Cause.HEARTBEAT_INVALID, junk),)
+    assert c.check(obs(T0 + 40, None, junk, "corrupt")).reports == ()  # reported on onset only
+    d = c.check(obs(T0 + 61, None, junk, "corrupt"))
+    assert d.reports == () and d.restart == (Cause.STALE_HEARTBEAT, f"no heartbeat 61 s after start ({junk})")
 
 
-def test_a_directory_in_place_of_the_heartbeat_is_reported_and_a_new_monitor_waits_stale_after():
-    c = Clock(monitor_since=None)  # a monitor that just started: never saw a beat of this long-running bot
-    err = "bot_health.txt is a directory, not a file"
-    d = c.check(obs(T0 + 1000, None, err))
-    assert d.restart is None and d.reports == (("heartbeat-unreadable", err),)
-    assert c.check(obs(T0 + 1059, None, err)).restart is None
-    assert "directory" in c.check(obs(T0 + 1061, None, err)).restart
+def test_a_directory_in_place_of_the_heartbeat_is_reported_and_named_in_the_restart():
+    c = Clock()
+    err = "bot_health.txt is not a regular file"
+    d = c.check(obs(T0 + 10, None, err, "unreadable"))
+    assert d.restart is None and d.reports == (("heartbeat-unreadable", Cause.HEARTBEAT_INVALID, err),)
+    assert c.check(obs(T0 + 59, None, err, "unreadable")).restart is None
+    d = c.check(obs(T0 + 61, None, err, "unreadable"))
+    assert d.restart[0] == Cause.STALE_HEARTBEAT and "not a regular file" in d.restart[1]
+    # Another problem is a new onset: reported again.
+    d = Clock().check(obs(T0 + 10, None, "bot_health.txt is 70000 bytes, more than 65536", "oversized"))
+    assert [r[0] for r in d.reports] == ["heartbeat-unreadable"]
 
 
 def test_bots_without_heartbeat_are_judged_on_resources_only():
     c = Clock()
-    assert c.check(obs(T0 + 10_000, None, "does not exist", missing=True, enabled=False)).restart is None
+    d = c.check(obs(T0 + 10_000, enabled=False))
+    assert d.restart is None and d.reports == () and d.verdict == "up"
 
 
 def test_memory_above_the_limit_three_checks_in_a_row_restarts_with_the_figure():
@@ -105,7 +148,8 @@ def test_memory_above_the_limit_three_checks_in_a_row_restarts_with_the_figure()
     for t in (115, 120):
         assert c.check(obs(T0 + t, beat(T0 + t - 1), rss=big)).restart is None
     d = c.check(obs(T0 + 125, beat(T0 + 124), rss=big))
-    assert d.restart == "memory 512.0 MB above MAX_MEMORY_MB=400 for 3 checks in a row"
+    assert d.restart == (Cause.MEMORY, "memory 512.0 MB above MAX_MEMORY_MB=400 for 3 checks in a row")
+    assert d.verdict == "limit"
 
 
 def test_cpu_must_stay_high_for_the_whole_window():
@@ -117,14 +161,15 @@ def test_cpu_must_stay_high_for_the_whole_window():
     assert c.check(obs(t + 260, beat(t + 260), cpu=95)).restart is None
     assert c.check(obs(t + 550, beat(t + 550), cpu=95)).restart is None
     d = c.check(obs(t + 561, beat(t + 561), cpu=97))
-    assert d.restart == "CPU 97% above MAX_CPU_PERCENT=80 for 301 s"
+    assert d.restart == (Cause.CPU, "CPU 97% above MAX_CPU_PERCENT=80 for 301 s")
 
 
 def test_planned_restart_after_max_uptime_and_zero_disables_it():
     t = T0 + 168 * 3600 + 5
     d = decide(obs(t, beat(t)), Memory(), LIMITS)
-    assert d.restart == "planned restart after 168.0 h up (MAX_UPTIME_HOURS=168)"
-    off = Limits(60, 60, 400, 80, 300, 0, 600)
+    assert d.restart == (Cause.MAX_UPTIME, "planned restart after 168.0 h up (MAX_UPTIME_HOURS=168)")
+    assert d.restart[0].planned
+    off = Limits(400, 80, 300, 0, 600, cooldown=60)
     assert decide(obs(t, beat(t)), Memory(), off).restart is None
 
 
@@ -135,9 +180,7 @@ def test_no_second_request_during_the_cooldown_and_new_pid_starts_fresh():
         assert c.check(obs(T0 + t, beat(T0 + 100))).verdict == "cooldown"
     assert c.check(obs(T0 + 261, beat(T0 + 100))).restart  # it did not happen: ask again
     # The restart happened: new pid, old heartbeat -> grace again, no request
-    new = Observation(now=T0 + 300, bot_state="running", bot_pid=7777, bot_started_at=T0 + 299,
-                      heartbeat_enabled=True, heartbeat=beat(T0 + 100), tree_pids=frozenset({7777}))
-    d = c.check(new)
+    d = c.check(obs(T0 + 300, beat(T0 + 100), pid=7777, started=T0 + 299))
     assert d.restart is None and d.memory.pid == 7777 and d.memory.memory_checks == 0
 
 
@@ -146,31 +189,32 @@ def test_telegram_unreachable_is_reported_not_restarted_until_the_outage_interva
     down = T0 + 100
     hb = lambda t: beat(t, state="telegram-unreachable", unreachable_since=down, detail="connect timeout")  # noqa: E731
     d = c.check(obs(T0 + 101, hb(T0 + 101)))
-    assert d.restart is None and d.reports == (("telegram-unreachable", "connect timeout"),)
+    assert d.restart is None and d.reports == (("telegram-unreachable", Cause.TELEGRAM_OUTAGE, "connect timeout"),)
     for t in (200, 400, 699):
         d = c.check(obs(T0 + t, hb(T0 + t)))
         assert d.restart is None and d.reports == ()
     d = c.check(obs(T0 + 701, hb(T0 + 701)))
-    assert d.restart and d.restart.startswith("Telegram unreachable for 601 s")
+    assert d.restart[0] == Cause.TELEGRAM_OUTAGE and d.restart[1].startswith("Telegram unreachable for 601 s")
+    assert d.verdict == "outage"
     # At most one restart per interval, even past the cool-down.
     for t in (800, 1000, 1300):
         assert c.check(obs(T0 + t, hb(T0 + t))).restart is None
     assert c.check(obs(T0 + 1302, hb(T0 + 1302))).restart
     d = c.check(obs(T0 + 1310, beat(T0 + 1310)))
-    assert d.reports == (("telegram-reachable", "heartbeat state polling"),)
+    assert d.reports == (("telegram-reachable", Cause.TELEGRAM_OUTAGE, "heartbeat state polling"),)
 
 
 def test_conflict_is_reported_and_never_restarted():
     c = Clock()
     hb = lambda t: beat(t, state="conflict", detail="409 Conflict")  # noqa: E731
-    assert c.check(obs(T0 + 10, hb(T0 + 10))).reports == (("conflict", "409 Conflict"),)
+    assert c.check(obs(T0 + 10, hb(T0 + 10))).reports == (("conflict", Cause.CONFLICT, "409 Conflict"),)
     for t in range(20, 20_000, 500):
         assert c.check(obs(T0 + t, hb(T0 + t))).restart is None
 
 
 def test_nothing_to_judge_while_the_bot_is_not_running():
     for state, pid in (("backoff", None), ("stopped", None), ("needs-config", None), ("running", None)):
-        d = decide(obs(T0 + 1000, None, "x", pid=pid, state=state), Memory(), LIMITS)
+        d = decide(obs(T0 + 1000, pid=pid, state=state), Memory(), LIMITS)
         assert d.restart is None and d.verdict == "not-running"
 
 
