@@ -148,7 +148,7 @@ def wait_until_healthy(settings: Settings) -> int:
     for check in failing:
         print(f"  {check.name}: {check.detail}", file=sys.stderr)
     names = [c.name.split(":", 1)[1] for c in failing if c.name.startswith("component:")]
-    if any(c.name in ("bot", "heartbeat", "telegram") for c in failing):
+    if any(c.name in ("heartbeat", "telegram") for c in failing):
         names.append("bot")
     for name in dict.fromkeys(names or ["supervisor"]):
         print(f"--- last lines of logs/{name}.log ---", file=sys.stderr)

@@ -3,13 +3,15 @@
 Request: {"cmd": "status" | "restart" | "start" | "stop" | "shutdown" | "event", ...}.
 Response: {"ok": true, "data": ...} or {"ok": false, "error": "..."}.
 
-  status                               -> the supervisor's state (same shape as run/state.json)
-  restart  name, reason, by            -> graceful restart, recorded with its reason
-  start    name, reason, by            -> start a component that is not running
-  stop     name, reason, by            -> stop a component; it stays stopped
-  shutdown reason, by                  -> stop every component, then the supervisor exits
-  event    component, kind, detail, by -> record an observation (e.g. Telegram unreachable)
+  status                                      -> the supervisor's state (same shape as run/state.json)
+  restart  name, cause, reason, by            -> graceful restart, recorded with its cause
+  start    name, cause, reason, by            -> start a component that is not running
+  stop     name, cause, reason, by            -> stop a component; it stays stopped
+  shutdown reason, by                         -> stop every component, then the supervisor exits
+  event    component, kind, cause, detail, by -> record an observation (e.g. Telegram unreachable)
 
+`cause` is a botkeeper.causes.Cause value (typed: never read out of `reason`, which is only the
+sentence shown beside it); without one, a person asking (by cli/web/telegram) means "operator".
 Only the supervisor acts on processes; everyone else asks through here.
 """
 

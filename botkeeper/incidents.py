@@ -270,7 +270,7 @@ def decide(tracker: Tracker, obs: Observation, failures: Sequence[Failure], now:
     if obs.condition == STOPPED:
         if inc is not None:
             ended = max(inc.started_at, obs.since if obs.since is not None else now)
-            acts.append(Close(inc, ended, Cause.OPERATOR))
+            acts.append(Close(inc, ended, obs.cause if obs.cause in (Cause.SHUTDOWN, Cause.STOPPED) else Cause.OPERATOR))
             t.incident, t.last_end, inc = None, ended, None
             if t.flap_recent:
                 t.flap_recent[-1][1] = ended

@@ -34,6 +34,7 @@ class Heartbeat:
     error: str | None = None
     problem: str | None = None  # missing | unreadable | oversized | corrupt (None when data)
     lineage: tuple[int, ...] = ()  # the writer's pid and its ancestors, nearest first
+    mtime: float | None = None  # when the file was last written, valid or not: a sign of life
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def _read_capped(path: Path, limit: int) -> tuple[bytes | None, float | None, st
     try:
         st = os.fstat(fd)
         if not statmod.S_ISREG(st.st_mode):
-            return None, None, "unreadable", f"{path.name} is not a regular file"
+            what = "a directory" if statmod.S_ISDIR(st.st_mode) else "not a regular file"
+            return None, None, "unreadable", f"{path.name} is {what}, expected a small JSON file"
         if st.st_size > limit:
             return None, st.st_mtime, "oversized", f"{path.name} is {st.st_size} bytes, more than {limit}"
         data = os.read(fd, limit + 1)
@@ -108,11 +110,11 @@ def parse_heartbeat(raw: bytes, mtime: float, name: str = "bot_health.txt") -> t
 def read_heartbeat(path: Path) -> Heartbeat:
     raw, mtime, problem, error = _read_capped(path, MAX_HEARTBEAT_BYTES)
     if raw is None:
-        return Heartbeat(None, error, problem)
+        return Heartbeat(None, error, problem, mtime=mtime)
     data, error = parse_heartbeat(raw, mtime or 0.0, path.name)
     if data is None:
-        return Heartbeat(None, error, "corrupt")
-    return Heartbeat(data, None, None, _lineage(data.get("pid")))
+        return Heartbeat(None, error, "corrupt", mtime=mtime)
+    return Heartbeat(data, None, None, _lineage(data.get("pid")), mtime)
 
 
 def _ppid(pid: int) -> int | None:

@@ -144,6 +144,17 @@ def uptime_percent(intervals: Sequence[tuple[float, float | None]], now: float, 
     return max(0.0, min(100.0, 100.0 * (1.0 - down / span)))
 
 
+def merge_periods(periods: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping or touching (start, end) periods joined, sorted."""
+    merged: list[list[float]] = []
+    for a, b in sorted(periods):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
 def watched_seconds(watched: Sequence[tuple[float, float]], now: float, window: float) -> float:
     start = now - window
     return sum(max(0.0, min(b, now) - max(a, start)) for a, b in watched)
@@ -296,7 +307,8 @@ class Store:
         """{"24h": %, "7d": %, "30d": %} for the component: its incidents within the watched time."""
         now = time.time() if now is None else now
         spans = [(i["started_at"], i["ended_at"]) for i in self.incidents(now - UPTIME_WINDOWS[-1][1], 100_000, component)]
-        watched = self.watched(now - UPTIME_WINDOWS[-1][1])
+        watched = merge_periods(self.watched(now - UPTIME_WINDOWS[-1][1])
+                                + [(a, now) for a, b in spans if b is None])  # an open incident is being watched
         return {label: uptime_percent(spans, now, window, watched=watched) for label, window in UPTIME_WINDOWS}
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
@@ -306,7 +318,8 @@ class Store:
         current = open_[-1] if open_ else None
         if current is not None:
             current = current | {"duration_seconds": round(now - current["started_at"], 1)}
-        watched = self.watched(now - UPTIME_WINDOWS[-1][1])
+        watched = merge_periods(self.watched(now - UPTIME_WINDOWS[-1][1])
+                                + ([(current["started_at"], now)] if current else []))
         observed = {label: round(watched_seconds(watched, now, window), 1) for label, window in UPTIME_WINDOWS}
         return {"uptime": self.uptime(now), "observed_seconds": observed, "open_incident": current}
 

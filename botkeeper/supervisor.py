@@ -56,6 +56,7 @@ class Component:
     last_restart_reason: str | None = None  # the detail sentence beside `cause`
     last_restart_at: float | None = None
     cause: Cause | None = None  # why it last (re)started, or why it is not running now
+    stopped_at: float | None = None  # wall clock: when it was stopped on purpose
     next_start_at: float | None = None  # monotonic
     next_start_cause: Cause = Cause.CRASH
     next_start_reason: str = ""
@@ -80,6 +81,7 @@ class Component:
             "last_exit": self.last_exit, "last_exit_at": self.last_exit_at,
             "last_restart_reason": self.last_restart_reason, "last_restart_at": self.last_restart_at,
             "cause": self.cause.value if self.cause else None,
+            "stopped_at": self.stopped_at if self.state == State.STOPPED else None,
             "stop_cause": self.stop_cause.value if self.state == State.STOPPING else None,
             "next_start_at": next_start, "heartbeat": self.spec.heartbeat, "command": list(self.spec.command),
         }
@@ -308,6 +310,7 @@ class Supervisor:
             else:
                 self._set(comp, State.STOPPED)
                 comp.cause = Cause.SHUTDOWN if self.shutting_down else comp.stop_cause
+                comp.stopped_at = wall
                 log.info("%s stopped (%s)", comp.name, comp.last_exit)
             self.store_event("exit", comp.name, exit_detail, comp.stop_by or "supervisor", exit_code,
                              cause=comp.stop_cause if not self.shutting_down else Cause.SHUTDOWN)
@@ -405,14 +408,14 @@ class Supervisor:
                 self.start(comp, cause, reason, by)
             elif comp.state != State.STOPPED:
                 self._set(comp, State.STOPPED)
-                comp.cause = cause
+                comp.cause, comp.stopped_at = cause, self.wall()
         self.write_state()
 
     def shutdown(self, reason: str, by: str) -> None:
         if not self.shutting_down:
             log.info("shutting down: %s", reason)
             self.store_event("shutdown", None, reason, by, cause=Cause.SHUTDOWN)
-            self.close_incidents("the bundle was stopped")
+            self.close_incidents("the bundle was stopped", Cause.SHUTDOWN)
         self.shutting_down, self.shutdown_reason = True, reason
         # The bot first in spirit, but all at once in practice: each gets its own kill_timeout.
         for comp in self.components.values():
@@ -442,10 +445,10 @@ class Supervisor:
         except Exception as exc:  # history must never take the supervisor down
             log.error("history: could not record %s for %s: %s", kind, component, exc)
 
-    def close_incidents(self, why: str) -> None:
+    def close_incidents(self, why: str, cause: Cause = Cause.OPERATOR) -> None:
         """An operator's stop ends the open incident: the time after it is not downtime."""
         try:
-            for inc in self.store.close_open_incidents(self.wall(), Cause.OPERATOR):
+            for inc in self.store.close_open_incidents(self.wall(), cause):
                 log.info("incident %s closed: %s", inc, why)
         except Exception as exc:  # history must never take the supervisor down
             log.error("history: could not close the open incident: %s", exc)
@@ -618,9 +621,9 @@ class Supervisor:
                 comp.next_start_at = None
                 self.start(comp, cause, reason, by)
         else:
-            self.stop(comp, "stopped", cause, reason, by)
-            if comp.name == "bot" and cause.planned:
+            if comp.name == "bot" and cause.planned:  # before the new state is written: one "when"
                 self.close_incidents(f"the bot was stopped ({cause.value})")
+            self.stop(comp, "stopped", cause, reason, by)
         return comp.snapshot(self.clock(), self.wall())
 
     # --- shutdown --------------------------------------------------------------------------------

@@ -142,7 +142,13 @@ def judge_heartbeat(snap: Snapshot, bot: Mapping[str, Any] | None, limits: Limit
         hung = live and status == "stale"
         return HeartbeatView(True, status, True, age, age, str(data.get("state") or "alive"), None, hung)
     silent = uptime
-    hung = live and uptime is not None and uptime > limits.heartbeat_grace and uptime > limits.stale_after
+    mtime = beat.mtime
+    if status == "invalid" and mtime is not None and started is not None and started - 1.0 <= mtime <= now:
+        # Unreadable, but written since the bot started: a sign of life (a torn or garbled write is
+        # replaced on the next beat), so it is silent only since that write.
+        silent = max(0.0, now - mtime)
+    hung = (live and uptime is not None and silent is not None and uptime > limits.heartbeat_grace
+            and silent > limits.stale_after)
     return HeartbeatView(True, status, False, None, silent, None, error, hung)
 
 
@@ -152,24 +158,25 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
     reason = str(bot.get("last_restart_reason") or bot.get("last_exit") or "")
     exit_at = _num(bot.get("last_exit_at"))
     if st == "needs-config":
-        return [Check("bot", NEEDS_CONFIG, reason or "needs configuration", _cause(bot, "cause", Cause.NEEDS_CONFIG), exit_at)]
+        return [Check("component:bot", NEEDS_CONFIG, reason or "needs configuration", _cause(bot, "cause", Cause.NEEDS_CONFIG), exit_at)]
     if st == "errored":
-        return [Check("bot", DOWN, reason or "too many quick crashes", _cause(bot, "cause", Cause.CRASH_LOOP), exit_at)]
+        return [Check("component:bot", DOWN, reason or "too many quick crashes", _cause(bot, "cause", Cause.CRASH_LOOP), exit_at)]
     if st == "backoff":
-        return [Check("bot", DOWN, reason or "crashed", _cause(bot, "cause", Cause.CRASH), exit_at)]
+        return [Check("component:bot", DOWN, reason or "crashed", _cause(bot, "cause", Cause.CRASH), exit_at)]
     if st == "stopped":
-        return [Check("bot", STOPPED, reason or "stopped", _cause(bot, "cause", Cause.STOPPED), _num(bot.get("last_exit_at")))]
+        return [Check("component:bot", STOPPED, reason or "stopped", _cause(bot, "cause", Cause.STOPPED),
+                      _num(bot.get("stopped_at")))]
     if st == "stopping":
         cause = _cause(bot, "stop_cause", Cause.OPERATOR)
-        return [Check("bot", STARTING if cause.planned else DOWN, f"restarting: {cause.label}", cause)]
+        return [Check("component:bot", STARTING if cause.planned else DOWN, f"restarting: {cause.label}", cause)]
     if st not in ("starting", "running"):
-        return [Check("bot", DEGRADED, f"unknown state {st!r}", Cause.UNKNOWN)]
+        return [Check("component:bot", DEGRADED, f"unknown state {st!r}", Cause.UNKNOWN)]
     started = _num(bot.get("started_at"))
     if not hb.enabled:
         if st == "starting":
-            return [Check("bot", STARTING, "starting", Cause.STARTING, started)]
-        return [Check("bot", HEALTHY, "running", None, started)]
-    checks = [Check("bot", HEALTHY, st, None, started)]
+            return [Check("component:bot", STARTING, "starting", Cause.STARTING, started)]
+        return [Check("component:bot", HEALTHY, "running", None, started)]
+    checks = [Check("component:bot", HEALTHY, st, None, started)]
     if not hb.own:
         if hb.hung:
             cause = Cause.HEARTBEAT_INVALID if hb.status == "invalid" else Cause.STALE_HEARTBEAT

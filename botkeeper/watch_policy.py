@@ -30,12 +30,13 @@ class Limits:
     max_uptime_hours: float
     outage_restart_interval: float
     cooldown: float  # after asking for a restart, ask again only after this long (the bot is starting)
+    stale_after: float = 0.0  # only named in the restart's detail: the verdict decides "hung"
     memory_checks: int = MEMORY_CHECKS
 
     @classmethod
     def from_settings(cls, s: Any) -> "Limits":
         return cls(s.max_memory_mb, s.max_cpu_percent, s.cpu_window, s.max_uptime_hours,
-                   s.outage_restart_interval, max(s.heartbeat_grace, s.stale_after))
+                   s.outage_restart_interval, max(s.heartbeat_grace, s.stale_after), s.stale_after)
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,11 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
             reports.append(("heartbeat-unreadable", Cause.HEARTBEAT_INVALID, obs.heartbeat_problem))
     if hb.hung:
         if hb.own:
-            detail = f"heartbeat stale for {hb.silent_for:.0f} s"
+            detail = f"heartbeat stale for {hb.silent_for:.0f} s (STALE_AFTER={limits.stale_after:g})"
         else:
             detail = f"no heartbeat {hb.silent_for:.0f} s after start ({hb.error or hb.status})"
-        candidates.append(("stale", Cause.STALE_HEARTBEAT, detail))
+        cause = Cause.HEARTBEAT_INVALID if hb.status == "invalid" else Cause.STALE_HEARTBEAT  # as the verdict says
+        candidates.append(("stale", cause, detail))
     tg = obs.telegram
     if tg is not None and tg.cause in (Cause.TELEGRAM_OUTAGE, Cause.CONFLICT):
         kind = "telegram-unreachable" if tg.cause == Cause.TELEGRAM_OUTAGE else "conflict"

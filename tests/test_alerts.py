@@ -315,13 +315,13 @@ def test_a_stopped_verdict_closes_the_incident_as_the_operators_and_sends_no_rec
                          cause=Cause.STALE_HEARTBEAT)
     step(alerter, 102.0, "starting")
     assert rec.kinds() == ["down"]
-    acts = step(alerter, 110.0, "stopped", cause="operator", last_exit_at=108.0)
+    acts = step(alerter, 110.0, "stopped", cause="operator", stopped_at=108.0)
     [close] = [a for a in acts if isinstance(a, Close)]
     assert close.end_cause is Cause.OPERATOR and close.ended_at == 108.0
     [inc] = alerter.store.incidents(0)
     assert (inc["ended_at"], inc["end_cause"], inc["cause"]) == (108.0, "operator", "stale-heartbeat")
     for now in (120.0, 500.0, 520.0, 600.0):  # stopped a while, then started again and stable
-        step(alerter, now, "stopped" if now < 500 else "running", cause="operator", last_exit_at=108.0,
+        step(alerter, now, "stopped" if now < 500 else "running", cause="operator", stopped_at=108.0,
              started_at=499.0)
     assert rec.kinds() == ["down"]  # no "recovered": the stop was not a recovery
     assert alerter.store.open_incidents() == [] and len(alerter.store.incidents(0)) == 1

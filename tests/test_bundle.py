@@ -77,7 +77,7 @@ def test_detach_start_status_restart_stop(bundle_home):
     assert botkeeper(home, "status").returncode == 3
     start = botkeeper(home, "start", "--detach")
     assert start.returncode == 0, start.stdout + start.stderr
-    assert "status page" in start.stdout and "all components are up" in start.stdout
+    assert "status page" in start.stdout and "healthy: every component is running" in start.stdout
     status = botkeeper(home, "status", "--json")
     assert status.returncode == 0, status.stderr
     doc = json.loads(status.stdout)

@@ -15,6 +15,7 @@ from conftest import ROOT, SLEEPER, bk_env, component, read_state, wait_for
 from watchers import fake_bot_command
 
 from botkeeper import control
+from botkeeper.causes import Cause
 from botkeeper.config import Settings
 from botkeeper.monitor import Monitor
 from botkeeper.store import Store
@@ -59,8 +60,9 @@ def test_hung_bot_is_restarted_within_stale_after_plus_2s(supervised, home, how)
     assert took <= stale + 2, f"restarted after {took:.1f} s"
     assert re.fullmatch(r"heartbeat stale for \d+ s \(STALE_AFTER=1.5\)", bot["last_restart_reason"])
     last = read_state(home)["recent_restarts"][-1]
-    assert last["component"] == "bot" and last["by"] == "monitor" and "heartbeat stale" in last["reason"]
-    assert any(e["by"] == "monitor" and "heartbeat stale" in e["detail"] for e in events(home, "restart"))
+    assert (last["component"], last["by"], last["cause"]) == ("bot", "monitor", "stale-heartbeat")
+    assert "heartbeat stale" in last["detail"]
+    assert any(e["by"] == "monitor" and e["cause"] == "stale-heartbeat" for e in events(home, "restart"))
     running_bot(home, pid)  # the new bot works; the monitor did not restart it again meanwhile
     assert component(home, "bot")["restarts"] == 1
     if how == "blocked-loop":
@@ -90,8 +92,10 @@ def test_corrupt_heartbeat_is_reported_and_the_monitor_keeps_running(supervised,
     wait_for(lambda: any("directory" in e["detail"] for e in events(home, "heartbeat-unreadable")), 10,
              message="directory reported")
     hb.rmdir()
+    log = home / "logs" / "monitor.log"
+    ups = log.read_text().count("bot: up")
     hb.write_bytes(b"")  # an empty file is a touch (non-Python bots): fine, not an error
-    time.sleep(1.0)
+    wait_for(lambda: log.read_text().count("bot: up") > ups, 10, message="the touch judged up")
     assert len(events(home, "heartbeat-unreadable")) == 2
     now = component(home, "monitor")
     assert now["pid"] == monitor["pid"] and now["restarts"] == 0 and now["state"] == "running"
@@ -108,7 +112,8 @@ def test_bot_without_heartbeat_is_supervised_on_liveness_alone(supervised, home)
     supervised({"bot": {"command": SLEEPER, "heartbeat": False}, "web": {"enabled": False}},
                HEARTBEAT_GRACE="0.3", STALE_AFTER="0.5", HEARTBEAT_INTERVAL="0.1")
     wait_for(lambda: component(home, "monitor").get("state") == "running", 10)
-    time.sleep(2.0)
+    # Positive signal: the monitor judged this bot, past its grace and STALE_AFTER, and found it up.
+    wait_for(lambda: "bot: up" in (home / "logs" / "monitor.log").read_text(), 10, message="judged up")
     assert component(home, "bot")["restarts"] == 0 and component(home, "bot")["state"] == "running"
 
 
@@ -122,9 +127,12 @@ def sleeper():
 
 
 def write_state(home, pid, started_at, heartbeat=True):
-    from botkeeper.fsutil import atomic_write_json, create_time
+    """A state.json and supervisor PID file as a living supervisor writes them (this test process
+    plays the supervisor; its control socket does not answer)."""
+    from botkeeper.fsutil import atomic_write_json, create_time, write_pidfile
 
-    atomic_write_json(home / "run" / "state.json", {"components": [{
+    write_pidfile(home / "run" / "supervisor.pid")
+    atomic_write_json(home / "run" / "state.json", {"supervisor": {"pid": os.getpid()}, "components": [{
         "name": "bot", "state": "running", "pid": pid, "create_time": create_time(pid),
         "started_at": started_at, "heartbeat": heartbeat}]})
 
@@ -141,8 +149,9 @@ def test_step_asks_for_restart_and_survives_a_missing_supervisor(home, sleeper, 
     (home / "bot_health.txt").write_text(json.dumps({"pid": sleeper.pid, "written_at": time.time() - 50}))
     mon = Monitor(settings, call=call)
     decision = mon.step()
-    assert decision.restart.startswith("heartbeat stale for 50 s")
+    assert decision.restart[0] == Cause.STALE_HEARTBEAT and decision.restart[1].startswith("heartbeat stale for 50 s")
     assert calls[0][0] == "restart" and calls[0][1]["name"] == "bot" and calls[0][1]["by"] == "monitor"
+    assert calls[0][1]["cause"] == "stale-heartbeat"  # typed, through the control channel
     assert "auto_recovery" in caplog.text
     assert mon.step().verdict == "cooldown" and len(calls) == 1
     # A resource sample went into the history for the page's chart.

@@ -11,7 +11,7 @@ from botkeeper.watch_policy import (MIB, NOTHING, RELAUNCH, REPLACE_RUNNER, WAIT
                                     decide, older_than, prune_plan, roots_action, stuck_components, web_check)
 
 LIMITS = Limits(max_memory_mb=400, max_cpu_percent=80, cpu_window=300, max_uptime_hours=168,
-                outage_restart_interval=600, cooldown=60)
+                outage_restart_interval=600, cooldown=60, stale_after=60)
 HB_LIMITS = VerdictLimits(heartbeat_interval=10, stale_after=60, heartbeat_grace=60)
 T0 = 1_000_000.0  # the bot started here
 PID = 4242
@@ -58,7 +58,7 @@ def test_fresh_heartbeat_is_up_and_stale_one_restarts_with_its_age():
     d = c.check(obs(T0 + 100, beat(T0 + 95)))
     assert d.restart is None and d.verdict == "up"
     d = c.check(obs(T0 + 200, beat(T0 + 137)))
-    assert d.restart == (Cause.STALE_HEARTBEAT, "heartbeat stale for 63 s") and d.verdict == "stale"
+    assert d.restart == (Cause.STALE_HEARTBEAT, "heartbeat stale for 63 s (STALE_AFTER=60)") and d.verdict == "stale"
 
 
 def test_stale_heartbeat_of_the_current_pid_counts_even_inside_the_grace():
@@ -103,7 +103,7 @@ def test_whether_the_bot_is_hung_is_the_verdicts_call():
     o = obs(T0 + 100, beat(T0 + 99))
     hung = HeartbeatView(True, "stale", True, 70.0, 70.0, "polling", None, hung=True)
     d = decide(Observation(o.now, o.bot_state, o.bot_pid, o.bot_started_at, hung), Memory(), LIMITS)
-    assert d.restart == (Cause.STALE_HEARTBEAT, "heartbeat stale for 70 s")
+    assert d.restart == (Cause.STALE_HEARTBEAT, "heartbeat stale for 70 s (STALE_AFTER=60)")
     calm = HeartbeatView(True, "stale", True, 70.0, 70.0, "polling", None, hung=False)
     d = decide(Observation(o.now, o.bot_state, o.bot_pid, o.bot_started_at, calm), Memory(), LIMITS)
     assert d.restart is None
@@ -117,7 +117,7 @@ def test_corrupt_heartbeat_is_reported_once_and_restarts_only_when_the_verdict_s
     assert d.restart is None and d.reports == (("heartbeat-unreadable", Cause.HEARTBEAT_INVALID, junk),)
     assert c.check(obs(T0 + 40, None, junk, "corrupt")).reports == ()  # reported on onset only
     d = c.check(obs(T0 + 61, None, junk, "corrupt"))
-    assert d.reports == () and d.restart == (Cause.STALE_HEARTBEAT, f"no heartbeat 61 s after start ({junk})")
+    assert d.reports == () and d.restart == (Cause.HEARTBEAT_INVALID, f"no heartbeat 61 s after start ({junk})")
 
 
 def test_a_directory_in_place_of_the_heartbeat_is_reported_and_named_in_the_restart():
@@ -127,7 +127,7 @@ def test_a_directory_in_place_of_the_heartbeat_is_reported_and_named_in_the_rest
     assert d.restart is None and d.reports == (("heartbeat-unreadable", Cause.HEARTBEAT_INVALID, err),)
     assert c.check(obs(T0 + 59, None, err, "unreadable")).restart is None
     d = c.check(obs(T0 + 61, None, err, "unreadable"))
-    assert d.restart[0] == Cause.STALE_HEARTBEAT and "not a regular file" in d.restart[1]
+    assert d.restart[0] == Cause.HEARTBEAT_INVALID and "not a regular file" in d.restart[1]
     # Another problem is a new onset: reported again.
     d = Clock().check(obs(T0 + 10, None, "bot_health.txt is 70000 bytes, more than 65536", "oversized"))
     assert [r[0] for r in d.reports] == ["heartbeat-unreadable"]

@@ -58,8 +58,7 @@ def test_uptime_counts_only_observed_time_and_open_incidents():
 def test_store_uptime_from_incidents_with_a_fake_clock(tmp_path):
     s = Store(tmp_path / "h.db")
     now = 1_000 * DAY
-    s.set_meta("created_at", None)  # the table exists; set the creation time by hand:
-    s.connect().execute("UPDATE meta SET value = ? WHERE key = 'created_at'", (repr(now - 10 * DAY),))
+    s.connect().execute("INSERT INTO watched(started_at, ended_at) VALUES (?, ?)", (now - 10 * DAY, now - 60))
     a = s.open_incident("crash loop", now - 5 * H)
     s.close_incident(a, now - 5 * H + 18 * 60)  # 18 min
     b = s.open_incident("heartbeat stale", now - 2 * DAY)
@@ -68,7 +67,8 @@ def test_store_uptime_from_incidents_with_a_fake_clock(tmp_path):
     up = s.uptime(now)
     assert up["24h"] == pytest.approx(100 * (1 - (0.3 + 0.1) / 24))
     assert up["7d"] == pytest.approx(100 * (1 - 2.4 / 168))
-    assert up["30d"] == pytest.approx(100 * (1 - 2.4 / 240))  # only 10 days observed
+    assert up["30d"] == pytest.approx(100 * (1 - 2.4 / 240))  # only 10 days watched
+    assert s.summary(now)["observed_seconds"]["30d"] == pytest.approx(10 * DAY)  # the open incident is watched
     summary = s.summary(now)
     assert summary["open_incident"]["cause"] == "needs configuration"
     assert summary["open_incident"]["duration_seconds"] == pytest.approx(360)

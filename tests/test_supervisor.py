@@ -18,7 +18,17 @@ CRASHER = py_command("""
 """)
 NEEDS_TOKEN = py_command("""
     import sys
-    print("TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env", file=sys.stderr, flush=True)
+    from botkeeper.causes import Cause
+    from botkeeper.runfiles import write_exit_note
+    why = "TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env"
+    print(why, file=sys.stderr, flush=True)
+    write_exit_note(Cause.NEEDS_CONFIG, why)  # the component says why; nobody parses its log
+    print("a later line that is not the reason", file=sys.stderr, flush=True)
+    sys.exit(78)
+""")
+SILENT_78 = py_command("""
+    import sys
+    print("some last line", flush=True)
     sys.exit(78)
 """)
 ONLY = {"web": {"enabled": False}, "monitor": {"enabled": False}}
@@ -67,13 +77,20 @@ def test_crash_loop_backs_off_reaches_errored_and_retries_slowly(home, supervise
 
 
 def test_exit_78_means_needs_config_with_the_reason_and_no_restart(home, supervised):
-    supervised({"bot": {"command": NEEDS_TOKEN, "heartbeat": False}, **ONLY})
+    supervised({"bot": {"command": NEEDS_TOKEN, "heartbeat": False}, **ONLY}, PYTHONPATH=str(ROOT))
     wait_for(lambda: component(home, "bot").get("state") == "needs-config", message="needs-config")
     bot = component(home, "bot")
-    assert "TELEGRAM_BOT_TOKEN is not set" in bot["last_restart_reason"]
-    assert bot["next_start_at"] is None
-    time.sleep(1.0)  # long enough for several backoff restarts, were there any
-    assert component(home, "bot")["restarts"] == 0
+    assert bot["last_restart_reason"].startswith("TELEGRAM_BOT_TOKEN is not set")
+    assert bot["cause"] == "needs-config"
+    assert bot["next_start_at"] is None and bot["restarts"] == 0  # nothing scheduled: no restart loop
+
+
+def test_exit_78_without_a_note_names_the_log_and_never_guesses_from_it(home, supervised):
+    supervised({"bot": {"command": SILENT_78, "heartbeat": False}, **ONLY})
+    wait_for(lambda: component(home, "bot").get("state") == "needs-config", message="needs-config")
+    bot = component(home, "bot")
+    assert bot["last_restart_reason"] == "exited with code 78 (EX_CONFIG): see logs/bot.log"
+    assert bot["next_start_at"] is None and bot["restarts"] == 0
 
 
 def test_stop_and_restart_through_the_control_channel_leave_no_process(home, supervised):
@@ -100,13 +117,13 @@ def test_stop_and_restart_through_the_control_channel_leave_no_process(home, sup
     control.call(settings, "stop", name="bot", reason="test stop", by="test")
     wait_for(lambda: component(home, "bot")["state"] == "stopped", message="bot stopped")
     wait_for(lambda: not pid_alive(bot_pid) and not pid_alive(grandchild), message="group gone")
-    control.call(settings, "restart", name="web", reason="test restart", by="test")
+    control.call(settings, "restart", name="web", cause="operator", reason="test restart", by="test")
     new_web = wait_for(lambda: running_pid(home, "web", other_than=web_pid), 10, message="web restarted")
     assert not pid_alive(web_pid)  # SIGKILLed after kill_timeout
     web = component(home, "web")
     assert web["last_restart_reason"] == "test restart" and web["restarts"] == 1
     last = read_state(home)["recent_restarts"][-1]
-    assert (last["component"], last["reason"], last["by"]) == ("web", "test restart", "test")
+    assert (last["component"], last["cause"], last["detail"], last["by"]) == ("web", "operator", "test restart", "test")
     assert new_web
 
 

@@ -16,7 +16,7 @@ from botkeeper.web import chart, create_app
 from botkeeper.web.auth import TokenGate
 from botkeeper.web.history import Sample
 from botkeeper.web.logtail import tail
-from botkeeper.web.reasons import BUCKETS, RestartCounter, bucket
+from botkeeper.web.reasons import REASONS, RestartCounter, reason_label
 from conftest import SLEEPER, wait_for
 from web_helpers import TOKEN, healthy_bundle, settings_for, write_heartbeat
 
@@ -29,8 +29,10 @@ def bundle(home, sleepers, clock):
     """(settings, app, client) for a healthy bundle with RESTART_TOKEN set."""
     settings = settings_for(home, RESTART_TOKEN=TOKEN)
     restarts = [
-        {"at": clock.now - 3000, "component": "bot", "reason": "exited with code 1 after 2.0 s", "by": "supervisor"},
-        {"at": clock.now - 60, "component": "bot", "reason": "heartbeat stale for 63 s", "by": "monitor"},
+        {"at": clock.now - 3000, "component": "bot", "cause": "crash", "detail": "exited with code 1 after 2.0 s",
+         "by": "supervisor"},
+        {"at": clock.now - 60, "component": "bot", "cause": "stale-heartbeat", "detail": "heartbeat stale for 63 s",
+         "by": "monitor"},
     ]
     healthy_bundle(settings, sleepers, clock.now, restarts)
     app = create_app(settings, clock=clock, cache_ttl=0.0)
@@ -72,7 +74,7 @@ def test_health_healthy_then_stale_then_bot_down(bundle, clock):
     resp = client.get("/health")
     assert resp.status_code == 503
     body = resp.get_json()
-    assert body["status"] == "down"
+    assert (body["status"], body["cause"]) == ("down", "stale-heartbeat")
     failing = {c["name"]: c["detail"] for c in body["failing"]}
     assert "stale" in failing["heartbeat"]
     assert client.head("/health").status_code == 503
@@ -83,7 +85,7 @@ def test_health_healthy_then_stale_then_bot_down(bundle, clock):
     state["components"][0] |= {"state": "backoff", "pid": None, "last_exit": "exited with code 1"}
     settings.state_file.write_text(json.dumps(state))
     body = client.get("/health").get_json()
-    assert body["status"] == "down"
+    assert (body["status"], body["cause"]) == ("down", "crash")
     assert "component:bot" in {c["name"] for c in body["failing"]}
 
 
@@ -100,6 +102,7 @@ def test_health_down_when_supervisor_gone(home, sleepers, clock):
     resp = client.get("/health")
     assert resp.status_code == 503
     assert resp.get_json()["failing"][0]["detail"] == "the supervisor is not running"
+    assert resp.get_json()["cause"] == "supervisor-down"
 
 
 def test_degraded_when_telegram_unreachable_and_since_is_timed(bundle, clock):
@@ -108,7 +111,7 @@ def test_degraded_when_telegram_unreachable_and_since_is_timed(bundle, clock):
     clock.advance(5)
     write_heartbeat(settings, clock.now, state="telegram-unreachable", unreachable_since=clock.now - 3)
     data = client.get("/api/health").get_json()["data"]
-    assert data["status"] == "degraded"
+    assert (data["status"], data["cause"]) == ("degraded", "telegram-outage")
     assert client.get("/health").status_code == 503
     # Seen changing since the last look; the bot's unreachable_since dates it exactly.
     assert data["since"] == clock.now - 3 and data["since_estimated"] is False
@@ -137,8 +140,8 @@ def test_api_status_shape_and_no_secrets(bundle, clock):
     assert "command" not in bot
     assert data["heartbeat"]["age"] == 0.0 and data["heartbeat"]["last_poll_age"] == 1.0
     assert data["heartbeat"]["updates_handled"] == 7
-    assert [r["reason"] for r in data["recent_restarts"]] == ["heartbeat stale for 63 s", "exited with code 1 after 2.0 s"]
-    assert [r["bucket"] for r in data["recent_restarts"]] == ["stale", "crash"]
+    assert [r["detail"] for r in data["recent_restarts"]] == ["heartbeat stale for 63 s", "exited with code 1 after 2.0 s"]
+    assert [r["cause"] for r in data["recent_restarts"]] == ["stale-heartbeat", "crash"]
     assert data["host"]["memory_total"] > 0 and data["host"]["disk_free"] > 0
     # the healthy state was first seen now, so "since" is estimated from the newest component start
     assert data["since_estimated"] is True and data["since"] == pytest.approx(clock.now - 50)
@@ -148,7 +151,8 @@ def test_api_status_redacts_secrets_from_reasons(home, sleepers, clock):
     bot_token = "123456789:AAH-fake-token-for-tests-0123456789"
     settings = settings_for(home, TELEGRAM_BOT_TOKEN=bot_token, RESTART_TOKEN=TOKEN)
     state = healthy_bundle(settings, sleepers, clock.now, [
-        {"at": clock.now - 5, "component": "bot", "reason": f"crash with {bot_token} and {TOKEN}", "by": "supervisor"}])
+        {"at": clock.now - 5, "component": "bot", "cause": "crash", "detail": f"crash with {bot_token} and {TOKEN}",
+         "by": "supervisor"}])
     state["components"][0]["last_restart_reason"] = f"crash with {bot_token}"
     settings.state_file.write_text(json.dumps(state))
     client = create_app(settings, clock=clock).test_client()
@@ -167,7 +171,7 @@ def test_api_health_and_metrics_envelopes(bundle):
     assert metrics["success"] is True
     data = metrics["data"]
     assert data["events"]["updates_handled"] == 7
-    assert data["events"]["restarts_by_reason"] == {"crash": 1, "stale": 1}
+    assert data["events"]["restarts_by_reason"] == {"crash": 1, "stale-heartbeat": 1}
     assert data["components"]["bot"]["memory_bytes"] > 0
     assert data["host"]["cpu_count"] >= 1
 
@@ -190,38 +194,37 @@ def test_metrics_parse_with_prometheus_parser(bundle):
     assert up == {"bot": 1.0, "web": 1.0, "monitor": 1.0}
     restarts = {(s.labels["component"], s.labels["reason"]): s.value
                 for s in families["botkeeper_restarts"].samples if s.name.endswith("_total")}
-    assert restarts[("bot", "stale")] == 1 and restarts[("bot", "crash")] == 1
-    assert {r for _, r in restarts} == set(BUCKETS)  # bounded label values
+    assert restarts[("bot", "stale-heartbeat")] == 1 and restarts[("bot", "crash")] == 1
+    assert {r for _, r in restarts} == set(REASONS)  # bounded label values: restart causes only
+    status = {s.labels["status"]: s.value for s in families["botkeeper_status"].samples}
+    assert status == {"healthy": 1.0, "starting": 0.0, "degraded": 0.0, "down": 0.0, "needs-config": 0.0,
+                      "stopped": 0.0}
     assert families["botkeeper_updates_handled"].type == "counter"
     assert families["botkeeper_healthy"].samples[0].value == 1.0
 
 
 def test_restart_counter_is_monotonic_as_the_window_slides():
     counter = RestartCounter()
-    window = [{"at": i, "component": "bot", "reason": "exited with code 1", "by": "supervisor"} for i in range(50)]
+    window = [{"at": i, "component": "bot", "cause": "crash", "detail": "exited with code 1", "by": "supervisor"}
+              for i in range(50)]
     counter.update(window)
     counter.update(window)  # seen again: not counted twice
     assert counter.counts() == {("bot", "crash"): 50}
-    slid = window[10:] + [{"at": 50 + i, "component": "bot", "reason": "memory 500 MB over 400 MB", "by": "monitor"}
-                          for i in range(10)]
+    slid = window[10:] + [{"at": 50 + i, "component": "bot", "cause": "memory", "detail": "500 MB over 400 MB",
+                           "by": "monitor"} for i in range(10)]
     counter.update(slid)
     assert counter.counts() == {("bot", "crash"): 50, ("bot", "memory"): 10}
 
 
-@pytest.mark.parametrize("reason,by,expected", [
-    ("exited with code 1 after 2.0 s", "supervisor", "crash"),
-    ("killed by SIGKILL after 10.0 s", "supervisor", "crash"),
-    ("heartbeat stale for 63 s", "monitor", "stale"),
-    ("memory 512 MB over the 400 MB limit", "monitor", "memory"),
-    ("CPU above 80% for 300 s", "monitor", "cpu"),
-    ("planned restart after 168 h uptime", "monitor", "uptime"),
-    ("requested from the web page", "web", "manual"),
-    ("anything", "cli", "manual"),
-    ("needs configuration (exited with code 78)", "supervisor", "config"),
-    ("the moon", "supervisor", "other"),
+@pytest.mark.parametrize("cause,expected", [
+    ("crash", "crash"), ("stale-heartbeat", "stale-heartbeat"), ("memory", "memory"), ("operator", "operator"),
+    ("max-uptime", "max-uptime"),
+    ("heartbeat stale for 63 s", "unknown"),  # a sentence is never read for keywords
+    ("conflict", "unknown"),  # not a restart cause: the label stays bounded
+    (None, "unknown"),
 ])
-def test_restart_reason_buckets(reason, by, expected):
-    assert bucket(reason, by) == expected
+def test_reason_label_takes_typed_restart_causes_only(cause, expected):
+    assert reason_label(cause) == expected
 
 
 # --- auth ------------------------------------------------------------------------------------------
@@ -308,9 +311,9 @@ def test_right_token_restarts_through_the_real_supervisor(home, supervised):
     again = wait_for(lambda: (c := comp_of(home, "bot")).get("pid") not in (None, first["pid"])
                      and c.get("state") == "running" and c, 10, message="bot restarted")
     assert again["restarts"] == first["restarts"] + 1
-    assert again["last_restart_reason"] == "requested from the web page"
+    assert (again["cause"], again["last_restart_reason"]) == ("operator", "requested from the web page")
     recent = client.get("/api/status").get_json()["data"]["recent_restarts"][0]
-    assert (recent["component"], recent["by"], recent["bucket"]) == ("bot", "web", "manual")
+    assert (recent["component"], recent["by"], recent["cause"], recent["planned"]) == ("bot", "web", "operator", True)
     assert sup.proc.poll() is None
 
 
@@ -386,7 +389,8 @@ def test_chart_draws_memory_restarts_and_bands_and_escapes():
     now = 100_000.0
     samples = [Sample(now - 3600 + i * 60, (50 + i) * 1024 * 1024, 1.0, "down" if 20 <= i < 25 else "healthy")
                for i in range(60)]
-    restarts = [{"at": now - 1800, "component": "bot", "reason": "<script>alert(1)</script>", "bucket": "crash"}]
+    restarts = [{"at": now - 1800, "component": "bot", "cause": "crash", "detail": "<script>alert(1)</script>",
+                 "planned": False}]
     svg = chart.render(now, samples, restarts, limit_bytes=400 * 1024 * 1024, gap=180)
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert 'class="memory-line"' in svg and 'class="restart-marker"' in svg and 'class="band-down"' in svg

@@ -42,17 +42,21 @@ def served(home, sleepers):
     settings = settings_for(home, DEMO="on", HEARTBEAT_INTERVAL="30", STALE_AFTER="120", RESTART_TOKEN="t" * 24)
     now = time.time()
     restarts = [
-        {"at": now - 5400, "component": "bot", "reason": "exited with code 1 after 3.1 s", "by": "supervisor"},
-        {"at": now - 3000, "component": "bot", "reason": "heartbeat stale for 63 s", "by": "monitor"},
-        {"at": now - 900, "component": "monitor", "reason": "requested from the web page", "by": "web"},
+        {"at": now - 5400, "component": "bot", "cause": "crash", "detail": "exited with code 1 after 3.1 s",
+         "by": "supervisor"},
+        {"at": now - 3000, "component": "bot", "cause": "stale-heartbeat", "detail": "heartbeat stale for 63 s",
+         "by": "monitor"},
+        {"at": now - 900, "component": "monitor", "cause": "operator", "detail": "requested from the web page",
+         "by": "web"},
     ]
     healthy_bundle(settings, sleepers, now, restarts)
     store = Store(settings.history_db)  # as the monitor and the alerter write it
-    store.set_meta("created_at", now - 10 * DAY)
+    store.watch(now - 10 * DAY, 1)  # the monitor has been watching for 10 days
+    store.watch(now, 11 * DAY)
     for i in range(120):  # one a minute for two hours
         store.add_sample("bot", int((48 + 10 * (i % 40) / 40 + (i > 70) * 6) * MB), 2.0, at=now - 7200 + i * 60)
-    store.close_incident(store.open_incident("heartbeat stale", now - 3200), now - 3000)  # around the stale restart
-    store.open_incident("telegram unreachable", now - 90)
+    store.close_incident(store.open_incident("stale-heartbeat", now - 3200), now - 3000)  # around the stale restart
+    store.open_incident("telegram-outage", now - 90)
     store.close()
     app = create_app(settings, history=StoreHistory(settings), refresh_seconds=1.0)
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
@@ -100,7 +104,8 @@ def test_page_renders_refreshes_and_fits_a_phone(served, browser, tmp_path):
     assert page.locator("#chart svg .band-down").count() == 2  # the closed incident and the open one
     # 24 h / 7 d / 30 d (the database is 10 days old): 99.66%, 99.95%, 99.96%, a little less each second
     assert [t[:5] for t in page.locator("#uptime b").all_text_contents()] == ["99.66", "99.95", "99.96"]
-    assert "Open incident: telegram unreachable since" in page.text_content("#incident")
+    assert "Open incident: Telegram unreachable since" in page.text_content("#incident")
+    assert "of 10d 0h watched" in page.text_content("#uptime")
     assert page.locator("#restarts tr").count() == 3
     box = page.locator("#chart svg").bounding_box()
     assert box and box["width"] > 600 and box["height"] > 150
@@ -118,7 +123,8 @@ def test_page_renders_refreshes_and_fits_a_phone(served, browser, tmp_path):
     expect(page.locator("#components .card[data-name=monitor] .pill")).to_have_text("backoff", timeout=10_000)
     assert page.text_content("#state-word").strip() == "degraded"
     assert "component:monitor" in page.text_content("#failing")
-    assert "telegram unreachable" in page.text_content("#incident")  # redrawn by the refresh
+    assert "Telegram unreachable" in page.text_content("#incident")  # redrawn by the refresh
+    assert "a component is down" in page.text_content("#cause")
     assert page.evaluate("window.__noReload") is True
 
     # A phone: nothing wider than the screen, the state word still big.

@@ -25,12 +25,12 @@ def write_history(settings, now: float) -> None:
     incident open for the last 2 minutes, in a database created 10 days ago."""
     store = Store(settings.history_db)
     try:
-        store.set_meta("created_at", now - 10 * DAY)
+        store.connect().execute("INSERT INTO watched(started_at, ended_at) VALUES (?, ?)", (now - 10 * DAY, now))
         for i in range(120):
             store.add_sample("bot", (50 + i % 10) * MB, 1.5, at=now - 7200 + i * 60)
-        closed = store.open_incident("crash loop", now - 3600, "exited with code 1")
+        closed = store.open_incident("crash-loop", now - 3600, "exited with code 1")
         store.close_incident(closed, now - 3300)
-        store.open_incident("heartbeat stale", now - 120, "no heartbeat for 120 s")
+        store.open_incident("stale-heartbeat", now - 120, "no heartbeat for 120 s")
     finally:
         store.close()
 
@@ -64,9 +64,11 @@ def test_api_status_has_uptime_and_the_open_incident(persisted, clock):
     down = 300 + 150  # the closed incident and the open one, up to now
     assert history["uptime"]["24h"] == pytest.approx(100 * (1 - down / DAY))
     assert history["uptime"]["7d"] == pytest.approx(100 * (1 - down / (7 * DAY)))
-    assert history["uptime"]["30d"] == pytest.approx(100 * (1 - down / (10 * DAY)))  # the db is 10 days old
+    assert history["uptime"]["30d"] == pytest.approx(100 * (1 - down / (10 * DAY + 30)))  # 10 days watched
+    assert history["observed_seconds"]["30d"] == pytest.approx(10 * DAY + 30)
     incident = history["open_incident"]
-    assert (incident["cause"], incident["ended_at"]) == ("heartbeat stale", None)
+    assert (incident["cause"], incident["cause_label"], incident["ended_at"]) == (
+        "stale-heartbeat", "heartbeat stale (hung)", None)
     assert incident["started_at"] == pytest.approx(clock.now - 150)
     assert incident["duration_seconds"] == pytest.approx(150, abs=0.1)
 
@@ -76,7 +78,8 @@ def test_page_shows_uptime_incident_and_the_chart_from_the_database(persisted, c
     html = client.get("/").get_data(as_text=True)
     assert re.search(r'<b data-w="24h">99\.51%</b> 24 h', html), html
     assert re.search(r'<b data-w="30d">99\.95%</b> 30 d', html)
-    assert re.search(r'id="incident">Open incident: <b>heartbeat stale</b>', html)
+    assert re.search(r'id="incident">Open incident: <b>heartbeat stale \(hung\)</b>', html)
+    assert "of 10d 0h watched" in html
     assert "(2m 0s)" in html
     svg = client.get("/chart.svg").get_data(as_text=True)
     assert 'data-samples="120"' in svg and 'class="memory-line"' in svg
@@ -119,7 +122,8 @@ def test_missing_or_unreadable_database_is_empty_not_an_error(home, sleepers, cl
             assert history.since(0) == []
             clock.advance(10)  # past the summary cache: it is read again
         data = client.get("/api/status").get_json()["data"]
-    assert data["history"] == {"uptime": {"24h": None, "7d": None, "30d": None}, "open_incident": None}
+    assert data["history"] == {"uptime": {"24h": None, "7d": None, "30d": None},
+                               "observed_seconds": {"24h": 0.0, "7d": 0.0, "30d": 0.0}, "open_incident": None}
     assert 'data-samples="0"' in client.get("/chart.svg").get_data(as_text=True)
     assert client.get("/metrics").status_code == 200
     lines = [r.getMessage() for r in caplog.records if "history.db" in r.getMessage()]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from botkeeper import runfiles
 from botkeeper.config import Settings
 from botkeeper.fsutil import atomic_write
 
@@ -78,11 +79,20 @@ def write_state(settings: Settings, supervisor: tuple[int, float], components: l
         "recent_restarts": restarts or [],
     }
     atomic_write(settings.state_file, json.dumps(state))
+    # The supervisor's own PID file is what proves it alive (run/supervisor.pid, as it writes it).
+    atomic_write(runfiles.pidfile(settings, "supervisor"), json.dumps({"pid": supervisor[0],
+                                                                        "create_time": supervisor[1]}))
     return state
 
 
 def write_heartbeat(settings: Settings, now: float, **fields) -> dict:
-    beat = {"pid": os.getpid(), "written_at": now, "started_at": now - 50, "last_poll_at": now - 1,
+    """A beat from the current bot process (the pid state.json names), as the real bot writes it."""
+    try:
+        state = json.loads(settings.state_file.read_text())
+        pid = next(c["pid"] for c in state["components"] if c["name"] == "bot")
+    except (OSError, ValueError, KeyError, StopIteration):
+        pid = os.getpid()
+    beat = {"pid": pid, "written_at": now, "started_at": now - 50, "last_poll_at": now - 1,
             "updates_handled": 7, "state": "polling", "unreachable_since": None, "detail": ""} | fields
     atomic_write(settings.heartbeat_file, json.dumps(beat))
     return beat
@@ -94,5 +104,6 @@ def healthy_bundle(settings: Settings, sleepers: Sleepers, now: float, restarts:
     me = (os.getpid(), psutil.Process().create_time())
     comps = [component("bot", bot, now, restarts=len(restarts or [])), component("web", me, now),
              component("monitor", mon, now)]
+    state = write_state(settings, sup, comps, now, restarts)
     write_heartbeat(settings, now)
-    return write_state(settings, sup, comps, now, restarts)
+    return state
