@@ -35,7 +35,7 @@ BAD_OTHERS = {
                      "https://exa\tmple.com"],
     "demo": ["maybe", "", "2"],
     "host": ["abc", "", "1.2.3.4.5", "example.com", "0.0.0.0:8080", "localhost\n"],
-    "admin_chat_id": ["0", "-0", "me", "١٢٣", "1e5", "12.5", "9" * 20, "123\n"],
+    "admin_chat_id": ["0", "-0", "me", "١٢٣", "1e5", "12.5", "9" * 20, "9" * 5000, "123\n"],
     "restart_token": ["secret\nline"],
     "trusted_proxies": ["abc", "10.0.0.0/33", "10.0.0.1;10.0.0.2", "localhost"],
     "monitoring_webhook": ["https://a b c", "mailto:me@example.com", "https://", "hooks.slack.com/x"],
