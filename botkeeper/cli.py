@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"botkeeper: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    for notice in settings.notices:
+        print(f"botkeeper: notice: {notice}", file=sys.stderr)
     return int(args.func(settings, args) or 0)
 
 
@@ -437,16 +439,16 @@ def cmd_logs(settings: Settings, args) -> int:
 
 def cmd_config(settings: Settings, args) -> int:
     if args.markdown:
-        from .config import KNOBS, PROFILES
+        from .config import KNOBS, PROFILES, knob_range
 
-        print("| variable | default | development | test | what it does |")
-        print("|---|---|---|---|---|")
+        print("| variable | default | development | test | accepted | what it does |")
+        print("|---|---|---|---|---|---|")
         for name, knob in KNOBS.items():
             cells = [PROFILES[p].get(name, knob.default) for p in ("production", "development", "test")]
-            shown = ["" if v is None else f"`{v}`" for v in cells]
+            shown = ["" if v in (None, ()) else f"`{v}`" for v in cells]
             dev = shown[1] if cells[1] != cells[0] else ""
             test = shown[2] if cells[2] != cells[0] else ""
-            print(f"| `{knob.env}` | {shown[0]} | {dev} | {test} | {knob.help}{' (secret)' if knob.secret else ''} |")
+            print(f"| `{knob.env}` | {shown[0]} | {dev} | {test} | {knob_range(knob)} | {knob.help}{' (secret)' if knob.secret else ''} |")
         return 0
     rows = settings.describe()
     width = max(len(r[0]) for r in rows)

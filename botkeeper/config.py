@@ -9,18 +9,27 @@ entry points turn that into exit code 78 (EX_CONFIG) and one line on stderr, nev
 from __future__ import annotations
 
 import dataclasses
+import io
+import ipaddress
+import math
 import os
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 EX_CONFIG = 78
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where main.py and friends live
 
-TOKEN_RE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{35}$")
+# Token shape as Telegram documents it: the bot id, a colon, a run of URL-safe characters. Real ones
+# have 35 after the colon, the Bot API docs' example 34; Telegram's own answer decides the rest.
+TOKEN_SECRET_MIN, TOKEN_SECRET_MAX = 30, 50
+TOKEN_PATTERN = rf"[0-9]{{3,20}}:[A-Za-z0-9_-]{{{TOKEN_SECRET_MIN},{TOKEN_SECRET_MAX}}}"
+TOKEN_RE = re.compile(rf"^{TOKEN_PATTERN}$")
 # A token-shaped value that must never be used against the real Telegram: the offline demo's.
 DEMO_TOKEN = "123456789:DEMO-botkeeper-offline-demo-token00"  # token-shaped: 35 after the colon
 BUILTIN_COMPONENTS = ("bot", "web", "monitor")
@@ -114,42 +123,76 @@ PROFILES = {"production": PRODUCTION, "development": DEVELOPMENT, "test": TEST}
 
 
 # --- parsers: each returns the value or raises ValueError(what is accepted) ----------------------
-def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
-    def parse(raw: Any) -> float:
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            value = float("nan")
-        ok = value == value and value not in (float("inf"), float("-inf"))
-        if ok and lo is not None:
-            ok = value > lo if lo_open else value >= lo
-        if ok and hi is not None:
-            ok = value <= hi
-        if not ok:
-            low = f"greater than {lo:g}" if lo_open else f"at least {lo:g}"
-            raise ValueError(f"a number of seconds {low}" + (f" and at most {hi:g}" if hi else ""))
+# Numbers are ASCII only: float("٣") and int("²")-style surprises must not become a port or a limit.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class Number:
+    """A bounded number parser; the range is part of the knob and shown in `config` and the README."""
+
+    lo: float
+    hi: float
+    whole: bool = False
+    unit: str = ""  # "s", "MB", ... shown after the range
+    what: str = ""  # replaces "a number" in the message, e.g. "a port number"
+    zero: str = ""  # when set, 0 is also accepted and means this (e.g. "never")
+
+    @property
+    def range_text(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        text = f"{_num(self.lo)}–{_num(self.hi)}{unit}"
+        return f"0 ({self.zero}) or {text}" if self.zero else text
+
+    def accepted(self) -> str:
+        kind = self.what or ("a whole number" if self.whole else "a number")
+        unit = f" {self.unit}" if self.unit and self.unit != "s" else ""  # "s" is in `what`
+        text = f"{kind} from {_num(self.lo)} to {_num(self.hi)}{unit}"
+        return f"0 ({self.zero}) or {text}" if self.zero else text
+
+    def __call__(self, raw: Any) -> int | float:
+        value = self._number(raw)
+        if value is None or not (self.lo <= value <= self.hi or (self.zero and value == 0)):
+            raise ValueError(self.accepted())
         return value
 
-    return parse
+    def _number(self, raw: Any) -> int | float | None:
+        if isinstance(raw, bool):  # TOML `true` is an int to Python, not a number to anyone
+            return None
+        if isinstance(raw, int):
+            return raw if self.whole else float(raw)
+        if isinstance(raw, float):  # TOML `inf`, `nan` and 1.5 for a count are refused here
+            if not math.isfinite(raw) or (self.whole and not raw.is_integer()):
+                return None
+            return int(raw) if self.whole else raw
+        if not isinstance(raw, str):
+            return None
+        text = raw.strip(" \t")
+        if self.whole:
+            return int(text) if _INT_TEXT.fullmatch(text) and len(text) < 20 else None
+        if not _FLOAT_TEXT.fullmatch(text):
+            return None
+        value = float(text)
+        return value if math.isfinite(value) else None
 
 
-def _int(lo: int, hi: int | None = None, what: str = "a whole number"):
-    def parse(raw: Any) -> int:
-        try:
-            value = int(str(raw).strip())
-        except ValueError:
-            value = None
-        if value is None or value < lo or (hi is not None and value > hi):
-            raise ValueError(f"{what} from {lo}" + (f" to {hi}" if hi is not None else " up"))
-        return value
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
 
-    return parse
+
+def _seconds(lo: float, hi: float, zero: str = "") -> Number:
+    return Number(lo, hi, unit="s", what="a number of seconds", zero=zero)
+
+
+def _port() -> Number:
+    return Number(1, 65535, whole=True, what="a port number")
 
 
 def _bool(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
-    text = str(raw).strip().lower()
+    text = raw.strip().lower() if isinstance(raw, str) else ""
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off"):
@@ -159,7 +202,7 @@ def _bool(raw: Any) -> bool:
 
 def _choice(*choices: str):
     def parse(raw: Any) -> str:
-        text = str(raw).strip().lower()
+        text = raw.strip().lower() if isinstance(raw, str) else ""
         if text not in choices:
             raise ValueError("one of " + ", ".join(choices))
         return text
@@ -167,46 +210,122 @@ def _choice(*choices: str):
     return parse
 
 
+def _plain_text(raw: Any) -> str:
+    """A string without the blanks around it; anything else (a TOML number, a list) is refused.
+    Line breaks never get here: `_parse` refuses them for every knob."""
+    if not isinstance(raw, str):
+        raise ValueError("a string")
+    return raw.strip()
+
+
 def _url(raw: Any) -> str:
-    text = str(raw).strip().rstrip("/")
-    if not re.match(r"^https?://[^\s/]+", text):
-        raise ValueError("an http:// or https:// URL")
+    accepted = "an http:// or https:// URL such as https://example.com/path (no spaces)"
+    try:
+        text = _plain_text(raw)
+    except ValueError:
+        raise ValueError(accepted) from None
+    text = text.rstrip("/")
+    try:
+        parts = urlsplit(text)
+        parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(accepted) from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname
+            or any(ch.isspace() or not ch.isprintable() for ch in text)):
+        raise ValueError(accepted)
     return text
 
 
+def _host(raw: Any) -> str:
+    """An address to listen on: an IP literal or `localhost`. Names would need DNS at start-up,
+    and a typo there turned into a web component crash-looping on a resolver error."""
+    accepted = "an IP address such as 0.0.0.0 (every interface), 127.0.0.1 (this machine only) or ::, or localhost"
+    try:
+        text = _plain_text(raw)
+    except ValueError:
+        raise ValueError(accepted) from None
+    if text.lower() == "localhost":
+        return "localhost"
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ValueError(accepted) from None
+
+
+def _networks(raw: Any) -> tuple[str, ...]:
+    """Comma- or space-separated IP addresses or networks (CIDR), normalized."""
+    accepted = "IP addresses or networks separated by commas, such as 10.0.0.1, 172.16.0.0/12"
+    items = raw if isinstance(raw, (list, tuple)) else None
+    if items is None:
+        try:
+            items = _plain_text(raw).replace(",", " ").split()
+        except ValueError:
+            raise ValueError(accepted) from None
+    try:
+        return tuple(str(ipaddress.ip_network(str(item).strip(), strict=False)) for item in items)
+    except ValueError:
+        raise ValueError(accepted) from None
+
+
+TOKEN_QUOTES = " \t'\"`"
+
+
+def strip_token(raw: str) -> str:
+    """A pasted token without the spaces and quotes around it (Secrets editors keep them)."""
+    return raw.strip(TOKEN_QUOTES)
+
+
 def _token(raw: Any) -> str:
-    text = str(raw).strip()
-    if not TOKEN_RE.match(text):
+    text = strip_token(raw) if isinstance(raw, str) else None
+    if text is None or not TOKEN_RE.match(text):
         raise ValueError(
-            "a token from @BotFather shaped like 123456789:ABCdef... (digits, a colon, 35 letters,"
-            " digits, - or _)"
+            "a token from @BotFather shaped like 110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw (digits, a"
+            f" colon, then {TOKEN_SECRET_MIN} to {TOKEN_SECRET_MAX} letters, digits, - or _)"
         )
     return text
 
 
+# Telegram ids: users and bots up to 2^52, groups/channels as -100xxxxxxxxxx; 0 is nobody.
+CHAT_ID_LIMIT = 10**16
+
+
 def _chat_id(raw: Any) -> int:
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise ValueError("a numeric Telegram chat id such as 123456789 or -1001234567890") from None
+    accepted = "a numeric Telegram chat id such as 123456789 or -1001234567890 (not 0)"
+    if isinstance(raw, bool):
+        raise ValueError(accepted)
+    text = str(raw).strip() if isinstance(raw, (int, str)) else ""
+    if not (_INT_TEXT.fullmatch(text) and len(text) <= 20) or not 0 < abs(int(text)) < CHAT_ID_LIMIT:
+        raise ValueError(accepted)
+    return int(text)
 
 
 def _command(raw: Any) -> tuple[str, ...]:
-    parts = tuple(raw) if isinstance(raw, (list, tuple)) else tuple(shlex.split(str(raw)))
-    if not parts or not all(isinstance(p, str) and p for p in parts):
-        raise ValueError('a command line such as "python my_bot.py"')
+    accepted = 'a command line such as "python my_bot.py" (a string, or a list of strings in botkeeper.toml)'
+    if isinstance(raw, (list, tuple)):
+        parts = tuple(raw)
+    elif isinstance(raw, str):
+        try:
+            parts = tuple(shlex.split(raw))
+        except ValueError as exc:  # an unbalanced quote or a trailing backslash
+            raise ValueError(f"{accepted}; it cannot be split into words ({exc})") from None
+    else:
+        raise ValueError(accepted)
+    if not parts or not all(isinstance(p, str) and p and "\x00" not in p for p in parts):
+        raise ValueError(accepted)
     return parts
 
 
 def _log_level(raw: Any) -> str:
-    text = str(raw).strip().upper()
+    text = _plain_text(raw).upper() if isinstance(raw, str) else ""
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("one of DEBUG, INFO, WARNING, ERROR")
     return text
 
 
 def _text(raw: Any) -> str:
-    return str(raw)
+    if not isinstance(raw, str):
+        raise ValueError("a string")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -225,65 +344,59 @@ KNOBS: dict[str, Knob] = {
     "token": Knob("TELEGRAM_BOT_TOKEN", _token, None, True, "bot token from @BotFather; unset = offline demo"),
     "api_base_url": Knob("TELEGRAM_API_BASE_URL", _url, "https://api.telegram.org", False, "Bot API server"),
     "demo": Knob("DEMO", _choice("auto", "on", "off"), "auto", False, "offline demo: auto = when no token"),
-    "emulator_port": Knob("EMULATOR_PORT", _int(1, 65535, "a port number"), 8099, False, "demo emulator port (loopback)"),
-    "host": Knob("HOST", _text, "0.0.0.0", False, "address the status page listens on"),
-    "port": Knob("PORT", _int(1, 65535, "a port number"), 8080, False, "status page port"),
+    "emulator_port": Knob("EMULATOR_PORT", _port(), 8099, False, "demo emulator port (loopback)"),
+    "host": Knob("HOST", _host, "0.0.0.0", False, "address the status page listens on: an IP address or localhost"),
+    "port": Knob("PORT", _port(), 8080, False, "status page port"),
     "admin_chat_id": Knob("ADMIN_CHAT_ID", _chat_id, None, False, "your chat id: alerts and /status go there"),
     "restart_token": Knob("RESTART_TOKEN", _text, None, True, "Bearer token for restart/log endpoints"),
+    "trusted_proxies": Knob("TRUSTED_PROXIES", _networks, (), False, "proxy addresses/networks whose X-Forwarded-For is believed"),
     "monitoring_webhook": Knob("MONITORING_WEBHOOK", _url, None, True, "URL that receives alert JSON"),
     "alert_bot_token": Knob("ALERT_BOT_TOKEN", _token, None, True, "separate bot token for alerts"),
     "bot_command": Knob("BOT_COMMAND", _command, None, False, "run this bot program instead of main.py"),
     "public_url": Knob("PUBLIC_URL", _url, None, False, "public URL of the page, for self-ping"),
     "log_level": Knob("LOG_LEVEL", _log_level, "INFO", False, "DEBUG, INFO, WARNING or ERROR"),
-    "log_max_bytes": Knob("LOG_MAX_BYTES", _int(10_000, None, "a size in bytes"), 10 * 1024 * 1024, False, "rotate a log at this size"),
-    "log_backups": Knob("LOG_BACKUPS", _int(1, 100), 5, False, "rotated files kept per log"),
-    "log_retention_days": Knob("LOG_RETENTION_DAYS", _int(1, 3650), 7, False, "days archived logs are kept"),
-    "min_free_disk_mb": Knob("MIN_FREE_DISK_MB", _int(0, None), 200, False, "prune old logs below this free space"),
-    "heartbeat_interval": Knob("HEARTBEAT_INTERVAL", _float(0, 3600, True), 10.0, False, "seconds between heartbeats"),
-    "stale_after": Knob("STALE_AFTER", _float(0, 86400, True), 60.0, False, "heartbeat age that means hung"),
-    "heartbeat_grace": Knob("HEARTBEAT_GRACE", _float(0, 86400), 60.0, False, "seconds after bot start before a missing heartbeat counts"),
-    "monitor_interval": Knob("MONITOR_INTERVAL", _float(0, 3600, True), 5.0, False, "seconds between monitor checks"),
-    "recovery_interval": Knob("RECOVERY_INTERVAL", _float(0, 3600, True), 30.0, False, "seconds between auto_recovery checks"),
-    "health_grace": Knob("HEALTH_GRACE", _float(0, 3600), 60.0, False, "seconds a component may be down before recovery steps in"),
-    "max_memory_mb": Knob("MAX_MEMORY_MB", _float(0, None, True), 400.0, False, "bot memory limit (process tree)"),
-    "max_cpu_percent": Knob("MAX_CPU_PERCENT", _float(0, 100 * 64, True), 80.0, False, "bot CPU limit, sustained"),
-    "cpu_window": Knob("CPU_WINDOW", _float(0, 86400, True), 300.0, False, "seconds CPU must stay high"),
-    "max_uptime_hours": Knob("MAX_UPTIME_HOURS", _float(0, None), 168.0, False, "planned restart after this; 0 = never"),
-    "outage_restart_interval": Knob("OUTAGE_RESTART_INTERVAL", _float(0, None, True), 600.0, False, "at most one restart this often during a Telegram outage"),
-    "min_uptime": Knob("MIN_UPTIME", _float(0), 10.0, False, "a run shorter than this is a quick failure"),
-    "start_seconds": Knob("START_SECONDS", _float(0), 1.0, False, "seconds up before starting becomes running"),
-    "restart_delay": Knob("RESTART_DELAY", _float(0), 0.5, False, "first backoff delay"),
-    "max_restart_delay": Knob("MAX_RESTART_DELAY", _float(0), 60.0, False, "backoff cap"),
-    "max_restarts": Knob("MAX_RESTARTS", _int(1, 10_000), 10, False, "quick failures before errored"),
-    "restart_window": Knob("RESTART_WINDOW", _float(0, None, True), 900.0, False, "window in which quick failures count"),
-    "errored_retry": Knob("ERRORED_RETRY", _float(0, None, True), 300.0, False, "retry interval once errored"),
-    "kill_timeout": Knob("KILL_TIMEOUT", _float(0, 3600, True), 10.0, False, "SIGTERM grace before SIGKILL"),
-    "start_timeout": Knob("START_TIMEOUT", _float(0, 3600, True), 30.0, False, "how long --detach waits for health"),
+    "log_max_bytes": Knob("LOG_MAX_BYTES", Number(10_000, 1_000_000_000, whole=True, what="a size in bytes"), 10 * 1024 * 1024, False, "rotate a log at this size"),
+    "log_backups": Knob("LOG_BACKUPS", Number(1, 100, whole=True), 5, False, "rotated files kept per log"),
+    "log_retention_days": Knob("LOG_RETENTION_DAYS", Number(1, 3650, whole=True, unit="days"), 7, False, "days archived logs are kept"),
+    "min_free_disk_mb": Knob("MIN_FREE_DISK_MB", Number(0, 1_000_000, whole=True, unit="MB"), 200, False, "prune old logs below this free space"),
+    "heartbeat_interval": Knob("HEARTBEAT_INTERVAL", _seconds(0.05, 3600), 10.0, False, "seconds between heartbeats"),
+    "stale_after": Knob("STALE_AFTER", _seconds(0.1, 86400), 60.0, False, "heartbeat age that means hung (at least 2 x HEARTBEAT_INTERVAL)"),
+    "heartbeat_grace": Knob("HEARTBEAT_GRACE", _seconds(0, 86400), 60.0, False, "seconds after bot start before a missing heartbeat counts"),
+    "monitor_interval": Knob("MONITOR_INTERVAL", _seconds(0.05, 3600), 5.0, False, "seconds between monitor checks"),
+    "recovery_interval": Knob("RECOVERY_INTERVAL", _seconds(0.1, 3600), 30.0, False, "seconds between auto_recovery checks"),
+    "health_grace": Knob("HEALTH_GRACE", _seconds(0, 3600), 60.0, False, "seconds a component may be down before recovery steps in"),
+    "max_memory_mb": Knob("MAX_MEMORY_MB", Number(16, 1_000_000, unit="MB"), 400.0, False, "bot memory limit (process tree)"),
+    "max_cpu_percent": Knob("MAX_CPU_PERCENT", Number(1, 6400, unit="%"), 80.0, False, "bot CPU limit, sustained (100 = one core)"),
+    "cpu_window": Knob("CPU_WINDOW", _seconds(0.5, 86400), 300.0, False, "seconds CPU must stay high"),
+    "max_uptime_hours": Knob("MAX_UPTIME_HOURS", Number(0.01, 8760, unit="h", zero="never"), 168.0, False, "planned restart after this; 0 = never"),
+    "outage_restart_interval": Knob("OUTAGE_RESTART_INTERVAL", _seconds(1, 86400), 600.0, False, "at most one restart this often during a Telegram outage"),
+    "min_uptime": Knob("MIN_UPTIME", _seconds(0, 86400), 10.0, False, "a run shorter than this is a quick failure"),
+    "start_seconds": Knob("START_SECONDS", _seconds(0, 600), 1.0, False, "seconds up before starting becomes running"),
+    "restart_delay": Knob("RESTART_DELAY", _seconds(0.01, 3600), 0.5, False, "first backoff delay"),
+    "max_restart_delay": Knob("MAX_RESTART_DELAY", _seconds(0.01, 86400), 60.0, False, "backoff cap (at least RESTART_DELAY)"),
+    "max_restarts": Knob("MAX_RESTARTS", Number(1, 10_000, whole=True), 10, False, "quick failures before errored"),
+    "restart_window": Knob("RESTART_WINDOW", _seconds(1, 604800), 900.0, False, "window in which quick failures count"),
+    "errored_retry": Knob("ERRORED_RETRY", _seconds(0.1, 86400), 300.0, False, "retry interval once errored"),
+    "kill_timeout": Knob("KILL_TIMEOUT", _seconds(0.1, 3600), 10.0, False, "SIGTERM grace before SIGKILL"),
+    "start_timeout": Knob("START_TIMEOUT", _seconds(1, 3600), 30.0, False, "how long --detach waits for health"),
     "alerts": Knob("ALERTS", _bool, True, False, "send alerts at all"),
     "self_ping": Knob("SELF_PING", _choice("auto", "on", "off"), "auto", False, "ping PUBLIC_URL to keep the VM awake"),
-    "self_ping_interval": Knob("SELF_PING_INTERVAL", _float(1), 240.0, False, "seconds between self-pings"),
-    "sample_interval": Knob("SAMPLE_INTERVAL", _float(0, None, True), 60.0, False, "seconds between resource samples"),
-    "demo_interval": Knob("DEMO_INTERVAL", _float(0, None, True), 5.0, False, "seconds between demo user messages"),
-    "unreachable_alert_after": Knob("UNREACHABLE_ALERT_AFTER", _float(0), 300.0, False, "alert when Telegram is unreachable this long"),
-    "alert_retry_interval": Knob("ALERT_RETRY_INTERVAL", _float(0, None, True), 30.0, False, "seconds between retries of unsent alerts"),
+    "self_ping_interval": Knob("SELF_PING_INTERVAL", _seconds(10, 86400), 240.0, False, "seconds between self-pings"),
+    "sample_interval": Knob("SAMPLE_INTERVAL", _seconds(0.1, 3600), 60.0, False, "seconds between resource samples"),
+    "demo_interval": Knob("DEMO_INTERVAL", _seconds(0.1, 3600), 5.0, False, "seconds between demo user messages"),
+    "unreachable_alert_after": Knob("UNREACHABLE_ALERT_AFTER", _seconds(0, 86400), 300.0, False, "alert when Telegram is unreachable this long"),
+    "alert_retry_interval": Knob("ALERT_RETRY_INTERVAL", _seconds(0.1, 86400), 30.0, False, "seconds between retries of unsent alerts"),
     "auto_recovery": Knob("AUTO_RECOVERY", _bool, True, False, "supervisor relaunches auto_recovery.py if it is gone"),
-    "flap_window": Knob("FLAP_WINDOW", _float(0, None, True), 600.0, False, "restarts within this make one incident"),
-    "poll_timeout": Knob("POLL_TIMEOUT", _float(0, 60), 10.0, False, "getUpdates long-poll timeout (seconds)"),
+    "flap_window": Knob("FLAP_WINDOW", _seconds(1, 86400), 600.0, False, "restarts within this make one incident"),
+    "poll_timeout": Knob("POLL_TIMEOUT", _seconds(0, 60), 10.0, False, "getUpdates long-poll timeout (seconds)"),
 }
 SECRET_FIELDS = tuple(name for name, knob in KNOBS.items() if knob.secret)
 
-COMPONENT_KEYS = {
-    "command": _command,
-    "enabled": _bool,
-    "heartbeat": _bool,
-    "min_uptime": _float(0),
-    "start_seconds": _float(0),
-    "restart_delay": _float(0),
-    "max_restart_delay": _float(0),
-    "max_restarts": _int(1, 10_000),
-    "restart_window": _float(0, None, True),
-    "errored_retry": _float(0, None, True),
-    "kill_timeout": _float(0, 3600, True),
+# Per-component limits share the knobs' parsers (and so their ranges).
+COMPONENT_KEYS: dict[str, Callable[[Any], Any]] = {"command": _command, "enabled": _bool, "heartbeat": _bool} | {
+    key: KNOBS[key].parse
+    for key in ("min_uptime", "start_seconds", "restart_delay", "max_restart_delay", "max_restarts",
+                "restart_window", "errored_retry", "kill_timeout")
 }
 
 
@@ -317,6 +430,7 @@ class Settings:
     port: int
     admin_chat_id: int | None
     restart_token: str | None
+    trusted_proxies: tuple[str, ...]
     monitoring_webhook: str | None
     alert_bot_token: str | None
     bot_command: tuple[str, ...] | None
@@ -359,6 +473,7 @@ class Settings:
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
+    notices: tuple[str, ...] = ()  # safe-to-print remarks about the settings (a token cleaned up)
 
     # --- derived -------------------------------------------------------------------------------
     @property
@@ -432,17 +547,20 @@ class Settings:
         return next((c for c in self.components if c.name == name), None)
 
     def describe(self) -> list[tuple[str, str, str]]:
-        """(variable, effective value with secrets masked, help) for `botkeeper config`."""
+        """(variable, effective value with secrets masked, help and accepted range) for `botkeeper config`."""
         rows = [("BOTKEEPER_HOME", str(self.home), "bundle directory"), ("BOTKEEPER_ENV", self.env_name, "profile")]
         for name, knob in KNOBS.items():
             value = getattr(self, name)
             if knob.secret:
                 shown = mask_secret(value)
-            elif isinstance(value, tuple):
+            elif knob.parse is _command and value:
                 shown = shlex.join(value)
+            elif isinstance(value, tuple):
+                shown = ", ".join(value) or "(none)"
             else:
                 shown = "(not set)" if value is None else str(value)
-            rows.append((knob.env, shown, knob.help))
+            accepted = knob_range(knob)
+            rows.append((knob.env, shown, knob.help + (f" [{accepted}]" if accepted else "")))
         for comp in self.components:
             rows.append((f"component {comp.name}", shlex.join(comp.command), f"kill_timeout={comp.kill_timeout:g}s"))
         return rows
@@ -463,25 +581,15 @@ class Settings:
         profile = PROFILES[env_name]
 
         values: dict[str, Any] = {}
+        notices: list[str] = []
         for name, knob in KNOBS.items():
-            raw: Any = None
-            source = knob.env
-            for src_name, src in (("environment", environ), (".env", dotenv)):
-                if src.get(knob.env, "").strip() != "":
-                    raw = src[knob.env]
-                    break
-            else:
-                key = name if name in toml_settings else knob.env.lower()
-                if key in toml_settings:
-                    raw, source = toml_settings[key], f"botkeeper.toml [settings] {key}"
+            raw, source = _raw_value(name, knob, environ, dotenv, toml_settings)
             if raw is None:
                 values[name] = profile.get(name, knob.default)
                 continue
-            try:
-                values[name] = knob.parse(raw)
-            except ValueError as exc:
-                shown = mask_secret(str(raw)) if knob.secret else repr(str(raw))
-                raise ConfigError(f"{source}={shown} is not valid: expected {exc}") from None
+            values[name] = _parse(knob, raw, source)
+            if knob.parse is _token and strip_token(raw) != raw:
+                notices.append(f"{source}: removed the spaces or quotes around the token (set it without them)")
 
         _check_relations(values)
         known = set(KNOBS) | {k.env.lower() for k in KNOBS.values()}
@@ -496,22 +604,81 @@ class Settings:
             raise ConfigError(
                 f"botkeeper.toml has unknown section [{extra[0]}]: expected [settings] or [components.NAME]"
             )
+        if values["bot_command"]:
+            _check_program(values["bot_command"], "BOT_COMMAND", home_path, environ.get("PATH", os.defpath))
         settings = cls(
             home=home_path,
             env_name=env_name,
             replit_dev_domain=environ.get("REPLIT_DEV_DOMAIN") or None,
             replit_deployment=bool(environ.get("REPLIT_DEPLOYMENT")),
+            notices=tuple(notices),
             **values,
         )
         comps = _components(settings, toml_data.get("components", {}))
         return dataclasses.replace(settings, components=comps)
 
 
+def knob_range(knob: Knob) -> str:
+    """The accepted range of a numeric knob ("0.05–3600 s"), else ""."""
+    return knob.parse.range_text if isinstance(knob.parse, Number) else ""
+
+
+def _raw_value(name: str, knob: Knob, environ: Mapping[str, str], dotenv: Mapping[str, str],
+               toml_settings: Mapping[str, Any]) -> tuple[Any, str]:
+    """(raw value, where it came from); raw is None when no source sets the knob.
+
+    An empty value means "not set" only for a knob that is off by default (a token, a URL): for
+    one with a default, `PORT=` is a mistake worth naming, not a silent fallback.
+    """
+    for src in (environ, dotenv):
+        if knob.env in src:
+            raw = src[knob.env]
+            if raw.strip() == "" and knob.default is None:
+                continue
+            return raw, knob.env
+    key = name if name in toml_settings else knob.env.lower()
+    if key in toml_settings:
+        return toml_settings[key], f"botkeeper.toml [settings] {key}"
+    return None, knob.env
+
+
+def _parse(knob: Knob, raw: Any, source: str) -> Any:
+    shown = mask_secret(str(raw)) if knob.secret else repr(raw)
+    if isinstance(raw, str) and any(ch in raw for ch in "\r\n\x00"):
+        raise ConfigError(f"{source}={shown} is not valid: expected one line (it contains a line break)")
+    try:
+        return knob.parse(raw)
+    except ValueError as exc:
+        if isinstance(raw, str) and raw.strip() == "":
+            exc = ValueError(f"{exc} (unset it to use the default)")
+        raise ConfigError(f"{source}={shown} is not valid: expected {exc}") from None
+
+
+def _check_program(command: tuple[str, ...], source: str, home: Path, path: str) -> None:
+    """The program of a command must exist now, not crash-loop later: found on PATH, or, when it
+    names a file (./bot, bin/bot), that file relative to the bundle home (children run there)."""
+    program = command[0]
+    if "/" in program:
+        target = home / program
+        if not (target.is_file() and os.access(target, os.X_OK)):
+            raise ConfigError(f"{source}={shlex.join(command)!r} is not valid: expected {program!r} to be an"
+                              f" executable file (relative to {home})")
+    elif shutil.which(program, path=path) is None:
+        raise ConfigError(f"{source}={shlex.join(command)!r} is not valid: expected a program found on PATH;"
+                          f" {program!r} is not (give its full path, or install it)")
+
+
+# One late heartbeat (a busy event loop, a slow disk) must not make the bot look hung. Tiny intervals
+# (0.0001 s cost 16 % CPU) are refused by the HEARTBEAT_INTERVAL range itself.
+MIN_STALE_FACTOR = 2
+
+
 def _check_relations(values: dict[str, Any]) -> None:
-    if values["heartbeat_interval"] >= values["stale_after"]:
+    if values["stale_after"] < MIN_STALE_FACTOR * values["heartbeat_interval"]:
         raise ConfigError(
-            f"HEARTBEAT_INTERVAL={values['heartbeat_interval']:g} is not valid: expected less than"
-            f" STALE_AFTER ({values['stale_after']:g}), or every heartbeat would look stale"
+            f"STALE_AFTER={values['stale_after']:g} is not valid: expected at least {MIN_STALE_FACTOR} x"
+            f" HEARTBEAT_INTERVAL ({MIN_STALE_FACTOR * values['heartbeat_interval']:g}), or a single late"
+            " heartbeat would look like a hung bot"
         )
     if values["restart_delay"] > values["max_restart_delay"]:
         raise ConfigError(
@@ -538,14 +705,38 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
+DOTENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
 def _read_dotenv(path: Path) -> dict[str, str]:
+    """`.env` as python-dotenv reads it, but a line it cannot parse is an error naming the line
+    (python-dotenv itself only warns and drops it), and so are bytes that are not UTF-8."""
     if not path.is_file():
         return {}
     try:
         from dotenv import dotenv_values
+        from dotenv.parser import parse_stream
     except ImportError:  # python-dotenv is in requirements.txt; a bare checkout still starts
         return {}
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror}): expected a readable file") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}): expected a"
+                          " file saved as UTF-8") from None
+    for binding in parse_stream(io.StringIO(text)):
+        lead = binding.original.string[: len(binding.original.string) - len(binding.original.string.lstrip())]
+        line = binding.original.line + lead.count("\n")
+        if binding.error:
+            raise ConfigError(f"{path} line {line} cannot be parsed: expected NAME=value (check for an"
+                              " unclosed quote)")
+        if binding.key is not None and (binding.value is None or not DOTENV_KEY.fullmatch(binding.key)):
+            raise ConfigError(f"{path} line {line} cannot be parsed: expected NAME=value, not {binding.key!r}")
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
 
 
 def _builtin_commands(settings: Settings) -> dict[str, tuple[str, ...]]:
@@ -591,7 +782,11 @@ def _components(settings: Settings, table: dict[str, Any]) -> tuple[ComponentSpe
         if command is None:
             raise ConfigError(f"{where} needs a command: expected command = \"python worker.py\"")
         heartbeat = parsed.pop("heartbeat", name == "bot")
-        specs.append(ComponentSpec(name=name, command=tuple(command), heartbeat=heartbeat, **(defaults | parsed)))
+        limits = defaults | parsed
+        if limits["restart_delay"] > limits["max_restart_delay"]:
+            raise ConfigError(f"{where} restart_delay={limits['restart_delay']:g} is not valid: expected at most"
+                              f" max_restart_delay ({limits['max_restart_delay']:g})")
+        specs.append(ComponentSpec(name=name, command=tuple(command), heartbeat=heartbeat, **limits))
     return tuple(specs)
 
 

@@ -28,10 +28,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+if __package__:  # run by file path, this copy only re-imports the package's (see the bottom)
+    from .config import TOKEN_RE
+
 log = logging.getLogger("botkeeper.emulator")
 
 BOT_PATH = re.compile(r"^/bot([^/]*)/([A-Za-z]+)/?$")
-TOKEN_SHAPE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{35}$")
 MAX_KEPT = 2000  # sent messages and pending updates kept; the demo runs for weeks
 DEMO_CHAT_ID = 424242
 DESCRIPTIONS = {
@@ -328,7 +330,7 @@ class Emulator:
             fault = self._take_fault(name)
         if fault is not None:
             self._apply_fault(fault)
-        if not TOKEN_SHAPE.match(token):
+        if not TOKEN_RE.match(token):
             raise ApiError(404)
         with st.cond:
             if st.tokens is not None and token not in st.tokens:

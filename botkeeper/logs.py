@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote
 
-TOKEN_SHAPE = re.compile(r"(\d{3,20})(:|%3A|%3a)[A-Za-z0-9_-]{35}")
+from .config import TOKEN_SECRET_MIN
+
+# Anything shaped like a bot token (config.TOKEN_RE, and longer runs too: masking more is harmless).
+TOKEN_SHAPE = re.compile(rf"([0-9]{{3,20}})(:|%3A|%3a)[A-Za-z0-9_-]{{{TOKEN_SECRET_MIN},}}")
 MASK = "***"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 

@@ -61,7 +61,7 @@ def create_app(settings: Any, *, clock: Callable[[], float] = time.time, history
     app.extensions["botkeeper"] = WebContext(
         settings=settings,
         source=source,
-        gate=TokenGate(settings.restart_token, clock),
+        gate=TokenGate(settings.restart_token, clock, trusted_proxies=settings.trusted_proxies),
         registry=make_registry(source),
         refresh_seconds=refresh_seconds,
         health_body=health_body,

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import control
 from ..logs import Redactor
-from . import logtail
+from . import logtail, params
 from .errors import error_response
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,18 @@ def _components() -> set[str]:
     return {c.name for c in ctx.settings.components} | ctx.source.component_names()
 
 
+def _client() -> str:
+    return _ctx().gate.client(request.remote_addr or "?", request.headers.get("X-Forwarded-For"))
+
+
 def _authorized() -> Response | None:
-    denial = _ctx().gate.check(request.remote_addr or "?", request.headers.get("Authorization"))
+    client = _client()
+    denial = _ctx().gate.check(client, request.headers.get("Authorization"))
     if denial is None:
         return None
     if denial.status == 429:
-        log.warning("auth: too many wrong tokens from %s for %s", request.remote_addr, request.path)
+        log.warning("auth: too many wrong tokens from %s (via %s) for %s", client, request.remote_addr,
+                    request.path)
     return error_response(denial.status, denial.error, denial.headers)
 
 
@@ -90,7 +96,7 @@ def restart(component: str) -> Response:
     except control.ControlError as exc:
         status = 404 if "unknown" in str(exc).lower() or "no component" in str(exc).lower() else 409
         return error_response(status, str(exc))
-    log.info("restart %s: requested from the web page by %s", component, request.remote_addr)
+    log.info("restart %s: requested from the web page by %s", component, _client())
     # Only the state: the supervisor's snapshot also holds the command line, which may carry a secret.
     return ok({"component": component, "requested": True, "state": (data or {}).get("state")})
 
@@ -100,15 +106,13 @@ def logs(component: str) -> Response:
     denied = _authorized()
     if denied is not None:
         return denied
-    raw = request.args.get("lines", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LINES:
-        return error_response(400, f"lines must be a whole number from 1 to {MAX_LINES}")
+    count = params.whole_number("lines", 100, 1, MAX_LINES)
     # The name picks from known files; a user-supplied path never reaches the file system.
     if not NAME_RE.match(component) or component not in _components() | set(EXTRA_LOGS):
         return error_response(404, f"no component named {component!r}")
     settings = _ctx().settings
     try:
-        lines = logtail.tail(settings.logs_dir / f"{component}.log", int(raw))
+        lines = logtail.tail(settings.logs_dir / f"{component}.log", count)
     except FileNotFoundError:
         return error_response(404, f"no log for {component} yet")
     except OSError as exc:

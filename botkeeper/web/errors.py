@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, abort, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
+
+
+class BadParam(BadRequest):
+    """A query parameter the client got wrong; the description says which and what is accepted."""
 
 
 def wants_json() -> bool:
@@ -30,8 +34,11 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 def install(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        message = {404: "not found", 405: "method not allowed",
-                   413: "request too large"}.get(exc.code or 500, exc.name.lower())
+        if isinstance(exc, BadParam):
+            message = exc.description or "bad request"
+        else:
+            message = {404: "not found", 405: "method not allowed",
+                       413: "request too large"}.get(exc.code or 500, exc.name.lower())
         resp = error_response(exc.code or 500, message)
         if exc.code == 405 and exc.valid_methods:
             resp.headers["Allow"] = ", ".join(exc.valid_methods)

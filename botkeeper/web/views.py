@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, current_app, render_template
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import fmt
-from . import chart
+from . import chart, params
 from .fastpath import PONG
 from .metrics import exposition
 
 bp = Blueprint("views", __name__)
+MAX_ASKED_WIDTH = 10_000
 
 
 def _ctx():
@@ -59,8 +60,9 @@ def metrics() -> Response:
 
 @bp.get("/chart.svg")
 def chart_svg() -> Response:
-    raw = request.args.get("w", "")
-    width = int(raw) if raw.isdigit() and len(raw) < 6 else chart.WIDTH  # clamped by render
+    # Any sane pixel width is fine (a phone may ask for less than MIN_WIDTH): render clamps it.
+    width = params.whole_number("w", chart.WIDTH, 1, MAX_ASKED_WIDTH)
+    width = min(chart.MAX_WIDTH, max(chart.MIN_WIDTH, width))  # and the cache holds few widths
     return Response(render_chart(width), mimetype="image/svg+xml")
 
 
