@@ -465,6 +465,7 @@ def cmd_config(settings: Settings, args) -> int:
         print("|---|---|---|---|---|")
         for name, knob in KNOBS.items():
             cells = [PROFILES[p].get(name, knob.default) for p in ("production", "development", "test")]
+            cells = [",".join(v) if isinstance(v, tuple) else v for v in cells]
             shown = ["" if v is None else f"`{v}`" for v in cells]
             dev = shown[1] if cells[1] != cells[0] else ""
             test = shown[2] if cells[2] != cells[0] else ""

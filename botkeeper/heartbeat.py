@@ -23,12 +23,17 @@ class HeartbeatError(Exception):
 
 
 def default_path() -> Path:
+    """Where a bot beats: BOTKEEPER_HEARTBEAT_FILE (the supervisor sets it for every bot command),
+    else bot_health.txt in BOTKEEPER_HOME or the bundle found from the current directory."""
+    explicit = os.environ.get("BOTKEEPER_HEARTBEAT_FILE")
+    if explicit:
+        return Path(explicit)
     home = os.environ.get("BOTKEEPER_HOME")
     if home:
         return Path(home) / "bot_health.txt"
-    from .config import PACKAGE_ROOT
+    from .config import discover_home
 
-    return PACKAGE_ROOT / "bot_health.txt"
+    return discover_home() / "bot_health.txt"
 
 
 def write(path: Path, **fields: Any) -> dict[str, Any]:
