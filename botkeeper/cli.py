@@ -32,6 +32,9 @@ DELEGATED = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv, early = global_options(argv)
+    if early is not None:
+        return early
     if argv and argv[0] in DELEGATED:
         module, func = DELEGATED[argv[0]].split(":")
         try:
@@ -51,8 +54,34 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(settings, args) or 0)
 
 
+def global_options(argv: list[str]) -> tuple[list[str], int | None]:
+    """`--version` and `--home DIR` before the command. --home becomes BOTKEEPER_HOME, so every
+    command, delegated ones and the processes they start included, uses that bundle. Without it the
+    home is BOTKEEPER_HOME or the nearest directory from here upwards that holds a bundle."""
+    while argv and argv[0].startswith("--"):
+        option = argv.pop(0)
+        if option == "--version":
+            from . import __version__
+
+            print(f"botkeeper {__version__}")
+            return argv, 0
+        name, _, value = option.partition("=")
+        if name != "--home":
+            argv.insert(0, option)
+            break
+        if not value:
+            value = argv.pop(0) if argv else ""
+        if not value or not Path(value).is_dir():
+            print(f"botkeeper: --home {value!r} is not valid: expected an existing directory", file=sys.stderr)
+            return argv, EX_CONFIG
+        os.environ["BOTKEEPER_HOME"] = str(Path(value).resolve())
+    return argv, None
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m botkeeper", description="Keep a Telegram bot alive 24/7.")
+    p = argparse.ArgumentParser(prog="botkeeper", description="Keep a Telegram bot alive 24/7.",
+                                epilog="global options (before COMMAND): --home DIR (the bundle; default:"
+                                       " BOTKEEPER_HOME or the nearest directory upwards holding one), --version")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -76,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("config", cmd_config, "print the effective settings (secrets masked)")
     sp.add_argument("--markdown", action="store_true", help="print the settings table of README.md")
     add("supervise", cmd_supervise, "run the supervisor (run_24_7.sh does this)")
+    sp = add("beat", cmd_beat, "write one heartbeat for a bot that is not python-telegram-bot")
+    sp.add_argument("--state", default="alive", help="heartbeat state (default alive)")
+    sp.add_argument("--detail", default=None, help="a short text shown on the status page")
     for name in DELEGATED:
         sub.add_parser(name, help=f"see `python -m botkeeper {name} --help`")
     return p
@@ -454,6 +486,20 @@ def cmd_logs(settings: Settings, args) -> int:
                 time.sleep(0.2)
         except KeyboardInterrupt:
             return 0
+    return 0
+
+
+def cmd_beat(settings: Settings, args) -> int:
+    """One heartbeat, to BOTKEEPER_HEARTBEAT_FILE (set by the supervisor) or the bundle's file."""
+    from . import heartbeat
+
+    path = Path(os.environ.get("BOTKEEPER_HEARTBEAT_FILE") or settings.heartbeat_file)
+    fields = {"detail": args.detail} if args.detail else {}
+    try:
+        heartbeat.write(path, pid=os.getppid(), state=args.state, **fields)  # the bot is our parent
+    except OSError as exc:
+        print(f"botkeeper: cannot write heartbeat {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -476,6 +476,8 @@ class Settings:
                "BOTKEEPER_HEARTBEAT_INTERVAL": f"{self.heartbeat_interval:g}"}
         if self.bot_token:
             env["TELEGRAM_BOT_TOKEN"] = self.bot_token
+        if is_bundle(PACKAGE_ROOT):  # a checkout, not installed: `import botkeeper` works in any bot
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
         return env
 
     def secrets(self) -> list[str]:

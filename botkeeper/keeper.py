@@ -144,8 +144,17 @@ def _chain(application: Application, hook: str, ours: Any, first: bool) -> None:
 
 def _redact_existing_log_handlers(redactor: logs.Redactor) -> None:
     """A bot with its own logging set-up still never prints the token; httpx request lines (which
-    carry it in the URL) stay at WARNING."""
-    for handler in logging.getLogger().handlers:
+    carry it in the URL) stay at WARNING. A bot without one still shows botkeeper's own lines
+    (stderr, which the supervisor writes to logs/bot.log), without touching the root logger."""
+    root = logging.getLogger()
+    for handler in root.handlers:
         if not any(isinstance(f, logs.RedactingFilter) for f in handler.filters):
             handler.addFilter(logs.RedactingFilter(redactor))
     logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").level, logging.WARNING))
+    ours = logging.getLogger("botkeeper")
+    if not root.handlers and not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(logs.FORMAT))
+        handler.addFilter(logs.RedactingFilter(redactor))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
