@@ -36,6 +36,13 @@ def is_bundle(path: Path) -> bool:
             or all((path / f).is_file() for f in ("main.py", "keep_alive.py", "start_24_7.sh")))
 
 
+def importable_env() -> dict[str, str]:
+    """PYTHONPATH for a bot run from a checkout (not pip-installed), so `import botkeeper` works in it."""
+    if not is_bundle(PACKAGE_ROOT):
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def discover_home(cwd: Path | None = None) -> Path:
     """The home when neither --home nor BOTKEEPER_HOME says: the nearest directory from cwd upwards
     that holds a bundle, else the checkout this package runs from, else cwd (a pip install)."""
@@ -476,9 +483,7 @@ class Settings:
                "BOTKEEPER_HEARTBEAT_INTERVAL": f"{self.heartbeat_interval:g}"}
         if self.bot_token:
             env["TELEGRAM_BOT_TOKEN"] = self.bot_token
-        if is_bundle(PACKAGE_ROOT):  # a checkout, not installed: `import botkeeper` works in any bot
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
-        return env
+        return env | importable_env()
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redaction filter."""

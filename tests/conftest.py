@@ -19,6 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+pytest_plugins = ["botkeeper.testing"]  # the plugin users get with `pip install botkeeper` (chat, telegram_bot)
+
 FAKE_TOKEN = "123456789:AAH-fake-token-for-tests-0123456789"  # shaped like a token, never valid
 SAMPLE_HANDLERS = ROOT / "tests" / "sample_handlers.py"  # the tests' own user handlers
 
