@@ -115,6 +115,12 @@ def parser() -> argparse.ArgumentParser:
 
 # --- start / stop ---------------------------------------------------------------------------------
 def cmd_start(settings: Settings, args) -> int:
+    from .config import PACKAGE_ROOT
+
+    if not (PACKAGE_ROOT / "run_24_7.sh").is_file():  # pip-installed: library, CLI and plugin only
+        print("botkeeper: start needs the project directory (start_24_7.sh, run_24_7.sh, main.py), which a pip"
+              " install does not include: run `bash start_24_7.sh` in your copy of the project", file=sys.stderr)
+        return EX_CONFIG
     try:
         with bundle.start_lock(settings, timeout=settings.start_timeout * 2 + 60):
             if bundle.is_running(settings):
