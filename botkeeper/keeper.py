@@ -82,15 +82,16 @@ class Keeper:
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Every handler's exception lands here once, with the token redacted from text and traceback."""
-        error = context.error
-        if update is None and not self.observed and error is not None:
-            self.health.polling_failed(error)  # polling errors reach error handlers with update=None
-        where = "a job" if update is not None else "polling"
+        error, job = context.error, getattr(context, "job", None)
+        if update is None and job is None and not self.observed and error is not None:
+            # An attached bot's polling error (python-telegram-bot retries it): the heartbeat state
+            # says it, with one explanation per episode, not a traceback per retry.
+            self.health.polling_failed(error)
+            return
+        where = f"job {job.name}" if job is not None else "a task"
         if isinstance(update, Update):
             chat = update.effective_chat
             where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
-        if update is None and self.observed:
-            return
         stack = "".join(traceback.format_exception(error)) if error is not None else ""
         log.error("%s", self.health.redact(
             f"handler failed on {where}: {type(error).__name__}: {error}\n{stack}".rstrip()))

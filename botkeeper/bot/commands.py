@@ -89,8 +89,8 @@ def describe(application: Application, given: Mapping[str, str] | None = None) -
     rows = []
     for command, callback in command_callbacks(application).items():
         ours = BUILTINS.get(command) is callback
-        doc = "" if ours else (inspect.getdoc(callback) or "").strip().splitlines()[:1]
-        text = given.get(command) or (doc[0] if doc else "") or (BUILTIN_HELP[command] if ours else "")
+        doc = "" if ours else ((inspect.getdoc(callback) or "").strip().splitlines() or [""])[0]
+        text = given.get(command) or doc or (BUILTIN_HELP[command] if ours else "")
         rows.append((command, text))
     return rows
 
