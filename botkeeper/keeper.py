@@ -35,15 +35,17 @@ class Keeper:
     """What attach() added to one Application: the heartbeat task and the built-ins' bookkeeping."""
 
     def __init__(self, application: Application, settings: Settings, health: Health, heartbeat_file: Path,
-                 descriptions: Mapping[str, str], observed: bool):
+                 descriptions: Mapping[str, str], observed: bool, menu: bool = True):
         self.application = application
         self.settings = settings
         self.health = health
         self.heartbeat_file = heartbeat_file
         self.descriptions = dict(descriptions)
         self.observed = observed  # the request layer reports to health (our own bot): errors need not
+        self.menu = menu
         self.added: list[str] = []
         self._beat: asyncio.Task | None = None
+        self._menu_task: asyncio.Task | None = None
         self._ready = False
 
     def start_heartbeat(self) -> None:
@@ -58,7 +60,9 @@ class Keeper:
         self.health.polling_seen(bool(updater and updater.running))
 
     async def ready(self) -> None:
-        """post_init: every handler of the user is registered by now, so built-ins fill only gaps."""
+        """post_init (after the user's own): every handler of the user is registered by now, so
+        built-ins fill only gaps. The menu goes out in the background: polling, and with it a
+        restarted bot's first answer, does not wait for one more round trip to Telegram."""
         self.start_heartbeat()
         if self._ready:
             return
@@ -67,12 +71,15 @@ class Keeper:
         if self.added or kept:
             log.info("built-in commands added: %s%s", " ".join(f"/{c}" for c in self.added) or "none",
                      f" (yours kept: {' '.join(f'/{c}' for c in kept)})" if kept else "")
-        await commands.set_menu(self.application, commands.describe(self.application, self.descriptions))
+        if self.menu:
+            rows = commands.describe(self.application, self.descriptions)
+            self._menu_task = asyncio.get_running_loop().create_task(commands.set_menu(self.application, rows))
 
     async def stopped(self) -> None:
         """post_stop: one last beat saying so, then no more."""
-        if self._beat is not None:
-            self._beat.cancel()
+        for task in (self._beat, self._menu_task):
+            if task is not None:
+                task.cancel()
         if self.health.state != "stopping":
             self.health.state, self.health.detail = "stopping", "stopping on request"
         self.health.write(self.heartbeat_file)
@@ -98,11 +105,13 @@ class Keeper:
 
 
 def attach(application: Application, settings: Settings | None = None, *,
-           commands: Iterable[BotCommand | tuple[str, str]] = (), health: Health | None = None) -> Keeper:
+           commands: Iterable[BotCommand | tuple[str, str]] = (), menu: bool = True,
+           health: Health | None = None) -> Keeper:
     """Add botkeeper's heartbeat, error handler and built-in commands to `application`.
 
     `commands`: your own descriptions (BotCommand or (command, text)) for /help and the menu;
-    without them a handler's docstring (first line) is used. Settings come from the environment
+    without them a handler's docstring (first line) is used; `menu=False` leaves the bot's command
+    menu (setMyCommands) to you. Settings come from the environment
     (BOTKEEPER_HOME, .env, botkeeper.toml); BOTKEEPER_HEARTBEAT_FILE, set by the supervisor for
     every bot, says where to beat. Call it after building, before run_polling(); handlers may be
     added before or after it.
@@ -115,30 +124,27 @@ def attach(application: Application, settings: Settings | None = None, *,
     descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
                     else c[1] for c in commands}
     beat_file = Path(os.environ.get("BOTKEEPER_HEARTBEAT_FILE") or settings.heartbeat_file)
-    keeper = Keeper(application, settings, health, beat_file, descriptions, observed)
+    keeper = Keeper(application, settings, health, beat_file, descriptions, observed, menu)
     application.bot_data["botkeeper.settings"] = settings
     application.bot_data["botkeeper.health"] = health
     application.bot_data["botkeeper.keeper"] = keeper
     application.bot_data["botkeeper.descriptions"] = keeper.descriptions
     application.add_handler(TypeHandler(Update, keeper.count), group=COUNT_GROUP)
     application.add_error_handler(keeper.on_error)
-    _chain(application, "post_init", keeper.ready, first=True)
-    _chain(application, "post_stop", keeper.stopped, first=False)
+    _chain(application, "post_init", keeper.ready)
+    _chain(application, "post_stop", keeper.stopped)
     return keeper
 
 
-def _chain(application: Application, hook: str, ours: Any, first: bool) -> None:
-    """Run our coroutine with the user's own hook (if any): ours first at start, theirs first at stop,
-    so a menu the user sets in their post_init wins over ours."""
+def _chain(application: Application, hook: str, ours: Any) -> None:
+    """Run our coroutine after the user's own hook (if any): handlers the user adds in their
+    post_init still count as theirs before the built-ins fill the gaps."""
     theirs = getattr(application, hook)
 
     async def both(app: Application) -> None:
-        if first:
-            await ours()
         if theirs is not None:
             await theirs(app)
-        if not first:
-            await ours()
+        await ours()
 
     setattr(application, hook, both)
 
