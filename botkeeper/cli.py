@@ -499,7 +499,7 @@ def cmd_beat(settings: Settings, args) -> int:
     """One heartbeat, to BOTKEEPER_HEARTBEAT_FILE (set by the supervisor) or the bundle's file."""
     from . import heartbeat
 
-    path = Path(os.environ.get("BOTKEEPER_HEARTBEAT_FILE") or settings.heartbeat_file)
+    path = heartbeat.default_path(settings)
     fields = {"detail": args.detail} if args.detail else {}
     try:
         heartbeat.write(path, pid=os.getppid(), state=args.state, **fields)  # the bot is our parent

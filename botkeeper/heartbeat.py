@@ -22,12 +22,14 @@ class HeartbeatError(Exception):
     """The heartbeat file is missing, unreadable or corrupt; the message says which."""
 
 
-def default_path() -> Path:
+def default_path(settings: Any = None) -> Path:
     """Where a bot beats: BOTKEEPER_HEARTBEAT_FILE (the supervisor sets it for every bot command),
-    else bot_health.txt in BOTKEEPER_HOME or the bundle found from the current directory."""
+    else the settings' file, else bot_health.txt in BOTKEEPER_HOME or the bundle found from here."""
     explicit = os.environ.get("BOTKEEPER_HEARTBEAT_FILE")
     if explicit:
         return Path(explicit)
+    if settings is not None:
+        return settings.heartbeat_file
     home = os.environ.get("BOTKEEPER_HOME")
     if home:
         return Path(home) / "bot_health.txt"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -22,7 +21,7 @@ from typing import Any, Iterable, Mapping
 from telegram import BotCommand, Update
 from telegram.ext import Application, ContextTypes, TypeHandler
 
-from . import logs
+from . import heartbeat, logs
 from .bot import commands
 from .bot.health import Health, heartbeat_loop
 from .config import Settings, load_or_exit
@@ -123,8 +122,7 @@ def attach(application: Application, settings: Settings | None = None, *,
     _redact_existing_log_handlers(redactor)
     descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
                     else c[1] for c in commands}
-    beat_file = Path(os.environ.get("BOTKEEPER_HEARTBEAT_FILE") or settings.heartbeat_file)
-    keeper = Keeper(application, settings, health, beat_file, descriptions, observed, menu)
+    keeper = Keeper(application, settings, health, heartbeat.default_path(settings), descriptions, observed, menu)
     application.bot_data["botkeeper.settings"] = settings
     application.bot_data["botkeeper.health"] = health
     application.bot_data["botkeeper.keeper"] = keeper

@@ -168,7 +168,7 @@ def status_text(settings: Any, health: Any, now: float) -> str:
             at = bot.get("last_restart_at")
             when = f" at {datetime.fromtimestamp(at).strftime('%H:%M')}" if isinstance(at, (int, float)) else ""
             lines.append(f"Last restart{when}: {reason}")
-    beat, error = heartbeat.read_or_error(settings.heartbeat_file)
+    beat, error = heartbeat.read_or_error(heartbeat.default_path(settings))
     if beat:
         lines.append(f"Heartbeat: {max(0.0, now - beat['written_at']):.1f} s ago")
     else:
