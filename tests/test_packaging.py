@@ -59,6 +59,16 @@ def test_pip_install_gives_a_working_botkeeper_command(tmp_path, supervised, hom
     wanted = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     assert sorted(map(normalized, res.stdout.split())) == sorted(normalized(w) for w in wanted if w)
 
+    # The installed pytest plugin: by its entry point alone, then also named in a conftest.py (no clash).
+    shutil.copytree(ROOT / "examples" / "ptb_bot", elsewhere / "ptb_bot", ignore=shutil.ignore_patterns("__pycache__"))
+    (elsewhere / "pytest.ini").write_text("[pytest]\n")
+    for conftest in ("", 'pytest_plugins = ["botkeeper.testing"]\n'):
+        (elsewhere / "conftest.py").write_text(conftest)
+        res = run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   f"--basetemp={tmp_path / 'bt'}", "ptb_bot"], elsewhere, env, timeout=120)
+        assert res.returncode == 0 and "3 passed" in res.stdout, res.stdout[-3000:] + res.stderr[-2000:]
+    (elsewhere / "conftest.py").unlink()
+
     # A running bundle, asked from a subdirectory (nearest parent holding the bundle) and via --home.
     supervised(components={"bot": {"command": SLEEPER, "heartbeat": False},
                            "web": {"enabled": False}, "monitor": {"enabled": False}})
