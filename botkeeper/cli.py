@@ -33,6 +33,9 @@ DELEGATED = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv, early = global_options(argv)
+    if early is not None:
+        return early
     if argv and argv[0] in DELEGATED:
         module, func = DELEGATED[argv[0]].split(":")
         try:
@@ -54,8 +57,34 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(settings, args) or 0)
 
 
+def global_options(argv: list[str]) -> tuple[list[str], int | None]:
+    """`--version` and `--home DIR` before the command. --home becomes BOTKEEPER_HOME, so every
+    command, delegated ones and the processes they start included, uses that bundle. Without it the
+    home is BOTKEEPER_HOME or the nearest directory from here upwards that holds a bundle."""
+    while argv and argv[0].startswith("--"):
+        option = argv.pop(0)
+        if option == "--version":
+            from . import __version__
+
+            print(f"botkeeper {__version__}")
+            return argv, 0
+        name, _, value = option.partition("=")
+        if name != "--home":
+            argv.insert(0, option)
+            break
+        if not value:
+            value = argv.pop(0) if argv else ""
+        if not value or not Path(value).is_dir():
+            print(f"botkeeper: --home {value!r} is not valid: expected an existing directory", file=sys.stderr)
+            return argv, EX_CONFIG
+        os.environ["BOTKEEPER_HOME"] = str(Path(value).resolve())
+    return argv, None
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m botkeeper", description="Keep a Telegram bot alive 24/7.")
+    p = argparse.ArgumentParser(prog="botkeeper", description="Keep a Telegram bot alive 24/7.",
+                                epilog="global options (before COMMAND): --home DIR (the bundle; default:"
+                                       " BOTKEEPER_HOME or the nearest directory upwards holding one), --version")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -79,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("config", cmd_config, "print the effective settings (secrets masked)")
     sp.add_argument("--markdown", action="store_true", help="print the settings table of README.md")
     add("supervise", cmd_supervise, "run the supervisor (run_24_7.sh does this)")
+    sp = add("beat", cmd_beat, "write one heartbeat for a bot that is not python-telegram-bot")
+    sp.add_argument("--state", default="alive", help="heartbeat state (default alive)")
+    sp.add_argument("--detail", default=None, help="a short text shown on the status page")
     for name in DELEGATED:
         sub.add_parser(name, help=f"see `python -m botkeeper {name} --help`")
     return p
@@ -86,6 +118,12 @@ def parser() -> argparse.ArgumentParser:
 
 # --- start / stop ---------------------------------------------------------------------------------
 def cmd_start(settings: Settings, args) -> int:
+    from .config import PACKAGE_ROOT
+
+    if not (PACKAGE_ROOT / "run_24_7.sh").is_file():  # pip-installed: library, CLI and plugin only
+        print("botkeeper: start needs the project directory (start_24_7.sh, run_24_7.sh, main.py), which a pip"
+              " install does not include: run `bash start_24_7.sh` in your copy of the project", file=sys.stderr)
+        return EX_CONFIG
     try:
         with bundle.start_lock(settings, timeout=settings.start_timeout * 2 + 60):
             if bundle.is_running(settings):
@@ -437,6 +475,20 @@ def cmd_logs(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_beat(settings: Settings, args) -> int:
+    """One heartbeat, to BOTKEEPER_HEARTBEAT_FILE (set by the supervisor) or the bundle's file."""
+    from . import heartbeat
+
+    path = heartbeat.default_path(settings)
+    fields = {"detail": args.detail} if args.detail else {}
+    try:
+        heartbeat.write(path, pid=os.getppid(), state=args.state, **fields)  # the bot is our parent
+    except OSError as exc:
+        print(f"botkeeper: cannot write heartbeat {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_config(settings: Settings, args) -> int:
     if args.markdown:
         from .config import KNOBS, PROFILES, knob_range
@@ -445,7 +497,8 @@ def cmd_config(settings: Settings, args) -> int:
         print("|---|---|---|---|---|---|")
         for name, knob in KNOBS.items():
             cells = [PROFILES[p].get(name, knob.default) for p in ("production", "development", "test")]
-            shown = ["" if v in (None, ()) else f"`{v}`" for v in cells]
+            cells = [",".join(v) if isinstance(v, tuple) else v for v in cells]
+            shown = ["" if v in (None, "") else f"`{v}`" for v in cells]
             dev = shown[1] if cells[1] != cells[0] else ""
             test = shown[2] if cells[2] != cells[0] else ""
             print(f"| `{knob.env}` | {shown[0]} | {dev} | {test} | {knob_range(knob)} | {knob.help}{' (secret)' if knob.secret else ''} |")

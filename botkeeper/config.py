@@ -39,6 +39,29 @@ class ConfigError(Exception):
     """A setting is missing or invalid. The message is safe to print (secrets masked)."""
 
 
+def is_bundle(path: Path) -> bool:
+    """A bundle home: has botkeeper.toml, a supervisor lock from an earlier start, or is a checkout."""
+    return ((path / "botkeeper.toml").is_file() or (path / "run" / "supervisor.lock").exists()
+            or all((path / f).is_file() for f in ("main.py", "keep_alive.py", "start_24_7.sh")))
+
+
+def importable_env() -> dict[str, str]:
+    """PYTHONPATH for a bot run from a checkout (not pip-installed), so `import botkeeper` works in it."""
+    if not is_bundle(PACKAGE_ROOT):
+        return {}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def discover_home(cwd: Path | None = None) -> Path:
+    """The home when neither --home nor BOTKEEPER_HOME says: the nearest directory from cwd upwards
+    that holds a bundle, else the checkout this package runs from, else cwd (a pip install)."""
+    start = (cwd or Path.cwd()).resolve()
+    for candidate in (start, *start.parents):
+        if is_bundle(candidate):
+            return candidate
+    return PACKAGE_ROOT if is_bundle(PACKAGE_ROOT) else start
+
+
 def mask_secret(value: str | None) -> str:
     """Show that a secret is set without showing it. Tokens keep only their public bot id."""
     if not value:
@@ -328,6 +351,29 @@ def _text(raw: Any) -> str:
     return raw
 
 
+BUILTIN_COMMAND_NAMES = ("start", "help", "ping", "status", "uptime")
+
+
+def _builtin_commands_choice(raw: Any) -> tuple[str, ...]:
+    """`all`, `none`, or a comma-separated subset of BUILTIN_COMMAND_NAMES (leading / allowed)."""
+    text = str(raw).strip().lower()
+    if text == "all":
+        return BUILTIN_COMMAND_NAMES
+    if text in ("none", ""):
+        return ()
+    names = [n.strip().lstrip("/") for n in text.split(",") if n.strip()]
+    if not names or any(n not in BUILTIN_COMMAND_NAMES for n in names):
+        raise ValueError("all, none, or a comma-separated list of " + ", ".join(BUILTIN_COMMAND_NAMES))
+    return tuple(dict.fromkeys(names))
+
+
+def _handlers_path(raw: Any) -> str:
+    text = str(raw).strip()
+    if not text or (text.lower() != "none" and not (text.endswith(".py") or "/" in text or text.isidentifier())):
+        raise ValueError("a .py file or a package directory (relative to BOTKEEPER_HOME), or none")
+    return "none" if text.lower() == "none" else text
+
+
 @dataclass(frozen=True)
 class Knob:
     """One setting: its environment variable, parser, whether it is secret, and what it is for."""
@@ -353,6 +399,8 @@ KNOBS: dict[str, Knob] = {
     "monitoring_webhook": Knob("MONITORING_WEBHOOK", _url, None, True, "URL that receives alert JSON"),
     "alert_bot_token": Knob("ALERT_BOT_TOKEN", _token, None, True, "separate bot token for alerts"),
     "bot_command": Knob("BOT_COMMAND", _command, None, False, "run this bot program instead of main.py"),
+    "handlers": Knob("HANDLERS", _handlers_path, "handlers.py", False, "your handlers for main.py: a .py file or package directory in BOTKEEPER_HOME, or none"),
+    "builtin_commands": Knob("BUILTIN_COMMANDS", _builtin_commands_choice, BUILTIN_COMMAND_NAMES, False, "built-in commands added where your bot has none: all, none, or a list such as ping,status"),
     "public_url": Knob("PUBLIC_URL", _url, None, False, "public URL of the page, for self-ping"),
     "log_level": Knob("LOG_LEVEL", _log_level, "INFO", False, "DEBUG, INFO, WARNING or ERROR"),
     "log_max_bytes": Knob("LOG_MAX_BYTES", Number(10_000, 1_000_000_000, whole=True, what="a size in bytes"), 10 * 1024 * 1024, False, "rotate a log at this size"),
@@ -415,7 +463,7 @@ class ComponentSpec:
     errored_retry: float
     kill_timeout: float
     heartbeat: bool = False  # does this component write bot_health.txt?
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold the token
 
 
 @dataclass(frozen=True)
@@ -434,6 +482,8 @@ class Settings:
     monitoring_webhook: str | None
     alert_bot_token: str | None
     bot_command: tuple[str, ...] | None
+    handlers: str
+    builtin_commands: tuple[str, ...]
     public_url: str | None
     log_level: str
     log_max_bytes: int
@@ -478,7 +528,8 @@ class Settings:
     # --- derived -------------------------------------------------------------------------------
     @property
     def demo_active(self) -> bool:
-        return self.demo == "on" or (self.demo == "auto" and not self.token)
+        # The demo token arrives in a bot's environment from the supervisor: it still means the demo.
+        return self.demo == "on" or (self.demo == "auto" and (not self.token or self.token == DEMO_TOKEN))
 
     @property
     def bot_token(self) -> str | None:
@@ -539,6 +590,16 @@ class Settings:
             return self.self_ping_url is not None
         return self.self_ping_url is not None and not self.replit_deployment
 
+    def bot_env(self) -> dict[str, str]:
+        """What every bot command finds in its environment, demo or live: the token, the Bot API
+        base URL as python-telegram-bot's `ApplicationBuilder().base_url()` takes it, the heartbeat file."""
+        env = {"BOTKEEPER_API_BASE_URL": f"{self.bot_api_base_url}/bot",
+               "BOTKEEPER_HEARTBEAT_FILE": str(self.heartbeat_file),
+               "BOTKEEPER_HEARTBEAT_INTERVAL": f"{self.heartbeat_interval:g}"}
+        if self.bot_token:
+            env["TELEGRAM_BOT_TOKEN"] = self.bot_token
+        return env | importable_env()
+
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redaction filter."""
         return [v for v in (getattr(self, f) for f in SECRET_FIELDS) if v]
@@ -569,7 +630,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | str | None = None) -> "Settings":
         environ = dict(os.environ if environ is None else environ)
-        home_path = Path(home or environ.get("BOTKEEPER_HOME") or PACKAGE_ROOT).resolve()
+        home_path = Path(home or environ.get("BOTKEEPER_HOME") or discover_home()).resolve()
         env_name = environ.get("BOTKEEPER_ENV", "production").strip().lower() or "production"
         if env_name not in PROFILES:
             raise ConfigError(
@@ -685,7 +746,7 @@ def _check_relations(values: dict[str, Any]) -> None:
             f"RESTART_DELAY={values['restart_delay']:g} is not valid: expected at most MAX_RESTART_DELAY"
             f" ({values['max_restart_delay']:g})"
         )
-    if values["demo"] == "on" and values["token"]:
+    if values["demo"] == "on" and values["token"] and values["token"] != DEMO_TOKEN:
         raise ConfigError("DEMO='on' is not valid together with TELEGRAM_BOT_TOKEN: expected DEMO=auto or off")
 
 
@@ -786,7 +847,8 @@ def _components(settings: Settings, table: dict[str, Any]) -> tuple[ComponentSpe
         if limits["restart_delay"] > limits["max_restart_delay"]:
             raise ConfigError(f"{where} restart_delay={limits['restart_delay']:g} is not valid: expected at most"
                               f" max_restart_delay ({limits['max_restart_delay']:g})")
-        specs.append(ComponentSpec(name=name, command=tuple(command), heartbeat=heartbeat, **limits))
+        env = tuple(settings.bot_env().items()) if heartbeat else ()  # a bot gets token, API URL, heartbeat file
+        specs.append(ComponentSpec(name=name, command=tuple(command), heartbeat=heartbeat, env=env, **limits))
     return tuple(specs)
 
 

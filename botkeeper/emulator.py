@@ -47,7 +47,7 @@ DESCRIPTIONS = {
     502: "Bad Gateway",
 }
 TRUE_METHODS = {
-    "setmycommands", "deletemycommands", "sendchataction", "answercallbackquery", "close", "logout",
+    "deletemycommands", "sendchataction", "answercallbackquery", "close", "logout",
     "setwebhook", "setmydescription", "setmyshortdescription", "setmyname", "setchatmenubutton",
 }
 
@@ -83,6 +83,7 @@ class State:
     faults: list[Fault] = field(default_factory=list)
     calls: collections.Counter = field(default_factory=collections.Counter)
     recent_calls: collections.deque = field(default_factory=lambda: collections.deque(maxlen=500))
+    commands: dict = field(default_factory=dict)  # token -> the menu set by setMyCommands
     poll_generation: dict[str, int] = field(default_factory=dict)
     closing: bool = False
     fault_epoch: int = 0  # bumped by clear_faults: ends hangs in progress
@@ -268,6 +269,14 @@ class Emulator:
         with self.state.cond:
             return {"counts": dict(self.state.calls), "recent": list(self.state.recent_calls)}
 
+    def my_commands(self, token: str | None = None) -> list[dict[str, str]]:
+        """The command menu a bot set with setMyCommands (the only bot's, without a token)."""
+        with self.state.cond:
+            menus = self.state.commands
+            if token is None:
+                return list(next(iter(menus.values()), [])) if len(menus) <= 1 else []
+            return list(menus.get(token, []))
+
     def snapshot(self) -> dict[str, Any]:
         st = self.state
         with st.cond:
@@ -372,7 +381,21 @@ class Emulator:
         return _bot_user(token)
 
     def _m_getmycommands(self, token: str, params: dict[str, Any]) -> Any:
-        return []
+        with self.state.cond:
+            return list(self.state.commands.get(token, []))
+
+    def _m_setmycommands(self, token: str, params: dict[str, Any]) -> Any:
+        menu = params.get("commands", [])
+        try:
+            menu = json.loads(menu) if isinstance(menu, str) else menu
+        except ValueError:
+            raise ApiError(400, "Bad Request: can't parse commands JSON object") from None
+        if not isinstance(menu, list) or not all(isinstance(c, dict) and c.get("command") and c.get("description")
+                                                 for c in menu):
+            raise ApiError(400, "Bad Request: commands must be a list of {command, description}")
+        with self.state.cond:
+            self.state.commands[token] = [{"command": c["command"], "description": c["description"]} for c in menu]
+        return True
 
     def _m_getwebhookinfo(self, token: str, params: dict[str, Any]) -> Any:
         with self.state.cond:

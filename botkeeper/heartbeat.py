@@ -19,13 +19,20 @@ from .fsutil import atomic_write
 STATES = ("starting", "polling", "telegram-unreachable", "conflict", "stopping", "fatal", "alive")
 
 
-def default_path() -> Path:
+def default_path(settings: Any = None) -> Path:
+    """Where a bot beats: BOTKEEPER_HEARTBEAT_FILE (the supervisor sets it for every bot command),
+    else the settings' file, else bot_health.txt in BOTKEEPER_HOME or the bundle found from here."""
+    explicit = os.environ.get("BOTKEEPER_HEARTBEAT_FILE")
+    if explicit:
+        return Path(explicit)
+    if settings is not None:
+        return settings.heartbeat_file
     home = os.environ.get("BOTKEEPER_HOME")
     if home:
         return Path(home) / "bot_health.txt"
-    from .config import PACKAGE_ROOT
+    from .config import discover_home
 
-    return PACKAGE_ROOT / "bot_health.txt"
+    return discover_home() / "bot_health.txt"
 
 
 def write(path: Path, **fields: Any) -> dict[str, Any]:

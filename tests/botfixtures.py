@@ -90,11 +90,9 @@ class BotProcess:
 
 
 @pytest.fixture
-def emulator():
-    emu = Emulator(port=0)
-    emu.start()
-    yield emu
-    emu.stop()
+def emulator(telegram_emulator: Emulator) -> Emulator:
+    """The in-thread emulator of botkeeper's pytest plugin (botkeeper.testing), by its short name."""
+    return telegram_emulator
 
 
 @pytest.fixture

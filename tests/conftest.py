@@ -19,7 +19,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+pytest_plugins = ["botkeeper.testing"]  # the plugin users get with `pip install botkeeper` (chat, telegram_bot)
+
 FAKE_TOKEN = "123456789:AAH-fake-token-for-tests-0123456789"  # shaped like a token, never valid
+SAMPLE_HANDLERS = ROOT / "tests" / "sample_handlers.py"  # the tests' own user handlers
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
@@ -38,7 +41,10 @@ def bk_env(home: Path, **extra: str) -> dict[str, str]:
     """Environment for a bundle in `home` with the test profile (tiny intervals, no alerts)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BOTKEEPER_", "DEMO"))}
     env.update({"BOTKEEPER_HOME": str(home), "BOTKEEPER_ENV": "test", "DEMO": "off", "PYTHONUNBUFFERED": "1",
-                "AUTO_RECOVERY": "off", "PORT": str(free_port())})
+                "AUTO_RECOVERY": "off", "PORT": str(free_port()),
+                # The project's tests never load the user's handlers.py (they replace it): a test
+                # that wants handlers names its own, e.g. HANDLERS=str(SAMPLE_HANDLERS).
+                "HANDLERS": "none"})
     env.update(extra)
     return env
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from botfixtures import FAKE_TOKEN, ask, bot, emulator, heartbeat_of, secret_forms, wait_for  # noqa: F401
-from conftest import ROOT, bk_env, component, supervised, write_components  # noqa: F401
+from conftest import ROOT, SAMPLE_HANDLERS, bk_env, component, supervised, write_components  # noqa: F401
 
 OUTAGE = float(os.environ.get("BOTKEEPER_TEST_OUTAGE", "10"))  # seconds the emulator is down
 OTHER_TOKEN = "987654321:BBH-another-token-for-tests-0123456"
@@ -28,17 +28,24 @@ def logs_text(home: Path) -> str:
 
 
 def test_commands_answered_and_heartbeat_advances(bot, emulator, home):
-    proc = bot(ADMIN_CHAT_ID="4242")  # ask() writes from chat 4242
+    proc = bot(ADMIN_CHAT_ID="4242", HANDLERS=str(SAMPLE_HANDLERS))  # ask() writes from chat 4242
     first = proc.wait_polled()
     assert first["pid"] == proc.proc.pid and first["started_at"] <= first["written_at"]
 
-    assert "Hello" in ask(emulator, "/start", "Hello")["text"]
+    # The user's /start (in another handler group) wins over the built-in one, and the log says so once.
+    assert "the user's own /start" in ask(emulator, "/start", "Welcome")["text"]
+    assert proc.stderr.count("built-in commands added: /help /ping /status /uptime (yours kept: /start)") == 1
     assert "round-trip" in ask(emulator, "/ping", "round-trip")["text"]  # pong, then the measured time
-    assert ask(emulator, "/hello", "Hello, ")  # from the example handlers.py at the repo root
+    assert ask(emulator, "/hello", "Hello, ")  # from the tests' own sample handlers
     assert "You said: hi" in ask(emulator, "hi", "You said")["text"]
     status = ask(emulator, "/status", "Heartbeat")["text"]
     assert "Bot: up" in status and "Host memory" in status and "Supervisor: not running" in status
-    assert "/hello" in ask(emulator, "/help", "Commands")["text"]  # user commands are listed too
+    help_text = ask(emulator, "/help", "Commands")["text"]  # the user's descriptions: COMMANDS, docstrings
+    assert "/hello - greet the sender by name" in help_text and "/start - welcome from the sample bot" in help_text
+    assert "/ping - answer pong" in help_text
+    menu = {c["command"]: c["description"] for c in emulator.my_commands(FAKE_TOKEN)}  # setMyCommands
+    assert menu["start"] == "welcome from the sample bot" and menu["hello"] == "greet the sender by name"
+    assert set(menu) == {"start", "hello", "help", "ping", "status", "uptime"}
     assert "Up " in ask(emulator, "/uptime", "since")["text"]
     assert "admin only" in ask(emulator, "/status", "The bot is up", chat_id=99)["text"]  # not the admin
 
@@ -156,9 +163,9 @@ def test_blocked_event_loop_stops_heartbeat(bot, emulator, home):
             application.add_handler(CommandHandler("block", block))
             application.add_handler(CommandHandler("boom", boom))
     """))
-    proc = bot()
+    proc = bot(HANDLERS="handlers.py")
     proc.wait_state("polling")
-    # The user's handlers.py in BOTKEEPER_HOME wins over the example one, and gets our error handling.
+    # The user's handlers.py in BOTKEEPER_HOME is loaded and gets our error handling.
     emulator.inject_message("/boom")
     assert ask(emulator, "/start", "Hello")
     wait_for(lambda: "handler failed on update" in proc.stderr and "ValueError: user code bug" in proc.stderr, 5,

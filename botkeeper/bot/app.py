@@ -16,14 +16,14 @@ import threading
 
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from .. import logs
 from ..causes import Cause
 from ..runfiles import write_exit_note
 from ..config import EX_CONFIG, KNOBS, load_or_exit
-from . import commands, userhandlers
-from .health import Health, ObservingRequest, heartbeat_loop
+from . import userhandlers
+from .health import Health, ObservingRequest
 
 log = logging.getLogger("botkeeper.bot")
 SHUTDOWN_LIMIT = 5.0  # seconds for a graceful stop; the supervisor SIGKILLs later anyway
@@ -31,8 +31,11 @@ MAX_START_DELAY = 30.0
 
 
 def build_application(settings, health: Health | None = None, user_handlers: bool = True) -> Application:
-    """The bot: built-in commands, the user's handlers.py, error handling, rate limiting, and a
-    request layer that reports every Bot API outcome to `health` (the heartbeat's source)."""
+    """The bot: the user's handlers (HANDLERS), then botkeeper.attach() (heartbeat, error handler,
+    built-ins where the user has none), rate limiting, and a request layer that reports every Bot
+    API outcome to `health` (the heartbeat's source)."""
+    from ..keeper import attach  # here: botkeeper.keeper imports this package
+
     if health is None:
         health = Health(logs.Redactor(settings.secrets() + [settings.bot_token or ""]))
     api = settings.bot_api_base_url
@@ -48,19 +51,13 @@ def build_application(settings, health: Health | None = None, user_handlers: boo
         .rate_limiter(AIORateLimiter(max_retries=3))
         .build()
     )
-    application.bot_data["botkeeper.settings"] = settings
-    application.bot_data["botkeeper.health"] = health
-
-    async def count(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        health.handled()
-
-    application.add_handler(TypeHandler(Update, count), group=-1000)
-    commands.register(application)
-    application.add_error_handler(on_error)
+    described: list = []
     if user_handlers:
-        path = userhandlers.load(settings.home, application)
-        if path:
-            log.info("user handlers loaded from %s", path)
+        loaded = userhandlers.load(settings, application)
+        if loaded:
+            log.info("user handlers loaded from %s", loaded.path)
+            described = loaded.commands
+    attach(application, settings, health=health, commands=described)
     return application
 
 
@@ -72,16 +69,6 @@ def _tls_context(api_url: str) -> ssl.SSLContext:
 
         return httpx.create_ssl_context()  # certifi's CAs, or SSL_CERT_FILE/SSL_CERT_DIR
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # plain http (emulator): TLS unused, verifying if ever
-
-
-async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Every handler's exception, the user's included, lands here once, token redacted by logging."""
-    where = "a job"
-    if isinstance(update, Update):
-        chat = update.effective_chat
-        where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
-    log.error("handler failed on %s: %s: %s", where, type(context.error).__name__, context.error,
-              exc_info=context.error)
 
 
 async def _start(application: Application, health: Health, settings) -> None:
@@ -97,6 +84,8 @@ async def _start(application: Application, health: Health, settings) -> None:
         except NetworkError:  # reported by the request layer; TimedOut is a NetworkError too
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_START_DELAY)
+    if application.post_init:  # as run_polling() does: attach()'s built-ins and menu, the user's hook
+        await application.post_init(application)
     await application.updater.start_polling(
         timeout=dtm.timedelta(seconds=settings.poll_timeout),
         bootstrap_retries=-1,  # deleteWebhook retried with backoff; a rejected token still raises
@@ -116,7 +105,11 @@ async def _shutdown(application: Application) -> None:
             pass  # the polling task ended with this error; it was reported when it happened
     if application.running:
         await application.stop()
+        if application.post_stop:
+            await application.post_stop(application)
     await application.shutdown()
+    if application.post_shutdown:
+        await application.post_shutdown(application)
 
 
 def _rejected(settings, health: Health) -> int:
@@ -135,11 +128,12 @@ def _rejected(settings, health: Health) -> int:
 async def serve(settings) -> int:
     health = Health(logs.Redactor(settings.secrets() + [settings.bot_token or ""]))
     application = build_application(settings, health)
+    keeper = application.bot_data["botkeeper.keeper"]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # only sets a flag; this coroutine acts
-    beat = asyncio.create_task(heartbeat_loop(health, settings.heartbeat_file, settings.heartbeat_interval))
+    keeper.start_heartbeat()  # beating while we connect: an outage at start is reported, not silent
     startup = asyncio.create_task(_start(application, health, settings))
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(health.fatal.wait())]
     code = 0
@@ -158,8 +152,7 @@ async def serve(settings) -> int:
             task.cancel()
         if not code:
             health.state, health.detail = "stopping", "stopping on request"
-        health.write(settings.heartbeat_file)
-        beat.cancel()
+        await keeper.stopped()
         if code:  # the final cleanup getUpdates fails with the same rejected token: nothing new to say
             logging.getLogger("telegram.ext.Updater").setLevel(logging.CRITICAL)
         try:
@@ -213,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                        settings.bot_api_base_url)
     try:
         return asyncio.run(serve(settings))
+    except userhandlers.HandlersMissing as exc:
+        logger.error("%s", exc)
+        return EX_CONFIG
     except userhandlers.UserHandlersError as exc:
         logger.error("cannot load your handlers: %s", exc)
         return 1

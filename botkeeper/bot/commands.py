@@ -1,13 +1,22 @@
-"""The bot's built-in commands: /start, /help, /ping, /status, /uptime."""
+"""The bot's built-in commands: /start, /help, /ping, /status, /uptime.
+
+They never override the user: `install()` adds a built-in only where the bot has no handler for
+that command (in any group, ConversationHandlers included), after all of the user's handlers are
+registered. /help and the command menu use the user's own descriptions.
+"""
 
 from __future__ import annotations
 
+import inspect
+import logging
+import re
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
-from telegram import Update
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram import BotCommand, Update
+from telegram.error import TelegramError
+from telegram.ext import Application, BaseHandler, CommandHandler, ContextTypes, ConversationHandler, PrefixHandler
 
 
 BUILTIN_HELP = {
@@ -33,14 +42,66 @@ def human_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def command_list(application: Application) -> list[str]:
-    """Every /command registered, built-in and the user's, in registration order."""
-    seen: list[str] = []
+log = logging.getLogger("botkeeper.bot")
+MENU_NAME = re.compile(r"^[a-z0-9_]{1,32}$")  # what Telegram accepts in setMyCommands
+
+
+def _commands_of(handler: BaseHandler) -> Iterable[tuple[str, Callable]]:
+    if isinstance(handler, (CommandHandler, PrefixHandler)):
+        for command in sorted(handler.commands):
+            yield command, handler.callback
+    elif isinstance(handler, ConversationHandler):
+        nested = [*handler.entry_points, *handler.fallbacks, *(h for hs in handler.states.values() for h in hs)]
+        for inner in nested:
+            yield from _commands_of(inner)
+
+
+def command_callbacks(application: Application) -> dict[str, Callable]:
+    """Every /command the application answers, mapped to its (first) callback, in handler order."""
+    found: dict[str, Callable] = {}
     for group in sorted(application.handlers):
         for handler in application.handlers[group]:
-            if isinstance(handler, CommandHandler):
-                seen += [c for c in sorted(handler.commands) if c not in seen]
-    return seen
+            for command, callback in _commands_of(handler):
+                found.setdefault(command, callback)
+    return found
+
+
+def command_list(application: Application) -> list[str]:
+    """Every /command registered, built-in and the user's, in registration order."""
+    return list(command_callbacks(application))
+
+
+def install(application: Application, wanted: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Add the wanted built-ins the user has no handler for. Returns (added, kept as the user's)."""
+    taken = command_callbacks(application)
+    added = [c for c in wanted if c not in taken]
+    for command in added:
+        application.add_handler(CommandHandler(command, BUILTINS[command]))
+    return added, [c for c in wanted if c in taken]
+
+
+def describe(application: Application, given: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(command, description) for /help and the menu: the user's BotCommand descriptions first,
+    then the first line of the handler's docstring, then our text for our built-ins."""
+    given = dict(given or {})
+    rows = []
+    for command, callback in command_callbacks(application).items():
+        ours = BUILTINS.get(command) is callback
+        doc = "" if ours else ((inspect.getdoc(callback) or "").strip().splitlines() or [""])[0]
+        text = given.get(command) or doc or (BUILTIN_HELP[command] if ours else "")
+        rows.append((command, text))
+    return rows
+
+
+async def set_menu(application: Application, rows: list[tuple[str, str]]) -> bool:
+    """The bot's command menu in Telegram clients (setMyCommands). A failure is logged, not fatal."""
+    menu = [BotCommand(c, (d or c)[:256]) for c, d in rows if MENU_NAME.match(c)]
+    try:
+        await application.bot.set_my_commands(menu)
+        return True
+    except TelegramError as exc:
+        log.warning("could not set the command menu (setMyCommands): %s", exc)
+        return False
 
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -51,7 +112,8 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    lines = [f"/{c} - {BUILTIN_HELP[c]}" if c in BUILTIN_HELP else f"/{c}" for c in command_list(context.application)]
+    rows = describe(context.application, context.bot_data.get("botkeeper.descriptions"))
+    lines = [f"/{c} - {d}" if d else f"/{c}" for c, d in rows]
     await update.effective_message.reply_text("Commands:\n" + "\n".join(lines))
 
 
@@ -121,9 +183,4 @@ def host_memory() -> str:
             f" bot {rss / 2**20:.0f} MB")
 
 
-def register(application: Application) -> None:
-    application.add_handler(CommandHandler("start", start))
-    application.add_handler(CommandHandler("help", help_command))
-    application.add_handler(CommandHandler("ping", ping))
-    application.add_handler(CommandHandler("status", status))
-    application.add_handler(CommandHandler("uptime", uptime))
+BUILTINS: dict[str, Callable] = {"start": start, "help": help_command, "ping": ping, "status": status, "uptime": uptime}

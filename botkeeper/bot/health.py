@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from telegram.error import TelegramError
+from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 from telegram.request import HTTPXRequest
 
 from .. import heartbeat
@@ -27,6 +27,9 @@ log = logging.getLogger("botkeeper.bot")
 # Methods whose failure says something about the token or the link, not about one chat.
 CORE_METHODS = {"getUpdates", "getMe", "deleteWebhook"}
 REMIND_EVERY = 60.0  # seconds between repeated explanations of an ongoing conflict/outage
+# python-telegram-bot retries a failing getUpdates with backoff capped at 30 s and reports every
+# failure; this long without one (plus a long poll) means polling works again.
+QUIET_AFTER_ERRORS = 30.0 + 15.0
 
 
 class Health:
@@ -47,6 +50,10 @@ class Health:
         self.cause: Cause | None = None  # set with state "fatal": why the bot is about to exit
         self._reminded_at = 0.0
         self._rate_limited: set[str] = set()  # endpoints in a 429 episode
+        self._last_poll_error_at: float | None = None
+        # More heartbeat fields, each a callable returning a dict merged into every beat (how the bot
+        # reports its own work, e.g. updates in flight and event-loop lag).
+        self.reporters: list[Callable[[], dict[str, Any]]] = []
 
     # --- what the request layer reports ----------------------------------------------------------
     def response(self, endpoint: str, code: int, payload: bytes) -> None:
@@ -88,6 +95,34 @@ class Health:
 
     def handled(self) -> None:
         self.updates_handled += 1
+
+    # --- an attached Application, whose requests we do not see ------------------------------------
+    def polling_failed(self, exc: BaseException) -> None:
+        """A getUpdates failure python-telegram-bot passed to the error handlers (update=None)."""
+        self._last_poll_error_at = self.clock()
+        if isinstance(exc, Conflict):
+            self._conflict()
+        elif isinstance(exc, InvalidToken):
+            self.fatal_status = 401
+            self.fatal.set()
+            self.state, self.detail = "stopping", "Telegram rejected the bot token"
+        elif isinstance(exc, NetworkError):  # TimedOut included
+            self._unreachable(f"{type(exc).__name__}: {exc}")
+
+    def polling_seen(self, running: bool) -> None:
+        """Each beat of an attached Application: the updater's state, and the end of an error
+        episode once python-telegram-bot has stopped reporting failures."""
+        if not running:
+            return
+        self.polling_started()
+        quiet = self._last_poll_error_at is not None and self.clock() - self._last_poll_error_at > QUIET_AFTER_ERRORS
+        if quiet and self.state in ("conflict", "telegram-unreachable"):
+            self._last_poll_error_at = None
+            if self.state == "telegram-unreachable":
+                self._reachable_again()
+            else:
+                log.info("conflict over: no failed poll for %.0f s", QUIET_AFTER_ERRORS)
+            self.state, self.detail, self.conflict_since = "polling", "polling Telegram for updates", None
 
     # --- transitions -----------------------------------------------------------------------------
     def _polled(self) -> None:
@@ -152,12 +187,15 @@ class Health:
 
     # --- the heartbeat ---------------------------------------------------------------------------
     def fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "started_at": self.started_at, "last_poll_at": self.last_poll_at,
             "updates_handled": self.updates_handled, "state": self.state,
             "unreachable_since": self.unreachable_since, "conflict_since": self.conflict_since,
             "detail": self.detail,
         } | ({"cause": self.cause.value} if self.cause else {})
+        for report in self.reporters:
+            fields |= report()
+        return fields
 
     def write(self, path: Path) -> bool:
         try:
@@ -168,9 +206,12 @@ class Health:
             return False
 
 
-async def heartbeat_loop(health: Health, path: Path, interval: float) -> None:
+async def heartbeat_loop(health: Health, path: Path, interval: float,
+                         before_beat: Callable[[], None] | None = None) -> None:
     """Runs inside the bot's event loop: if the loop is blocked, the file goes stale."""
     while True:
+        if before_beat is not None:
+            before_beat()
         health.write(path)
         await asyncio.sleep(interval)
 

@@ -1,0 +1,165 @@
+"""`botkeeper.attach(application)`: botkeeper's care for an existing python-telegram-bot Application.
+
+It adds the heartbeat, the redacting error handler and the built-in commands through PTB's own
+hooks (post_init, post_stop, error handlers, a counting TypeHandler); the user's `run_polling()`,
+handlers and own hooks stay as they are. botkeeper's own bot (main.py) is built on it too.
+
+    application = ApplicationBuilder().token(TOKEN).build()
+    application.add_handler(...)
+    botkeeper.attach(application)
+    application.run_polling()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from telegram import BotCommand, Update
+from telegram.ext import Application, ContextTypes, TypeHandler
+
+from . import heartbeat, logs
+from .bot import commands
+from .bot.health import Health, heartbeat_loop
+from .config import Settings, load_or_exit
+
+log = logging.getLogger("botkeeper.bot")
+COUNT_GROUP = -1000  # before every user group: counts each update once
+
+
+class Keeper:
+    """What attach() added to one Application: the heartbeat task and the built-ins' bookkeeping."""
+
+    def __init__(self, application: Application, settings: Settings, health: Health, heartbeat_file: Path,
+                 descriptions: Mapping[str, str], observed: bool, menu: bool = True):
+        self.application = application
+        self.settings = settings
+        self.health = health
+        self.heartbeat_file = heartbeat_file
+        self.descriptions = dict(descriptions)
+        self.observed = observed  # the request layer reports to health (our own bot): errors need not
+        self.menu = menu
+        self.added: list[str] = []
+        self._beat: asyncio.Task | None = None
+        self._menu_task: asyncio.Task | None = None
+        self._ready = False
+
+    def start_heartbeat(self) -> None:
+        """Start beating (idempotent). Our bot calls it before connecting; attached bots in post_init."""
+        if self._beat is None or self._beat.done():
+            before = None if self.observed else self._see_updater
+            self._beat = asyncio.get_running_loop().create_task(
+                heartbeat_loop(self.health, self.heartbeat_file, self.settings.heartbeat_interval, before))
+
+    def _see_updater(self) -> None:
+        updater = self.application.updater
+        self.health.polling_seen(bool(updater and updater.running))
+
+    async def ready(self) -> None:
+        """post_init (after the user's own): every handler of the user is registered by now, so
+        built-ins fill only gaps. The menu goes out in the background: polling, and with it a
+        restarted bot's first answer, does not wait for one more round trip to Telegram."""
+        self.start_heartbeat()
+        if self._ready:
+            return
+        self._ready = True
+        self.added, kept = commands.install(self.application, self.settings.builtin_commands)
+        if self.added or kept:
+            log.info("built-in commands added: %s%s", " ".join(f"/{c}" for c in self.added) or "none",
+                     f" (yours kept: {' '.join(f'/{c}' for c in kept)})" if kept else "")
+        if self.menu:
+            rows = commands.describe(self.application, self.descriptions)
+            self._menu_task = asyncio.get_running_loop().create_task(commands.set_menu(self.application, rows))
+
+    async def stopped(self) -> None:
+        """post_stop: one last beat saying so, then no more."""
+        for task in (self._beat, self._menu_task):
+            if task is not None:
+                task.cancel()
+        if self.health.state not in ("stopping", "fatal"):  # "fatal" says why we exit: keep it
+            self.health.state, self.health.detail = "stopping", "stopping on request"
+        self.health.write(self.heartbeat_file)
+
+    async def count(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        self.health.handled()
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Every handler's exception lands here once, with the token redacted from text and traceback."""
+        error, job = context.error, getattr(context, "job", None)
+        if update is None and job is None and not self.observed and error is not None:
+            # An attached bot's polling error (python-telegram-bot retries it): the heartbeat state
+            # says it, with one explanation per episode, not a traceback per retry.
+            self.health.polling_failed(error)
+            return
+        where = f"job {job.name}" if job is not None else "a task"
+        if isinstance(update, Update):
+            chat = update.effective_chat
+            where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
+        stack = "".join(traceback.format_exception(error)) if error is not None else ""
+        log.error("%s", self.health.redact(
+            f"handler failed on {where}: {type(error).__name__}: {error}\n{stack}".rstrip()))
+
+
+def attach(application: Application, settings: Settings | None = None, *,
+           commands: Iterable[BotCommand | tuple[str, str]] = (), menu: bool = True,
+           health: Health | None = None) -> Keeper:
+    """Add botkeeper's heartbeat, error handler and built-in commands to `application`.
+
+    `commands`: your own descriptions (BotCommand or (command, text)) for /help and the menu;
+    without them a handler's docstring (first line) is used; `menu=False` leaves the bot's command
+    menu (setMyCommands) to you. Settings come from the environment
+    (BOTKEEPER_HOME, .env, botkeeper.toml); BOTKEEPER_HEARTBEAT_FILE, set by the supervisor for
+    every bot, says where to beat. Call it after building, before run_polling(); handlers may be
+    added before or after it.
+    """
+    settings = settings or load_or_exit()
+    observed = health is not None
+    redactor = logs.Redactor(settings.secrets() + [settings.bot_token or "", application.bot.token or ""])
+    health = health or Health(redactor)
+    _redact_existing_log_handlers(redactor)
+    descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
+                    else c[1] for c in commands}
+    keeper = Keeper(application, settings, health, heartbeat.default_path(settings), descriptions, observed, menu)
+    application.bot_data["botkeeper.settings"] = settings
+    application.bot_data["botkeeper.health"] = health
+    application.bot_data["botkeeper.keeper"] = keeper
+    application.bot_data["botkeeper.descriptions"] = keeper.descriptions
+    application.add_handler(TypeHandler(Update, keeper.count), group=COUNT_GROUP)
+    application.add_error_handler(keeper.on_error)
+    _chain(application, "post_init", keeper.ready)
+    _chain(application, "post_stop", keeper.stopped)
+    return keeper
+
+
+def _chain(application: Application, hook: str, ours: Any) -> None:
+    """Run our coroutine after the user's own hook (if any): handlers the user adds in their
+    post_init still count as theirs before the built-ins fill the gaps."""
+    theirs = getattr(application, hook)
+
+    async def both(app: Application) -> None:
+        if theirs is not None:
+            await theirs(app)
+        await ours()
+
+    setattr(application, hook, both)
+
+
+def _redact_existing_log_handlers(redactor: logs.Redactor) -> None:
+    """A bot with its own logging set-up still never prints the token; httpx request lines (which
+    carry it in the URL) stay at WARNING. A bot without one still shows botkeeper's own lines
+    (stderr, which the supervisor writes to logs/bot.log), without touching the root logger."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, logs.RedactingFilter) for f in handler.filters):
+            handler.addFilter(logs.RedactingFilter(redactor))
+    logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").level, logging.WARNING))
+    ours = logging.getLogger("botkeeper")
+    if not root.handlers and not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(logs.FORMAT))
+        handler.addFilter(logs.RedactingFilter(redactor))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)

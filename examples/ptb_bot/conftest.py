@@ -1,0 +1,11 @@
+"""Which bot the tests in this directory talk to (botkeeper's pytest plugin runs it)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def botkeeper_bot_command():
+    return [sys.executable, str(Path(__file__).with_name("bot.py"))]
