@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, wait_for
 
-from botkeeper import heartbeat
+from botkeeper.snapshot import read_heartbeat
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def botkeeper_bot_command():
 
 
 def beat(bot) -> dict:
-    return heartbeat.read_or_error(bot.heartbeat_file)[0] or {}
+    return read_heartbeat(bot.heartbeat_file).data or {}
 
 
 def test_attached_bot_reports_conflict_and_stops_cleanly(chat, telegram_bot, telegram_emulator):

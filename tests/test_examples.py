@@ -13,7 +13,7 @@ import urllib.request
 
 from conftest import ROOT, component, free_port, supervised, wait_for  # noqa: F401
 
-from botkeeper import heartbeat
+from botkeeper.snapshot import read_heartbeat
 
 
 def emulator_call(port: int, action: str, method: str = "GET", timeout: float = 15, **params) -> dict:
@@ -47,7 +47,7 @@ def start_demo(supervised, home, command: str) -> int:
 def fresh_beat(home, pid: int) -> dict:
     """A heartbeat from this pid, rewritten after we started looking: live, not a leftover."""
     since = time.time()
-    return wait_for(lambda: (hb := heartbeat.read_or_error(home / "bot_health.txt")[0]) and hb.get("pid") == pid
+    return wait_for(lambda: (hb := read_heartbeat(home / "bot_health.txt").data) and hb.get("pid") == pid
                     and hb["written_at"] > since and hb, 10, 0.05, f"a fresh heartbeat from pid {pid}")
 
 
@@ -88,6 +88,6 @@ def test_beat_command_writes_the_contract(home, tmp_path):
     res = subprocess.run([sys.executable, "-m", "botkeeper", "beat", "--detail", "queue empty"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
-    hb = heartbeat.read(target)
+    hb = read_heartbeat(target).data
     assert hb["state"] == "alive" and hb["detail"] == "queue empty" and hb["written_at"] >= before
     assert hb["pid"] == os.getpid()  # the caller (the bot) owns the beat, not the short-lived command

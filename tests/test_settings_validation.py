@@ -46,6 +46,8 @@ BAD_OTHERS = {
     "alerts": ["maybe", "", "2"],
     "self_ping": ["sometimes", ""],
     "auto_recovery": ["maybe", ""],
+    "handlers": ["handlers.txt", "my handlers", "handlers.py\n"],
+    "builtin_commands": ["ping,nosuch", "sometimes", "ping;status"],
 }
 
 
