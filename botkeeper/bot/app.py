@@ -16,11 +16,11 @@ import threading
 
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
 
 from .. import logs
 from ..config import EX_CONFIG, KNOBS, load_or_exit
-from . import commands, userhandlers
+from . import commands, delivery, userhandlers
 from .health import Health, ObservingRequest, heartbeat_loop
 
 log = logging.getLogger("botkeeper.bot")
@@ -42,8 +42,9 @@ def build_application(settings, health: Health | None = None, user_handlers: boo
         .base_file_url(f"{api}/file/bot")
         .request(ObservingRequest(health, connection_pool_size=16, httpx_kwargs=tls))
         .get_updates_request(ObservingRequest(health, connection_pool_size=2, httpx_kwargs=tls))
-        # Sends hit by 429 wait as Telegram asks and retry; getUpdates is never throttled by it.
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        # Every new message waits for Telegram's limits and a 429 is waited out, shared with the
+        # outbox (bot/delivery.py); getUpdates is never throttled by it.
+        .rate_limiter(delivery.GateLimiter.from_settings(settings))
         .build()
     )
     application.bot_data["botkeeper.settings"] = settings
@@ -104,9 +105,11 @@ async def _start(application: Application, health: Health, settings) -> None:
     )
     await application.start()
     health.polling_started()
+    delivery.start(application, settings)  # the persistent outbox (botkeeper/outbox.py)
 
 
 async def _shutdown(application: Application) -> None:
+    await delivery.stop(application)  # first: sends on the wire finish and are recorded
     if application.updater is not None and application.updater.running:
         try:
             await application.updater.stop()
@@ -196,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     level = max(logging.getLogger().level, logging.INFO)
     for chatty in ("telegram", "asyncio"):  # DEBUG there dumps every request and message
         logging.getLogger(chatty).setLevel(level)
-    logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.WARNING)  # we log per episode
     logging.getLogger("telegram.ext").addFilter(_DropRejectedTokenTraceback())
     if not settings.bot_token:
         logger.error("TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env (or DEMO=auto for the offline demo)")
