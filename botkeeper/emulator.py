@@ -35,6 +35,7 @@ BOT_PATH = re.compile(r"^/bot([^/]*)/([A-Za-z]+)/?$")
 TOKEN_SHAPE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{35}$")
 MAX_KEPT = 2000  # sent messages and pending updates kept; the demo runs for weeks
 DEMO_CHAT_ID = 424242
+CONTROL_ONLY = ("reply_to_message_id", "sent_at")  # kept for the control side, not sent to the bot
 DESCRIPTIONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -122,6 +123,7 @@ class State:
     closing: bool = False
     fault_epoch: int = 0  # bumped by clear_faults: ends hangs in progress
     limits: Limits | None = None  # None = no sending limits enforced
+    blocked: set[int] = field(default_factory=set)  # chats whose user blocked the bot: 403
     rates: Rates = field(default_factory=Rates)
 
 
@@ -307,6 +309,10 @@ class Emulator:
         with self.state.cond:
             self.state.limits = limits
 
+    def set_blocked(self, chat_ids: list[int]) -> None:
+        with self.state.cond:
+            self.state.blocked = {int(c) for c in chat_ids}
+
     def rates(self, reset: bool = False) -> dict[str, Any]:
         with self.state.cond:
             out = self.state.rates.to_json()
@@ -374,6 +380,9 @@ class Emulator:
             return 200, {"limits": self.state.limits.to_json() if self.state.limits else None}
         if action == "limits":
             return 200, {"limits": self.state.limits.to_json() if self.state.limits else None}
+        if action == "blocked" and verb == "POST":
+            self.set_blocked(list(params.get("chat_ids") or []))
+            return 200, {"blocked": sorted(self.state.blocked)}
         if action == "rates":
             return 200, self.rates(reset=verb == "POST" and params.get("reset") not in (None, "", False))
         if action == "calls":
@@ -484,10 +493,12 @@ class Emulator:
             raise ApiError(400, "Bad Request: message text is empty")
         st = self.state
         with st.cond:
+            if chat_id in st.blocked:
+                raise ApiError(403)
             self._count_send(chat_id)  # raises 429 when the limits are on and exceeded
             message = {
                 "message_id": st.next_message_id, "date": _now(), "chat": _chat(chat_id),
-                "from": _bot_user(token), "text": text,
+                "from": _bot_user(token), "text": text, "sent_at": time.time(),
             }
             reply = _as_json_value(params.get("reply_parameters"))
             reply_id = reply.get("message_id") if isinstance(reply, dict) else params.get("reply_to_message_id")
@@ -496,7 +507,7 @@ class Emulator:
             st.next_message_id += 1
             st.sent.append(message)
             st.cond.notify_all()
-            return {k: v for k, v in message.items() if k != "reply_to_message_id"}
+            return {k: v for k, v in message.items() if k not in CONTROL_ONLY}
 
     def _count_send(self, chat_id: int) -> None:
         """Check the sending limits (429 when over), then count the send. Holds state.cond."""
@@ -548,7 +559,7 @@ class Emulator:
                     message["text"] = str(params.get("text", ""))
                     message["edit_date"] = _now()
                     st.cond.notify_all()
-                    return {k: v for k, v in message.items() if k != "reply_to_message_id"}
+                    return {k: v for k, v in message.items() if k not in CONTROL_ONLY}
         raise ApiError(400, "Bad Request: message to edit not found")
 
 
