@@ -170,3 +170,21 @@ def test_rates_stay_within_limits_and_replies_go_first(bot, emulator, home):
     assert rates["max_per_second"] <= 30 and rates["min_chat_gap"] >= 1.0
     assert rates["sustained_per_second"] >= 20  # 121 messages in about 4 s, limited by the global rate
     assert reply["text"].startswith("Hello")
+
+
+def test_page_api_and_metrics_show_the_outbox(home):
+    from botkeeper.web import create_app
+
+    settings = Settings.from_env({"BOTKEEPER_ENV": "test", "DEMO": "off"}, home=home)
+    box = Outbox(settings.outbox_db)
+    box.enqueue([(1, "a"), (2, "b")], "low")
+    box.enqueue([(3, "c")], "high")
+    box.bury(box.due(time.time())[0], "forbidden: bot was blocked by the user")
+    box.close()
+    client = create_app(settings, cache_ttl=0.0).test_client()
+    data = client.get("/api/status").get_json()["data"]["outbox"]
+    assert data["pending"] == {"high": 0, "normal": 0, "low": 2} and data["dead"] == 1
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'botkeeper_outbox_pending{priority="low"} 2.0' in metrics and "botkeeper_outbox_dead_total 1.0" in metrics
+    page = client.get("/").get_data(as_text=True)
+    assert "2 waiting" in page and "dead 1" in page and "blocked" not in page  # counts only, no texts or reasons

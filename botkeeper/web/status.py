@@ -19,6 +19,7 @@ from .. import heartbeat as hb
 from .. import policy
 from ..fsutil import read_json, verified_process
 from ..logs import Redactor
+from ..outbox import outbox_summary
 from ..states import LIVE, State
 from .history import DAY, RingHistory, Sample, StoreHistory, StoreReader, no_summary
 from .procstats import HostStats, ProcessStats
@@ -256,6 +257,7 @@ class StatusSource:
             "history": self.history_summary(now),
             "limits": {"max_memory_bytes": int(self.settings.max_memory_mb * 1024 * 1024),
                        "max_cpu_percent": self.settings.max_cpu_percent},
+            "outbox": outbox_summary(self.settings),  # issue 12: queue depth, sent/retried/dead
         }
         return data
 
