@@ -169,6 +169,11 @@ class Outbox:
             (*busy, now, limit)).fetchall()
         return [Message.from_row(r) for r in rows]
 
+    def recent_sends(self, since: float) -> list[tuple[float, int]]:
+        """(sent_at, chat_id) of messages delivered since then, oldest first."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT sent_at, chat_id FROM messages WHERE status = 'sent' AND sent_at >= ? ORDER BY sent_at", (since,))]
+
     def next_retry_at(self) -> float | None:
         row = self.db.execute("SELECT MIN(next_attempt_at) FROM messages WHERE status = 'pending'").fetchone()
         return row[0]

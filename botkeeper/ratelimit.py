@@ -143,6 +143,13 @@ def _drop_idle(w: Windows, now: float) -> None:
         del w.chat_paused_until[chat]
 
 
+def seed(w: Windows, answers: Iterable[tuple[float, int | str]]) -> None:
+    """Sends answered before this process started (times on this clock, oldest first) fill the
+    windows as if made here: a bot restarted mid-broadcast must not exceed the limits."""
+    for at, chat in answers:
+        answered(w, chat, at)
+
+
 # Several chats told to wait within this many seconds means the bot as a whole is throttled.
 GLOBAL_SIGNS = 3
 GLOBAL_SIGN_WINDOW = 1.0

@@ -117,3 +117,11 @@ def test_no_window_ever_exceeds_the_limits_over_a_long_simulation():
         else:
             assert sum(1 for u, c in arrivals if c == chat and t <= u < t + 60.0) <= 20
     assert len(arrivals) == 2000 and 2000 / now > 25  # and still close to the 30/s limit
+
+
+def test_sends_from_before_a_restart_count():
+    w = rl.Windows()
+    rl.seed(w, [(9.5, 7), (9.6, -3), (9.7, -3)])
+    assert rl.choose([(0, 0, 7)], w, LIMITS, 10.0) == (None, pytest.approx(10.5))
+    assert rl.choose([(0, 0, -3)], w, LIMITS, 10.0) == (None, pytest.approx(69.6))  # 2 of 2 per minute used
+    assert rl.global_ready_at(w, LIMITS, 10.0) == pytest.approx(10.5)

@@ -192,6 +192,9 @@ class Delivery:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        wall, mono = time.time(), self.gate.clock()
+        ratelimit.seed(self.gate.windows, [(mono - (wall - at), chat) for at, chat in
+                                           self.box.recent_sends(wall - ratelimit.GROUP_WINDOW)])
         outbox.install(self.box, self.wake)
         self._task = asyncio.create_task(self.run(), name="outbox-delivery")
 
