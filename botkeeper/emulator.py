@@ -7,8 +7,8 @@ when a newer one arrives (two bots on one token).
 
 Control side, JSON under `/_emulator/` (see `Emulator.control`): inject a user message, read what
 the bot sent (optionally waiting), inject faults for the next N calls, restrict accepted tokens,
-count calls, enforce Telegram's sending limits (`limits`, answered with 429 and retry_after) and
-report the send rates the bot reached (`rates`). `Emulator(port=0).start()` runs it in-thread for tests; `main(argv)` is
+count calls, enforce Telegram's sending limits (`limits`: 429 with retry_after), report the send
+rates the bot reached (`rates`). `Emulator(port=0).start()` runs it in-thread for tests; `main(argv)` is
 `python -m botkeeper emulator [--port N] [--demo] [--token T]`.
 """
 

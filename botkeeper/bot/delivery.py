@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 import time
 from collections import deque
 from contextlib import asynccontextmanager
@@ -205,15 +206,13 @@ class Delivery:
         while not self._stopping:
             self._event.clear()
             now = time.time()
-            room = MAX_TASKS - len(self._tasks)
-            if room > 0:
-                for msg in self.box.due(now, self._busy, room):
-                    self._busy.add(msg.chat_id)
-                    task = asyncio.create_task(self._deliver(msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._done)
             timeout = self.settings.outbox_poll_interval  # others may queue into the file too
-            retry_at = self.box.next_retry_at()
+            try:
+                self._take_due(now)
+                retry_at = self.box.next_retry_at()
+            except sqlite3.Error as exc:  # locked past the busy timeout, disk full: try again later
+                log.error("outbox: cannot read %s: %s; retrying in %g s", self.box.path, exc, timeout)
+                retry_at = None
             if retry_at is not None and retry_at > now:
                 timeout = min(timeout, retry_at - now)
             try:
@@ -222,8 +221,20 @@ class Delivery:
                 pass
             await asyncio.sleep(COALESCE)
 
+    def _take_due(self, now: float) -> None:
+        room = MAX_TASKS - len(self._tasks)
+        if room <= 0:
+            return
+        for msg in self.box.due(now, self._busy, room):
+            self._busy.add(msg.chat_id)
+            task = asyncio.create_task(self._deliver(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the message stays pending
+            log.error("outbox: delivery failed: %s", task.exception(), exc_info=task.exception())
         self.wake()
 
     async def _deliver(self, msg: Message) -> None:
