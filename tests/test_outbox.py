@@ -152,6 +152,23 @@ def test_blocked_chat_is_dead_lettered_once_and_can_be_requeued(bot, emulator, h
     wait_for(lambda: status(settings, key) == "sent", 5, message="recorded as sent")
 
 
+def test_5xx_is_retried_with_backoff_and_too_old_is_never_sent(bot, emulator, home):
+    settings = settings_of(home)
+    box = Outbox(settings.outbox_db)
+    box.enqueue([(700, "yesterday's news")], now=time.time() - 120)
+    box.close()
+    emulator.add_fault("sendMessage", status=502, count=2)
+    proc = bot(OUTBOX_MAX_AGE="60", **REAL)
+    proc.wait_polled()
+    key = enqueue_sync(settings, 701, "fresh")
+    got = emulator.sent_messages(chat_id=701, wait=15)
+    assert [m["text"] for m in got] == ["fresh"]
+    s = wait_for(lambda: (s := outbox_summary(settings))["sent"] == 1 and s, 5, message="recorded as sent")
+    assert (s["retried"], s["dead"]) == (2, 1) and status(settings, key) == "sent"
+    assert emulator.sent_messages(chat_id=700) == []
+    assert "dead-lettered after 1 attempt(s): too old: queued 12" in proc.stderr  # 120 s ago
+
+
 def test_rates_stay_within_limits_and_replies_go_first(bot, emulator, home):
     emulator.set_limits(Limits())  # Telegram's: 30/s, 1/s per private chat, 20/min per group
     proc = bot(**REAL)
