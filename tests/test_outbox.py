@@ -66,7 +66,8 @@ def test_store_keeps_order_keys_and_counts(tmp_path):
 
     s = box.summary(now=400.0)
     assert s["pending"] == {"high": 0, "normal": 0, "low": 1} and s["oldest_pending_age"] == 300.0
-    assert (s["queued"], s["sent"], s["retried"], s["dead"], s["dead_letters"]) == (3, 1, 1, 1, 1)  # the repeated key was queued once
+    # three queued: the repeated key was queued once
+    assert (s["queued"], s["sent"], s["retried"], s["dead"], s["dead_letters"]) == (3, 1, 1, 1, 1)
     dead_id = box.dead()[0]["id"]
     assert box.requeue([dead_id]) == 1 and box.status_of(low[1]) == "pending"
     with pytest.raises(ValueError, match="priority 'urgent' is not valid: expected high, normal or low"):

@@ -92,7 +92,7 @@
     $("bot-mem").textContent = size(s.bot ? s.bot.memory_bytes : null);
     $("bot-cpu").textContent = pct(s.bot ? s.bot.cpu_percent : null);
     var ob = s.outbox;
-    if (ob) {
+    if (ob && $("outbox-waiting")) {
       $("outbox-waiting").textContent = ob.pending_total + " waiting";
       var counts = $("outbox-counts");
       counts.textContent = ob.pending.high + " high · " + ob.pending.normal + " normal · " + ob.pending.low + " low";
