@@ -28,6 +28,7 @@ DELEGATED = {
     "doctor": "botkeeper.doctor:main",
     "history": "botkeeper.history:main",
     "alert-test": "botkeeper.alerts:main_test",
+    "outbox": "botkeeper.outbox_cli:main",
 }
 
 

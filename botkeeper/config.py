@@ -141,6 +141,9 @@ TEST = PRODUCTION | {
     "alert_retry_interval": 0.5,
     "flap_window": 30.0,
     "poll_timeout": 1.0,
+    "outbox_chat_interval": 0.1,  # other tests' quick replies; outbox tests set the real 1 s
+    "outbox_max_backoff": 2.0,
+    "outbox_poll_interval": 0.2,
 }
 PROFILES = {"production": PRODUCTION, "development": DEVELOPMENT, "test": TEST}
 
@@ -437,6 +440,12 @@ KNOBS: dict[str, Knob] = {
     "auto_recovery": Knob("AUTO_RECOVERY", _bool, True, False, "supervisor relaunches auto_recovery.py if it is gone"),
     "flap_window": Knob("FLAP_WINDOW", _seconds(1, 86400), 600.0, False, "restarts within this make one incident"),
     "poll_timeout": Knob("POLL_TIMEOUT", _seconds(0, 60), 10.0, False, "getUpdates long-poll timeout (seconds)"),
+    "outbox_rate": Knob("OUTBOX_RATE", Number(1, 1000, whole=True, unit="/s"), 30, False, "messages per second the bot sends, all chats together"),
+    "outbox_chat_interval": Knob("OUTBOX_CHAT_INTERVAL", _seconds(0, 60), 1.0, False, "seconds between two messages to one private chat"),
+    "outbox_group_per_minute": Knob("OUTBOX_GROUP_PER_MINUTE", Number(1, 1000, whole=True, unit="/min"), 20, False, "messages per minute to one group"),
+    "outbox_max_age": Knob("OUTBOX_MAX_AGE", _seconds(1, 30 * 86400), 86400.0, False, "an outbox message older than this is dead-lettered, not sent late"),
+    "outbox_max_backoff": Knob("OUTBOX_MAX_BACKOFF", _seconds(0.1, 86400), 60.0, False, "longest wait between retries after network errors/5xx"),
+    "outbox_poll_interval": Knob("OUTBOX_POLL_INTERVAL", _seconds(0.05, 60), 1.0, False, "seconds between looks for messages queued by other processes"),
 }
 SECRET_FIELDS = tuple(name for name, knob in KNOBS.items() if knob.secret)
 
@@ -520,6 +529,12 @@ class Settings:
     flap_window: float
     auto_recovery: bool
     poll_timeout: float = 10.0
+    outbox_rate: int = 30
+    outbox_chat_interval: float = 1.0
+    outbox_group_per_minute: int = 20
+    outbox_max_age: float = 86400.0
+    outbox_max_backoff: float = 60.0
+    outbox_poll_interval: float = 1.0
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
@@ -573,6 +588,10 @@ class Settings:
     @property
     def history_db(self) -> Path:
         return self.data_dir / "history.db"
+
+    @property
+    def outbox_db(self) -> Path:
+        return self.data_dir / "outbox.db"
 
     @property
     def self_ping_url(self) -> str | None:

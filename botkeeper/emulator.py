@@ -7,7 +7,8 @@ when a newer one arrives (two bots on one token).
 
 Control side, JSON under `/_emulator/` (see `Emulator.control`): inject a user message, read what
 the bot sent (optionally waiting), inject faults for the next N calls, restrict accepted tokens,
-count calls. `Emulator(port=0).start()` runs it in-thread for tests; `main(argv)` is
+count calls, enforce Telegram's sending limits (`limits`: 429 with retry_after), report the send
+rates the bot reached (`rates`). `Emulator(port=0).start()` runs it in-thread for tests; `main(argv)` is
 `python -m botkeeper emulator [--port N] [--demo] [--token T]`.
 """
 
@@ -36,6 +37,7 @@ log = logging.getLogger("botkeeper.emulator")
 BOT_PATH = re.compile(r"^/bot([^/]*)/([A-Za-z]+)/?$")
 MAX_KEPT = 2000  # sent messages and pending updates kept; the demo runs for weeks
 DEMO_CHAT_ID = 424242
+CONTROL_ONLY = ("reply_to_message_id", "sent_at")  # kept for the control side, not sent to the bot
 DESCRIPTIONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -50,6 +52,42 @@ TRUE_METHODS = {
     "deletemycommands", "sendchataction", "answercallbackquery", "close", "logout",
     "setwebhook", "setmydescription", "setmyshortdescription", "setmyname", "setchatmenubutton",
 }
+
+
+@dataclass
+class Limits:
+    """Telegram's sending limits, as the emulator enforces them when switched on (`set_limits`)."""
+
+    per_second: int = 30  # sendMessage calls accepted per second, all chats
+    chat_interval: float = 1.0  # seconds between two messages to one private chat
+    group_per_minute: int = 20  # messages per minute to one group (negative chat id)
+    retry_after: int | None = None  # seconds to tell the bot; None = until the limit would allow it
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class Rates:
+    """What the bot reached, counted over accepted sendMessage calls (the bench and tests read it)."""
+
+    accepted: int = 0
+    rejected: int = 0  # 429s answered because of the limits
+    max_per_second: int = 0  # most accepted in any one-second window, all chats
+    min_chat_gap: float | None = None  # shortest time between two messages to one private chat
+    max_group_per_minute: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
+    recent: collections.deque = field(default_factory=collections.deque)  # accepted times, last second
+    per_chat: dict[int, collections.deque] = field(default_factory=dict)  # chat -> times, last minute
+
+    def to_json(self) -> dict[str, Any]:
+        span = (self.last_at - self.first_at) if self.first_at is not None and self.last_at else 0.0
+        return {"accepted": self.accepted, "rejected": self.rejected, "max_per_second": self.max_per_second,
+                "min_chat_gap": self.min_chat_gap, "max_chat_per_second": (1.0 / self.min_chat_gap)
+                if self.min_chat_gap else None, "max_group_per_minute": self.max_group_per_minute,
+                "first_at": self.first_at, "last_at": self.last_at,
+                "sustained_per_second": (self.accepted - 1) / span if span > 0 else None}
 
 
 class Drop(Exception):
@@ -87,6 +125,9 @@ class State:
     poll_generation: dict[str, int] = field(default_factory=dict)
     closing: bool = False
     fault_epoch: int = 0  # bumped by clear_faults: ends hangs in progress
+    limits: Limits | None = None  # None = no sending limits enforced
+    blocked: set[int] = field(default_factory=set)  # chats whose user blocked the bot: 403
+    rates: Rates = field(default_factory=Rates)
 
 
 def _now() -> int:
@@ -133,9 +174,11 @@ class ApiError(Exception):
 class Emulator:
     """The emulator's logic plus an HTTP server around it. Thread-safe."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, tokens: list[str] | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tokens: list[str] | None = None,
+                 limits: Limits | None = None, keep: int = MAX_KEPT):
         self.host, self.port = host, port
-        self.state = State(tokens=set(tokens) if tokens else None)
+        self.state = State(tokens=set(tokens) if tokens else None, limits=limits)
+        self.state.sent = collections.deque(maxlen=keep)  # the bench keeps every message
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -265,6 +308,21 @@ class Emulator:
         with self.state.cond:
             self.state.tokens = set(tokens) if tokens else None
 
+    def set_limits(self, limits: Limits | None) -> None:
+        with self.state.cond:
+            self.state.limits = limits
+
+    def set_blocked(self, chat_ids: list[int]) -> None:
+        with self.state.cond:
+            self.state.blocked = {int(c) for c in chat_ids}
+
+    def rates(self, reset: bool = False) -> dict[str, Any]:
+        with self.state.cond:
+            out = self.state.rates.to_json()
+            if reset:
+                self.state.rates = Rates()
+            return out
+
     def calls(self) -> dict[str, Any]:
         with self.state.cond:
             return {"counts": dict(self.state.calls), "recent": list(self.state.recent_calls)}
@@ -323,6 +381,21 @@ class Emulator:
             tokens = params.get("tokens")
             self.set_tokens([str(t) for t in tokens] if tokens else None)
             return 200, {"tokens_restricted": bool(tokens)}
+        if action == "limits" and verb == "POST":
+            if params.get("enabled") in (False, "false", "0", "off"):
+                self.set_limits(None)
+            else:
+                known = {k: params[k] for k in ("per_second", "chat_interval", "group_per_minute", "retry_after")
+                         if params.get(k) not in (None, "")}
+                self.set_limits(Limits(**{k: (float if k == "chat_interval" else int)(v) for k, v in known.items()}))
+            return 200, {"limits": self.state.limits.to_json() if self.state.limits else None}
+        if action == "limits":
+            return 200, {"limits": self.state.limits.to_json() if self.state.limits else None}
+        if action == "blocked" and verb == "POST":
+            self.set_blocked(list(params.get("chat_ids") or []))
+            return 200, {"blocked": sorted(self.state.blocked)}
+        if action == "rates":
+            return 200, self.rates(reset=verb == "POST" and params.get("reset") not in (None, "", False))
         if action == "calls":
             return 200, self.calls()
         if action in ("", "state"):
@@ -445,9 +518,12 @@ class Emulator:
             raise ApiError(400, "Bad Request: message text is empty")
         st = self.state
         with st.cond:
+            if chat_id in st.blocked:
+                raise ApiError(403)
+            self._count_send(chat_id)  # raises 429 when the limits are on and exceeded
             message = {
                 "message_id": st.next_message_id, "date": _now(), "chat": _chat(chat_id),
-                "from": _bot_user(token), "text": text,
+                "from": _bot_user(token), "text": text, "sent_at": time.time(),
             }
             reply = _as_json_value(params.get("reply_parameters"))
             reply_id = reply.get("message_id") if isinstance(reply, dict) else params.get("reply_to_message_id")
@@ -456,7 +532,40 @@ class Emulator:
             st.next_message_id += 1
             st.sent.append(message)
             st.cond.notify_all()
-            return {k: v for k, v in message.items() if k != "reply_to_message_id"}
+            return {k: v for k, v in message.items() if k not in CONTROL_ONLY}
+
+    def _count_send(self, chat_id: int) -> None:
+        """Check the sending limits (429 when over), then count the send. Holds state.cond."""
+        st, now = self.state, time.monotonic()
+        r, lim = st.rates, st.limits
+        while r.recent and r.recent[0] <= now - 1.0:
+            r.recent.popleft()
+        times = r.per_chat.get(chat_id, collections.deque())
+        while times and times[0] <= now - 60.0:
+            times.popleft()
+        if lim is not None:
+            wait = 0.0
+            if len(r.recent) >= lim.per_second:
+                wait = r.recent[len(r.recent) - lim.per_second] + 1.0 - now
+            if chat_id < 0 and len(times) >= lim.group_per_minute:
+                wait = max(wait, times[len(times) - lim.group_per_minute] + 60.0 - now)
+            elif chat_id >= 0 and times and now - times[-1] < lim.chat_interval:
+                wait = max(wait, times[-1] + lim.chat_interval - now)
+            if wait > 0:
+                r.rejected += 1
+                raise ApiError(429, retry_after=lim.retry_after or max(1, int(wait + 0.999)))
+        if chat_id >= 0 and times:
+            gap = now - times[-1]
+            r.min_chat_gap = gap if r.min_chat_gap is None else min(r.min_chat_gap, gap)
+        times.append(now)
+        r.per_chat[chat_id] = times
+        r.recent.append(now)
+        r.accepted += 1
+        r.max_per_second = max(r.max_per_second, len(r.recent))
+        if chat_id < 0:
+            r.max_group_per_minute = max(r.max_group_per_minute, len(times))
+        r.first_at = now if r.first_at is None else r.first_at
+        r.last_at = now
 
     def _m_sendmessage(self, token: str, params: dict[str, Any]) -> Any:
         return self._new_message(token, params, str(params.get("text", "")))
@@ -475,7 +584,7 @@ class Emulator:
                     message["text"] = str(params.get("text", ""))
                     message["edit_date"] = _now()
                     st.cond.notify_all()
-                    return {k: v for k, v in message.items() if k != "reply_to_message_id"}
+                    return {k: v for k, v in message.items() if k not in CONTROL_ONLY}
         raise ApiError(400, "Bad Request: message to edit not found")
 
 
@@ -626,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--demo", action="store_true", help="also run a demo user that talks to the bot")
     parser.add_argument("--token", action="append", help="accept only this token (repeatable); others get 401")
+    parser.add_argument("--limits", action="store_true",
+                        help="enforce Telegram's sending limits (429 with retry_after); on with --demo")
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
@@ -635,7 +746,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    emulator = Emulator(args.host, args.port, tokens=args.token)
+    emulator = Emulator(args.host, args.port, tokens=args.token,
+                        limits=Limits() if args.limits or args.demo else None)
     try:
         url = emulator.start()
     except OSError as exc:

@@ -16,13 +16,13 @@ import threading
 
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder
 
 from .. import logs
 from ..causes import Cause
 from ..runfiles import write_exit_note
 from ..config import EX_CONFIG, KNOBS, load_or_exit
-from . import userhandlers
+from . import delivery, userhandlers
 from .health import Health, ObservingRequest
 
 log = logging.getLogger("botkeeper.bot")
@@ -47,8 +47,9 @@ def build_application(settings, health: Health | None = None, user_handlers: boo
         .base_file_url(f"{api}/file/bot")
         .request(ObservingRequest(health, connection_pool_size=16, httpx_kwargs=tls))
         .get_updates_request(ObservingRequest(health, connection_pool_size=2, httpx_kwargs=tls))
-        # Sends hit by 429 wait as Telegram asks and retry; getUpdates is never throttled by it.
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        # Every new message waits for Telegram's limits and a 429 is waited out, shared with the
+        # outbox (bot/delivery.py); getUpdates is never throttled by it.
+        .rate_limiter(delivery.GateLimiter.from_settings(settings))
         .build()
     )
     described: list = []
@@ -95,9 +96,11 @@ async def _start(application: Application, health: Health, settings) -> None:
     )
     await application.start()
     health.polling_started()
+    delivery.start(application, settings)  # the persistent outbox (botkeeper/outbox.py)
 
 
 async def _shutdown(application: Application) -> None:
+    await delivery.stop(application)  # first: sends on the wire finish and are recorded
     if application.updater is not None and application.updater.running:
         try:
             await application.updater.stop()
@@ -194,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     level = max(logging.getLogger().level, logging.INFO)
     for chatty in ("telegram", "asyncio"):  # DEBUG there dumps every request and message
         logging.getLogger(chatty).setLevel(level)
-    logging.getLogger("telegram.ext.AIORateLimiter").setLevel(logging.WARNING)  # we log per episode
     logging.getLogger("telegram.ext").addFilter(_DropRejectedTokenTraceback())
     if not settings.bot_token:
         reason = "TELEGRAM_BOT_TOKEN is not set: add it in Replit Secrets or .env (or DEMO=auto for the offline demo)"

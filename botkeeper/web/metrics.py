@@ -32,6 +32,8 @@ class BotkeeperCollector(Collector):
         yield from _heartbeat(snap["heartbeat"])
         yield from _host(snap["host"])
         yield from _uptime(snap["history"]["uptime"])
+        if "outbox" in snap:
+            yield from _outbox(snap["outbox"])
 
 
 def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
@@ -105,6 +107,18 @@ def _uptime(uptime: dict[str, float | None]) -> Iterator[Metric]:
         if percent is not None:
             ratio.add_metric([window], percent / 100.0)
     yield ratio
+
+
+def _outbox(box: dict[str, Any]) -> Iterator[Metric]:
+    depth = GaugeMetricFamily("botkeeper_outbox_pending", "Messages waiting in the outbox", labels=["priority"])
+    for priority, n in box["pending"].items():
+        depth.add_metric([priority], n)
+    yield depth
+    yield from _gauge("botkeeper_outbox_oldest_pending_age_seconds", "Age of the oldest waiting message",
+                      box["oldest_pending_age"])
+    for name, doc in (("sent", "Outbox messages delivered"), ("retried", "Outbox send attempts to be retried"),
+                      ("dead", "Outbox messages dead-lettered")):
+        yield CounterMetricFamily(f"botkeeper_outbox_{name}", doc, value=box[name])
 
 
 def make_registry(source: StatusSource) -> CollectorRegistry:

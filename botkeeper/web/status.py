@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from .. import runfiles
 from ..logs import Redactor
+from ..outbox import outbox_summary
 from ..procstats import HostStats, ProcessStats
 from ..snapshot import Snapshot, read_snapshot
 from ..states import LIVE, State
@@ -223,6 +224,7 @@ class StatusSource:
             "history": self.history_summary(now),
             "limits": {"max_memory_bytes": int(self.settings.max_memory_mb * 1024 * 1024),
                        "max_cpu_percent": self.settings.max_cpu_percent},
+            "outbox": outbox_summary(self.settings),  # issue 12: queue depth, sent/retried/dead
         }
         return data
 

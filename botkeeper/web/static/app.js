@@ -103,6 +103,14 @@
     $("updates").textContent = hb.updates_handled === null ? "–" : hb.updates_handled;
     $("bot-mem").textContent = size(s.bot ? s.bot.memory_bytes : null);
     $("bot-cpu").textContent = pct(s.bot ? s.bot.cpu_percent : null);
+    var ob = s.outbox;
+    if (ob && $("outbox-waiting")) {
+      $("outbox-waiting").textContent = ob.pending_total + " waiting";
+      var counts = $("outbox-counts");
+      counts.textContent = ob.pending.high + " high · " + ob.pending.normal + " normal · " + ob.pending.low + " low";
+      counts.appendChild(document.createElement("br"));
+      counts.appendChild(document.createTextNode("sent " + ob.sent + " · retried " + ob.retried + " · dead " + ob.dead));
+    }
   }
 
   function renderComponents(s) {
