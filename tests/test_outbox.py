@@ -20,7 +20,8 @@ from botkeeper.emulator import Limits
 from botkeeper.outbox import Outbox, enqueue_sync, outbox_summary, status
 
 RETRY_AFTER = int(os.environ.get("BOTKEEPER_TEST_RETRY_AFTER", "3"))  # 20 for the issue's full case
-REAL = {"OUTBOX_CHAT_INTERVAL": "1"}  # Telegram's real per-chat limit (the test profile shortens it)
+REAL = {"OUTBOX_CHAT_INTERVAL": "1",  # Telegram's real per-chat limit (the test profile shortens it)
+        "HANDLERS": "handlers.py"}  # the tests that write one use it (the test env says none)
 
 QUEUE_HANDLERS = textwrap.dedent("""
     from telegram.ext import CommandHandler
