@@ -18,8 +18,11 @@ from typing import Any
 from . import bundle, control
 from .fmt import duration as fmt_duration, size as fmt_bytes
 from .config import ConfigError, EX_CONFIG, Settings
+from .fsutil import ensure_dirs_or_exit
 
 EX_NOT_RUNNING = 3
+# Commands that create files under run/, logs/ and data/: checked first, one line if they cannot.
+WRITES_HOME = ("start", "stop", "supervise")
 
 # Commands implemented in their own modules: name -> "module:function(settings, argv) -> int".
 DELEGATED = {
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"botkeeper: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if args.command in WRITES_HOME:
+        ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
     return int(args.func(settings, args) or 0)
 
 
