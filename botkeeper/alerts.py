@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from . import heartbeat as heartbeat_mod
-from . import policy
+from . import notices, policy
 from .config import ConfigError, Settings, mask_secret
 from .fsutil import read_json, verified_process
 from .logs import Redactor
@@ -491,6 +491,7 @@ class Alerter:
         self.next_prune = 0.0
         self._lock_fd: int | None = None
         self._lock_warned = False
+        self._db_file: tuple[int, int] | None = None
 
     # --- one tick --------------------------------------------------------------------------------
     def step(self, now: float | None = None) -> list[tuple]:
@@ -499,6 +500,9 @@ class Alerter:
         if not self._acquire():
             return []
         try:
+            self.store.connect()
+            if self.store.opened_file != self._db_file:  # the database was set aside: reload from the fresh one
+                self.tracker, self._db_file = None, self.store.opened_file
             self._load()
             obs = self.observe(now)
             events = self.store.events_after(self.last_event_id, component="bot")
@@ -508,6 +512,9 @@ class Alerter:
             tracker, acts = decide(self.tracker, obs, failures, now, self.rules)
             tracker["pending_exit"] = pending
             self._apply(acts, now)
+            for notice in notices.pending(self.store):  # a corrupt database set aside, a full disk
+                self.enqueue(notice["kind"], notices.alert_text(notice), {"cause": notice["kind"]}, None, now)
+                notices.mark_sent(self.store, notice["id"])
             if tracker != self.tracker or events:
                 self.tracker = tracker
                 self.store.set_meta("alerter", {"tracker": tracker, "last_event_id": self.last_event_id})

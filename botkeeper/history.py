@@ -17,7 +17,7 @@ from .store import Store
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SHOWN_KINDS = ("start", "restart", "exit", "errored", "needs-config", "orphan-stopped", "relaunch", "shutdown",
                "stale", "limit", "conflict", "telegram-unreachable", "telegram-reachable", "alert", "alert-sent",
-               "alert-failed")
+               "alert-failed", "corrupt-file", "disk-full")
 
 
 def parse_since(text: str) -> float:
