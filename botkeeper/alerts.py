@@ -512,9 +512,11 @@ class Alerter:
             tracker, acts = decide(self.tracker, obs, failures, now, self.rules)
             tracker["pending_exit"] = pending
             self._apply(acts, now)
-            for notice in notices.pending(self.store):  # a corrupt database set aside, a full disk
+            due, seen = notices.due(self.store, now)  # a corrupt database set aside, a full disk
+            for notice in due:
                 self.enqueue(notice["kind"], notices.alert_text(notice), {"cause": notice["kind"]}, None, now)
-                notices.mark_sent(self.store, notice["id"])
+            if seen is not None:
+                notices.handled(self.store, seen)
             if tracker != self.tracker or events:
                 self.tracker = tracker
                 self.store.set_meta("alerter", {"tracker": tracker, "last_event_id": self.last_event_id})

@@ -16,20 +16,32 @@ from .causes import Cause
 from .store import Store
 
 KINDS = (Cause.CORRUPT_FILE.value, Cause.DISK_FULL.value)
-SENT_UPTO = "notices_sent_upto"  # meta key: id of the last notice event turned into an alert
+SEEN = "notices"  # meta key: {"upto": last notice event id handled, "last": {kind: when last alerted}}
+REPEAT = 3600.0  # one spell seen by two processes (the monitor and auto_recovery both see a full disk): one alert
 
 
-def pending(store: Store, limit: int = 50) -> list[dict[str, Any]]:
-    """Notice events not alerted yet, oldest first."""
-    done = store.get_meta(SENT_UPTO, 0)
-    done = done if isinstance(done, int) else 0
-    return [e for e in reversed(store.events(kinds=KINDS, limit=limit)) if e["id"] > done]
+def due(store: Store, now: float, limit: int = 50) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Notice events to alert now, oldest first, and the memory to save with `handled()` once
+    they are queued (None: nothing new). A kind alerted less than REPEAT ago is skipped (but handled)."""
+    seen = store.get_meta(SEEN, {})
+    seen = seen if isinstance(seen, dict) else {}
+    upto = start = seen.get("upto") if isinstance(seen.get("upto"), int) else 0
+    last = dict(seen.get("last") or {})
+    alert = []
+    for event in reversed(store.events(kinds=KINDS, limit=limit)):
+        if event["id"] <= upto:
+            continue
+        upto = event["id"]
+        if now - float(last.get(event["kind"], float("-inf"))) >= REPEAT:
+            alert.append(event)
+            last[event["kind"]] = now
+    return alert, ({"upto": upto, "last": last} if upto != start else None)
+
+
+def handled(store: Store, memory: dict[str, Any]) -> None:
+    store.set_meta(SEEN, memory)
 
 
 def alert_text(event: dict[str, Any]) -> str:
     cause = Cause.parse(event["kind"])
     return f"⚠️ botkeeper on {socket.gethostname()}: {cause.label}. {event['detail']}"
-
-
-def mark_sent(store: Store, event_id: int) -> None:
-    store.set_meta(SENT_UPTO, event_id)

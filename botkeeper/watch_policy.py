@@ -15,6 +15,7 @@ MIB = 1024 * 1024
 MEMORY_CHECKS = 3  # memory above the limit this many checks in a row -> restart
 WEB_FAILURES = 3  # /health connection failures in a row -> restart web
 TELEGRAM_BAD = ("telegram-unreachable", "conflict")
+DISK_FULL = "disk-full"  # Cause.DISK_FULL: a fresh heartbeat with "disk_full": true
 
 
 # --- the monitor ------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ class Decision:
     restart: str | None  # reason, when the bot should be restarted now
     reports: tuple[tuple[str, str], ...]  # (event kind, detail) to record in the history
     memory: Memory
-    verdict: str  # one word for the log: up, waiting, stale, limit, outage, not-running, cooldown
+    verdict: str  # one word for the log: up, waiting, stale, limit, outage, not-running, cooldown, disk-full
 
 
 def _mb(n: float) -> str:
@@ -130,6 +131,10 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
             if age > limits.stale_after:
                 candidates.append(("stale", f"heartbeat stale for {age:.0f} s (STALE_AFTER={limits.stale_after:g})"))
             else:
+                if hb.get("disk_full") is True:  # alive, only its disk is full: a restart would not help
+                    active.add(DISK_FULL)
+                    if DISK_FULL not in mem.active:
+                        reports.append((DISK_FULL, "the bot beats but cannot write files: the disk is full"))
                 hb_state = hb.get("state")
                 if hb_state in TELEGRAM_BAD:
                     active.add(hb_state)
@@ -189,6 +194,8 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
                                     f" (MAX_UPTIME_HOURS={limits.max_uptime_hours:g})"))
 
     mem = dataclasses.replace(mem, active=frozenset(active))
+    if DISK_FULL in active:
+        return Decision(None, tuple(reports), mem, DISK_FULL)
     if not candidates:
         return Decision(None, tuple(reports), mem, "up" if uptime > limits.heartbeat_grace else "waiting")
     verdict, reason = candidates[0]

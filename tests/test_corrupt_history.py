@@ -38,6 +38,13 @@ def corrupt(db):
         fh.write(os.urandom(size))
 
 
+def started_events(db):
+    try:
+        return db.exists() and Store(db, readonly=True).events(kinds=("start",))
+    except sqlite3.Error:  # created, schema not written yet
+        return False
+
+
 def set_aside(home):
     return sorted(p.name for p in (home / "data").glob("history.db.corrupt-*"))
 
@@ -81,7 +88,7 @@ def test_corrupt_at_start_is_set_aside_and_alerted_once(home, supervised, receiv
 def test_corrupt_while_running_is_set_aside_and_alerted_once(home, supervised, receiver):
     bundle(supervised, receiver)
     db = home / "data" / "history.db"
-    wait_for(lambda: db.exists() and Store(db, readonly=True).events(kinds=("start",)), 10, message="history written")
+    wait_for(lambda: started_events(db), 10, message="history written")
     with sqlite3.connect(db) as conn:  # what SQLite does on its own every 1000 pages
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     corrupt(db)

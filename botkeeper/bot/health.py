@@ -44,6 +44,7 @@ class Health:
         self.fatal = asyncio.Event()  # set when Telegram rejects the token
         self.fatal_status: int | None = None
         self._reminded_at = 0.0
+        self.disk_full = False  # the last beat could only be written in place (see heartbeat.py)
         self._rate_limited: set[str] = set()  # endpoints in a 429 episode
 
     # --- what the request layer reports ----------------------------------------------------------
@@ -158,7 +159,11 @@ class Health:
 
     def write(self, path: Path) -> bool:
         try:
-            heartbeat.write(path, **self.fields())
+            disk_full = bool(heartbeat.write(path, **self.fields()).get("disk_full"))
+            if disk_full != self.disk_full:  # say it once when it starts and once when it ends
+                self.disk_full = disk_full
+                log.log(logging.ERROR if disk_full else logging.INFO, "heartbeat %s: %s", path,
+                        "the disk is full: beating in place, marked disk_full" if disk_full else "disk space is back")
             return True
         except OSError as exc:  # a full disk must not kill the bot; the stale file reports it
             log.error("cannot write heartbeat %s: %s", path, exc.strerror or exc)
