@@ -93,6 +93,10 @@ def cmd_start(settings: Settings, args) -> int:
             if bundle.is_running(settings):
                 print("botkeeper: stopping the copy that is already running in this directory")
                 bundle.stop(settings)
+            busy = bundle.ports_busy(settings)
+            if busy:
+                print(f"botkeeper: {busy}", file=sys.stderr)
+                return EX_CONFIG
             runner, recovery = bundle.spawn_roots(settings)
             print_banner(settings)
             if args.detach:
