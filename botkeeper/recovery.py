@@ -33,7 +33,7 @@ import tarfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import bundle, control, process
 from .causes import Cause
@@ -267,25 +267,10 @@ class Recovery:
 
     # --- disk and logs -------------------------------------------------------------------------------
     def rotated_logs(self) -> list[tuple[str, float, int]]:
-        out = []
-        for path in self.settings.logs_dir.glob("*.log.*"):
-            if path.suffix[1:].isdigit():
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                out.append((str(path), st.st_mtime, st.st_size))
-        return out
+        return _files(p for p in self.settings.logs_dir.glob("*.log.*") if p.suffix[1:].isdigit())
 
     def log_archives(self) -> list[tuple[str, float, int]]:
-        out = []
-        for path in self.settings.archive_dir.glob("logs_*.tar.gz"):
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            out.append((str(path), st.st_mtime, st.st_size))
-        return out
+        return _files(self.settings.archive_dir.glob("logs_*.tar.gz"))
 
     def check_disk(self) -> list[str]:
         s = self.settings
@@ -445,6 +430,18 @@ class Recovery:
             self.stopping.wait(min(max(0.01, idle if idle is not None else s.recovery_interval), s.recovery_interval))
         log.info("auto_recovery stopping (%s)", "stop requested" if (s.run_dir / "stopping").exists() else "signal")
         return 0
+
+
+def _files(paths: Iterable[Path]) -> list[tuple[str, float, int]]:
+    """(path, mtime, size) of each file that still exists."""
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime, st.st_size))
+    return out
 
 
 def main(settings: Settings) -> int:
