@@ -2,8 +2,8 @@
 
 Checks: settings, Python and package versions, the bot token (shape, then a real getMe against
 the configured Bot API), ADMIN_CHAT_ID (sendChatAction "typing"), the status-page port, logs/,
-data/ and run/ writable, free disk, data/history.db's integrity (quick_check), another copy polling (Conflict), clock skew (the API's HTTP
-Date header), and the running bundle's health. Exit 0 only when nothing FAILs (warnings pass).
+data/ and run/ writable, free disk, data/history.db's integrity (quick_check), another copy
+polling (Conflict), clock skew (the API's HTTP Date header), and the running bundle's health. Exit 0 only when nothing FAILs (warnings pass).
 The token is never printed: only its public bot id (config.mask_secret).
 """
 

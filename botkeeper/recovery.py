@@ -327,7 +327,7 @@ class Recovery:
             freed += sizes[path]
         if removed:
             detail = (f"free space {free / MIB:.0f} MB below MIN_FREE_DISK_MB={s.min_free_disk_mb}: deleted"
-                      f" {len(removed)} rotated logs ({freed / MIB:.1f} MB), oldest first: {', '.join(removed[:10])}")
+                      f" {len(removed)} old logs ({freed / MIB:.1f} MB), oldest first: {', '.join(removed[:10])}")
             log.warning("disk: %s", detail)
             self.record("logs-pruned", None, detail)
             self.disk_low = True
