@@ -6,10 +6,12 @@ See botkeeper/recovery.py. Logs to logs/auto_recovery.log; SIGTERM ends it clean
 
 from botkeeper import logs
 from botkeeper.config import load_or_exit
+from botkeeper.fsutil import ensure_dirs_or_exit
 
 
 def main() -> int:
     settings = load_or_exit()
+    ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
     logs.setup(settings, "auto_recovery", to_file=True)
     from botkeeper.recovery import main as run
 

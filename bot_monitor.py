@@ -5,10 +5,12 @@ See botkeeper/monitor.py. SIGTERM ends it cleanly (exit 0).
 
 from botkeeper import logs
 from botkeeper.config import load_or_exit
+from botkeeper.fsutil import ensure_dirs_or_exit
 
 
 def main() -> int:
     settings = load_or_exit()
+    ensure_dirs_or_exit(settings.data_dir)
     logs.setup(settings, "monitor")
     from botkeeper.monitor import main as run
 

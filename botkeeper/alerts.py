@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping
 
-from . import runfiles
+from . import notices, runfiles
 from .alert_channels import channels, make_redactor, webhook_payload, with_delay_note
 from .causes import Cause
 from .config import ConfigError, Settings
@@ -56,6 +56,7 @@ class Alerter:
         self.next_prune = 0.0
         self._lock_fd: int | None = None
         self._lock_warned = False
+        self._db_file: tuple[int, int] | None = None
 
     # --- one tick --------------------------------------------------------------------------------
     def step(self, now: float | None = None, snapshot: Snapshot | None = None,
@@ -68,6 +69,9 @@ class Alerter:
         if not self._acquire():
             return []
         try:
+            self.store.connect()
+            if self.store.opened_file != self._db_file:  # the database was set aside: reload from the fresh one
+                self.tracker, self._db_file = None, self.store.opened_file
             self._load()
             obs = observe(verdict, now, self.settings.unreachable_alert_after)
             events = self.store.events_after(self.last_event_id, component="bot")
@@ -77,6 +81,11 @@ class Alerter:
             tracker, acts = decide(self.tracker, obs, failures, now, self.rules)
             tracker.pending_exit = pending
             self._apply(acts, now)
+            due, seen = notices.due(self.store, now)  # a corrupt database set aside, a full disk
+            for notice in due:
+                self.enqueue(notice["kind"], notices.alert_text(notice), {"cause": notice["kind"]}, None, now)
+            if seen is not None:
+                notices.handled(self.store, seen)
             if tracker.as_json() != self.tracker.as_json() or events:
                 self.tracker = tracker
                 self.store.set_meta("alerter", {"tracker": tracker.as_json(), "last_event_id": self.last_event_id})

@@ -55,6 +55,22 @@ def stop(settings: Settings, say=print) -> bool:
     return stopped
 
 
+def ports_busy(settings: Settings) -> str | None:
+    """Why the ports this bundle will listen on are not free (another bundle, say), or None."""
+    from . import ports
+
+    checks = []
+    if settings.component("web") is not None:
+        checks.append((settings.host, settings.port, "PORT", "status page"))
+    if settings.component("emulator") is not None:
+        checks.append(("127.0.0.1", settings.emulator_port, "EMULATOR_PORT", "demo emulator"))
+    for host, port, setting, what in checks:
+        why = ports.refusal(host, port, setting, what)
+        if why:
+            return why
+    return None
+
+
 def spawn_roots(settings: Settings) -> tuple[int, int | None]:
     """Start run_24_7.sh and auto_recovery.py, each in its own session, outside our tree."""
     env = os.environ | {"BOTKEEPER_HOME": str(settings.home), "BOTKEEPER_PYTHON": sys.executable}

@@ -18,9 +18,12 @@ from typing import Any
 from . import bundle, control, fmt, runfiles
 from .fmt import duration as fmt_duration, size as fmt_bytes
 from .config import ConfigError, EX_CONFIG, Settings
+from .fsutil import ensure_dirs_or_exit
 
 EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
 EX_NOT_RUNNING = 3
+# Commands that create files under run/, logs/ and data/: checked first, one line if they cannot.
+WRITES_HOME = ("start", "stop", "supervise")
 
 # Commands implemented in their own modules: name -> "module:function(settings, argv) -> int".
 DELEGATED = {
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     for notice in settings.notices:
         print(f"botkeeper: notice: {notice}", file=sys.stderr)
+    if args.command in WRITES_HOME:
+        ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
     return int(args.func(settings, args) or 0)
 
 
@@ -130,6 +135,10 @@ def cmd_start(settings: Settings, args) -> int:
             if bundle.is_running(settings):
                 print("botkeeper: stopping the copy that is already running in this directory")
                 bundle.stop(settings)
+            busy = bundle.ports_busy(settings)
+            if busy:
+                print(f"botkeeper: {busy}", file=sys.stderr)
+                return EX_CONFIG
             runner, recovery = bundle.spawn_roots(settings)
             print_banner(settings)
             if args.detach:

@@ -2,8 +2,8 @@
 
 Checks: settings, Python and package versions, the bot token (shape, then a real getMe against
 the configured Bot API), ADMIN_CHAT_ID (sendChatAction "typing"), the status-page port, logs/,
-data/ and run/ writable, free disk, another copy polling (Conflict), clock skew (the API's HTTP
-Date header), and the running bundle's health. Exit 0 only when nothing FAILs (warnings pass).
+data/ and run/ writable, free disk, data/history.db's integrity (quick_check), another copy
+polling (Conflict), clock skew (the API's HTTP Date header), and the running bundle's health. Exit 0 only when nothing FAILs (warnings pass).
 The token is never printed: only its public bot id (config.mask_secret).
 """
 
@@ -276,6 +276,30 @@ def check_disk(home: Path, min_free_mb: int) -> Result:
     return Result("disk", OK, text)
 
 
+def check_history(path: Path) -> Result:
+    """SQLite's quick_check on data/history.db, read-only: doctor reports, the next writer repairs."""
+    import sqlite3
+
+    from .store import Store
+
+    kept = sorted(p.name for p in path.parent.glob(f"{path.name}.corrupt-*") if not p.name.endswith(("-wal", "-shm")))
+    note = f"; corrupt copies kept: {', '.join(kept)}" if kept else ""
+    if not path.exists():
+        return Result("history", OK, f"{path} does not exist yet (the bundle creates it){note}")
+    store = Store(path, readonly=True)
+    try:
+        found = store.quick_check()
+    except sqlite3.Error as exc:
+        found = str(exc)
+    finally:
+        store.close()
+    if found == "ok":
+        return Result("history", OK, f"{path} passes SQLite's quick_check{note}")
+    return Result("history", FAIL, f"{path} is corrupt: {found}",
+                  "start the bundle or run `python -m botkeeper history`: the corrupt file is moved aside as"
+                  f" {path.name}.corrupt-<time> (kept) and a fresh database is started")
+
+
 def check_bundle(verdict: Any, running: bool) -> Result:
     """The one verdict (botkeeper.verdict), as the page and `status` show it."""
     if not running:
@@ -359,6 +383,7 @@ def run_checks(environ: Mapping[str, str], probe: float = CONFLICT_PROBE) -> lis
     for path, label in ((settings.logs_dir, "logs"), (settings.data_dir, "data"), (settings.run_dir, "run")):
         results.append(check_writable(path, label))
     results.append(check_disk(settings.home, settings.min_free_disk_mb))
+    results.append(check_history(settings.history_db))
     results.append(check_bundle(verdict, running))
     return results
 

@@ -1,12 +1,66 @@
-"""Small file-system helpers shared by every process: atomic writes and verified PID files."""
+"""Small file-system helpers shared by every process: the bundle's directories, atomic writes and
+verified PID files."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+EX_CANTCREAT = 73  # sysexits.h: a file cannot be created (here: the disk is full; retried with backoff)
+EX_CONFIG = 78  # sysexits.h: fix the set-up (here: a directory is a file or not writable; not retried)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class UnusableDirectory(Exception):
+    """One of the bundle's directories cannot be used; the message names it and says what to do."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def ensure_dirs(*dirs: Path) -> None:
+    """Create each directory if needed and prove it is writable (a file is created and removed).
+
+    Raises UnusableDirectory instead of a FileExistsError/PermissionError traceback."""
+    for d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in (d, *d.parents) if p.exists() and not p.is_dir()), d)
+            raise UnusableDirectory(f"{blocker} is a file, but botkeeper needs {d} to be a directory:"
+                                    " move or delete that file", EX_CONFIG) from None
+        except OSError as exc:
+            raise _unusable(d, "cannot be created", exc) from None
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=d)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise _unusable(d, "is not writable", exc) from None
+
+
+def _unusable(d: Path, what: str, exc: OSError) -> UnusableDirectory:
+    if exc.errno in NO_SPACE:
+        return UnusableDirectory(f"{d} {what}: the disk is full ({exc.strerror}); free some space", EX_CANTCREAT)
+    return UnusableDirectory(f"{d} {what} ({exc.strerror or exc}): give the user running botkeeper"
+                             f" (uid {os.getuid()}) write access to it, or set BOTKEEPER_HOME to a writable"
+                             " directory", EX_CONFIG)
+
+
+def ensure_dirs_or_exit(*dirs: Path) -> None:
+    """For entry points: the directories, or one line on stderr and exit 78 (73 when the disk is full)."""
+    try:
+        ensure_dirs(*dirs)
+    except UnusableDirectory as exc:
+        print(f"botkeeper: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
 
 
 def atomic_write(path: Path, text: str) -> None:

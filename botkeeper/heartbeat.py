@@ -4,6 +4,11 @@ Any bot can take part in hang detection: `from botkeeper import heartbeat; heart
 Python, or from any language write `{"written_at": <unix time>}` to the file (or just touch it:
 an empty file counts by its modification time). Reading and judging it is botkeeper.snapshot's and
 botkeeper.verdict's job, for every reader alike.
+
+A full disk must not make a live bot look hung. Every beat is padded to SLOT bytes, so the file
+always owns the blocks a beat needs; when the atomic write (a new file, then rename) fails with
+ENOSPC/EDQUOT, the beat overwrites the existing file in place instead (no new blocks) and carries
+`"disk_full": true`. A reader that meets a half-overwritten file (not JSON) reads it once more.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_write
+from .fsutil import NO_SPACE, atomic_write
 
 STATES = ("starting", "polling", "telegram-unreachable", "conflict", "stopping", "fatal", "alive")
+SLOT = 4096  # bytes every beat is padded to: one block, reused in place when the disk is full
 
 
 def default_path(settings: Any = None) -> Path:
@@ -37,8 +43,32 @@ def default_path(settings: Any = None) -> Path:
 
 def write(path: Path, **fields: Any) -> dict[str, Any]:
     data = {"pid": os.getpid(), "written_at": time.time()} | fields
-    atomic_write(path, json.dumps(data, separators=(",", ":")))
+    try:
+        atomic_write(path, _padded(data))
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        data["disk_full"] = True
+        _overwrite(path, _padded(data))
     return data
+
+
+def _padded(data: dict[str, Any]) -> str:
+    text = json.dumps(data, separators=(",", ":"))
+    if len(text.encode()) >= SLOT:
+        return text + "\n"  # an oversized beat (a huge detail): written as it is
+    return text + " " * (SLOT - 1 - len(text.encode())) + "\n"
+
+
+def _overwrite(path: Path, text: str) -> None:
+    """Rewrite the existing file in place, same length: the disk has no block to spare."""
+    raw = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT: a missing file cannot be made now
+    try:
+        if os.pwrite(fd, raw, 0) != len(raw):
+            raise OSError(28, "short write in place: the disk is full")
+    finally:
+        os.close(fd)
 
 
 def beat(path: Path | str | None = None, state: str = "alive", **fields: Any) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class Monitor:
             bot_started_at=bot.get("started_at") if isinstance(bot.get("started_at"), (int, float)) else None,
             heartbeat=verdict.heartbeat, telegram=next((c for c in verdict.checks if c.name == "telegram"), None),
             heartbeat_problem=hb_problem if bot.get("heartbeat") else None,
+            disk_full=any(c.cause == Cause.DISK_FULL for c in verdict.checks),
             tree_pids=frozenset(use["pids"]) if use else frozenset(),
             rss_bytes=use["memory_bytes"] if use else None, cpu_percent=use["cpu_percent"] if use else None,
         )

@@ -11,7 +11,8 @@ Every RECOVERY_INTERVAL one pass (`check()`):
                                       (verified pid); the runner starts a fresh one.
   - a component stuck non-running  -> ask the supervisor to start it (see watch_policy).
   - GET /health not connecting 3x  -> ask the supervisor to restart `web` (503 is an answer).
-  - disk free < MIN_FREE_DISK_MB   -> delete rotated logs, oldest first, and say so.
+  - disk free < MIN_FREE_DISK_MB   -> delete rotated logs and log archives, oldest first, say so,
+                                      and record one `disk-full` event per spell (alerted once).
 Daily (and once at start): archive rotated logs older than a day into
 logs_archive/logs_YYYYMMDD.tar.gz; delete archives older than LOG_RETENTION_DAYS.
 
@@ -30,7 +31,7 @@ import tarfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import bundle, control, process, runfiles
 from .causes import Cause
@@ -87,6 +88,7 @@ class Recovery:
         self.web_failures = 0
         self.web_pid: int | None = None
         self.disk_low = False
+        self.disk_noticed = False  # this low-space spell's disk-full event is recorded
         self._lock_fd: int | None = None
 
     # --- single instance ---------------------------------------------------------------------------
@@ -255,15 +257,10 @@ class Recovery:
 
     # --- disk and logs -------------------------------------------------------------------------------
     def rotated_logs(self) -> list[tuple[str, float, int]]:
-        out = []
-        for path in self.settings.logs_dir.glob("*.log.*"):
-            if path.suffix[1:].isdigit():
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                out.append((str(path), st.st_mtime, st.st_size))
-        return out
+        return _files(p for p in self.settings.logs_dir.glob("*.log.*") if p.suffix[1:].isdigit())
+
+    def log_archives(self) -> list[tuple[str, float, int]]:
+        return _files(self.settings.archive_dir.glob("logs_*.tar.gz"))
 
     def check_disk(self) -> list[str]:
         s = self.settings
@@ -276,9 +273,37 @@ class Recovery:
         if free >= need:
             if self.disk_low:
                 log.info("disk: %.0f MB free again", free / MIB)
-            self.disk_low = False
+            self.disk_low = self.disk_noticed = False
             return []
-        rotated = self.rotated_logs()
+        done = self.prune_for_space(free, need)
+        if not self.disk_noticed:
+            self.disk_noticed = self.notice_disk_full(free)
+        return done
+
+    def notice_disk_full(self, free: int) -> bool:
+        """Record one `disk-full` event per low-space spell (the alerter sends it once). Written
+        straight into the store, after pruning, so a failure is seen and retried on the next pass."""
+        s = self.settings
+        try:
+            free = self.disk_free()  # after pruning
+        except OSError:
+            pass
+        detail = (f"free space {free / MIB:.1f} MB is below MIN_FREE_DISK_MB={s.min_free_disk_mb}"
+                  f" on the disk of {s.home}: old logs are pruned; free space or add disk")
+        store = Store(s.history_db)
+        try:
+            store.record(Cause.DISK_FULL.value, None, detail, BY)
+            return True
+        except sqlite3.Error as exc:
+            log.error("disk: could not record that the disk is full (retrying next pass): %s", exc)
+            return False
+        finally:
+            store.close()
+
+    def prune_for_space(self, free: int, need: int) -> list[str]:
+        """Delete rotated logs and log archives, oldest first, until `need` bytes are free."""
+        s = self.settings
+        rotated = self.rotated_logs() + self.log_archives()
         plan = prune_plan(rotated, free, need)
         sizes = {p: size for p, _, size in rotated}
         removed, freed = [], 0
@@ -292,7 +317,7 @@ class Recovery:
             freed += sizes[path]
         if removed:
             detail = (f"free space {free / MIB:.0f} MB below MIN_FREE_DISK_MB={s.min_free_disk_mb}: deleted"
-                      f" {len(removed)} rotated logs ({freed / MIB:.1f} MB), oldest first: {', '.join(removed[:10])}")
+                      f" {len(removed)} old logs ({freed / MIB:.1f} MB), oldest first: {', '.join(removed[:10])}")
             log.warning("disk: %s", detail)
             self.record("logs-pruned", None, detail)
             self.disk_low = True
@@ -317,12 +342,7 @@ class Recovery:
             log.info("logs: %s", detail)
             self.record("logs-archived", None, detail)
             done.append("archive")
-        archives = []
-        for path in s.archive_dir.glob("logs_*.tar.gz"):
-            try:
-                archives.append((str(path), path.stat().st_mtime))
-            except OSError:
-                continue
+        archives = [(path, mtime) for path, mtime, _ in self.log_archives()]
         expired = older_than(archives, now, s.log_retention_days * DAY)
         for path in expired:
             try:
@@ -402,6 +422,18 @@ class Recovery:
             self.stopping.wait(min(max(0.01, idle if idle is not None else s.recovery_interval), s.recovery_interval))
         log.info("auto_recovery stopping (%s)", "stop requested" if runfiles.is_stopping(s) else "signal")
         return 0
+
+
+def _files(paths: Iterable[Path]) -> list[tuple[str, float, int]]:
+    """(path, mtime, size) of each file that still exists."""
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime, st.st_size))
+    return out
 
 
 def main(settings: Settings) -> int:

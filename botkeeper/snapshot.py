@@ -23,6 +23,7 @@ from .fsutil import create_time
 
 MAX_HEARTBEAT_BYTES = 64 * 1024  # a heartbeat is a few hundred bytes; bigger is corrupt
 MAX_STATE_BYTES = 4 * 1024 * 1024
+TORN_RETRY = 0.005  # seconds before reading a garbled heartbeat once more
 LINEAGE_DEPTH = 4  # a heartbeat written by a child of the bot's process (a shell wrapper's child)
 
 
@@ -108,10 +109,15 @@ def parse_heartbeat(raw: bytes, mtime: float, name: str = "bot_health.txt") -> t
 
 
 def read_heartbeat(path: Path) -> Heartbeat:
-    raw, mtime, problem, error = _read_capped(path, MAX_HEARTBEAT_BYTES)
-    if raw is None:
-        return Heartbeat(None, error, problem, mtime=mtime)
-    data, error = parse_heartbeat(raw, mtime or 0.0, path.name)
+    for attempt in (1, 2):
+        raw, mtime, problem, error = _read_capped(path, MAX_HEARTBEAT_BYTES)
+        if raw is None:
+            return Heartbeat(None, error, problem, mtime=mtime)
+        data, error = parse_heartbeat(raw, mtime or 0.0, path.name)
+        if data is not None:
+            break
+        if attempt == 1:
+            time.sleep(TORN_RETRY)  # caught in the middle of an in-place write (disk full): once more
     if data is None:
         return Heartbeat(None, error, "corrupt", mtime=mtime)
     return Heartbeat(data, None, None, _lineage(data.get("pid")), mtime)

@@ -10,6 +10,13 @@ table full of long rows, plus a 4 MB WAL), well under 2 MB for a
 healthy bot. Deleted pages are reused, so the file stops growing at its peak; the WAL is
 checkpointed automatically and truncated to JOURNAL_LIMIT bytes.
 
+A corrupt file (random bytes, a torn disk; SQLite says "file is not a database" or "database disk
+image is malformed") is found at the one place connections are opened and on any statement: the
+writer that meets it first sets it aside as `history.db.corrupt-<time>` (with its -wal/-shm, kept
+for inspection) under a lock, starts a fresh database and records a `corrupt-file` event in it, which
+the alerter turns into one alert. Every other process notices that the file it holds was replaced
+and follows it to the fresh one. Read-only readers (the page) never move anything.
+
 Uptime is computed from incidents by the pure `uptime_percent()`: down time is the union of
 incident intervals inside the window; the window starts no earlier than the database's creation
 (the bundle cannot know about time before it existed).
@@ -17,12 +24,18 @@ incident intervals inside the window; the window starts no earlier than the data
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
+import os
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+
+from .causes import Cause
 
 DAY = 86400.0
 UPTIME_WINDOWS = (("24h", DAY), ("7d", 7 * DAY), ("30d", 30 * DAY))
@@ -37,6 +50,7 @@ LIMITS = {
 }
 MAX_PENDING_ALERTS = 500  # an outbox that cannot drain for days drops its oldest entries
 PRUNE_EVERY_SAMPLES = 200
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -160,23 +174,68 @@ def watched_seconds(watched: Sequence[tuple[float, float]], now: float, window: 
     return sum(max(0.0, min(b, now) - max(a, start)) for a, b in watched)
 
 
+def is_corrupt(exc: BaseException) -> bool:
+    """SQLite's "file is not a database" or "database disk image is malformed" (not "locked")."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    text = str(exc)
+    return "file is not a database" in text or "malformed" in text
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _abandon(conn: sqlite3.Connection) -> None:
+    """Never close a connection to a file that is (being) set aside: closing the last connection of
+    a WAL database checkpoints and then deletes "<name>-wal" and "<name>-shm" *by name*, which by
+    then belong to the fresh database. One extra reference keeps it open even through interpreter
+    shutdown; the OS closes its files at exit. (One leaked connection per corruption, per process.)"""
+    import ctypes  # only here: the supervisor does not pay for ctypes in normal operation
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+
+
 class Store:
     def __init__(self, path: Path, busy_timeout: float = 5.0, readonly: bool = False):
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self.readonly = readonly  # readers (the web page) never create, migrate or lock the file
+        self.readonly = readonly  # readers (the web page) never create, migrate, move or lock the file
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (dev, inode) the connection was opened on
+        self._in_transaction = False
         self._samples_added = 0
 
     def connect(self) -> sqlite3.Connection:
-        if self._conn is None and self.readonly:
+        if self._conn is not None and _file_id(self.path) != self._file:
+            self._drop()  # another process set the file aside (or it was replaced): follow the new one
+        if self._conn is None:
+            try:
+                self._conn = self._open()
+            except sqlite3.DatabaseError as exc:
+                if not is_corrupt(exc):
+                    raise
+                self._set_aside(exc)
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        if self.readonly:
             conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                    timeout=self.busy_timeout, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            self._conn = conn
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            self._file = _file_id(self.path)
+            return conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        self._file = _file_id(self.path)
+        try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
@@ -185,24 +244,91 @@ class Store:
             conn.executescript(SCHEMA)
             _migrate(conn)
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('created_at', ?)", (repr(time.time()),))
-            self._conn = conn
-        return self._conn
+        except sqlite3.DatabaseError as exc:
+            if is_corrupt(exc):
+                _abandon(conn)
+            else:
+                conn.close()
+            raise
+        return conn
+
+    def _drop(self) -> None:
+        """Forget the current connection without letting SQLite clean up by file name (see _abandon)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self.readonly:
+                conn.close()  # a read-only connection never checkpoints or deletes anything
+            else:
+                _abandon(conn)
+
+    def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """The file is corrupt: move it aside, open a fresh database, record why. One process moves
+        it (flock on <db>.lock); a process that waited finds a sound file and just opens it."""
+        self._drop()
+        if self.readonly:
+            raise exc
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._conn = self._open()
+                bad = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok"
+            except sqlite3.DatabaseError as again:
+                if not is_corrupt(again):
+                    raise
+                bad = True
+            if not bad:
+                return  # already set aside by someone else
+            self._drop()
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            target, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
+            while target.exists():
+                n += 1
+                target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
+                except FileNotFoundError:
+                    pass
+            self._conn = self._open()
+        finally:
+            os.close(lock)
+        argv = sys.argv or ["botkeeper"]
+        by = os.environ.get("BOTKEEPER_COMPONENT") or (
+            argv[1] if argv[0].endswith("__main__.py") and len(argv) > 1 else os.path.basename(argv[0]))
+        self.record(Cause.CORRUPT_FILE.value, "history", f"{self.path.name} was corrupt ({exc}): moved aside to"
+                    f" {target.name} and a fresh database started", by)
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
+    @property
+    def opened_file(self) -> tuple[int, int] | None:
+        """(device, inode) of the file the connection is open on: it changes when a corrupt file
+        was set aside, so a holder of state read from the old file knows to reload."""
+        return self._file
+
+    def quick_check(self) -> str:
+        """'ok', or what SQLite's quick_check found (for doctor; reads, never moves)."""
+        rows = [r[0] for r in self.connect().execute("PRAGMA quick_check(5)")]
+        return "ok" if rows == ["ok"] else "; ".join(rows)
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Several statements that must land together (or not at all, if we are killed)."""
         conn = self.connect()
         conn.execute("BEGIN IMMEDIATE")
+        self._in_transaction = True
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            self._in_transaction = False
         conn.execute("COMMIT")
 
     # --- events ----------------------------------------------------------------------------------
@@ -459,3 +585,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
+def _recovering(method):
+    """A statement that finds the file corrupt sets it aside and runs once more on the fresh one."""
+    @functools.wraps(method)
+    def call(self: Store, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc) or self._in_transaction:
+                raise
+            self._set_aside(exc)  # a read-only reader re-raises: it reports the history unavailable
+            return method(self, *args, **kwargs)
+    return call
+
+
+for _name, _method in list(vars(Store).items()):
+    if callable(_method) and not _name.startswith("_") and _name not in ("connect", "close", "transaction"):
+        setattr(Store, _name, _recovering(_method))

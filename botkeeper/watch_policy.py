@@ -19,6 +19,7 @@ MIB = 1024 * 1024
 MEMORY_CHECKS = 3  # memory above the limit this many checks in a row -> restart
 WEB_FAILURES = 3  # /health connection failures in a row -> restart web
 TELEGRAM_BAD = ("telegram-unreachable", "conflict")
+DISK_FULL = "disk-full"  # Cause.DISK_FULL: a fresh heartbeat with "disk_full": true
 
 
 # --- the monitor ------------------------------------------------------------------------------------
@@ -51,6 +52,7 @@ class Observation:
     heartbeat: HeartbeatView
     telegram: Check | None = None  # the verdict's telegram check, when the bot reported one
     heartbeat_problem: str | None = None  # bot_health.txt unreadable/corrupt (not merely missing)
+    disk_full: bool = False  # the bot's fresh heartbeat says it could only be written in place
     tree_pids: frozenset[int] = frozenset()  # the bot and its descendants
     rss_bytes: int | None = None
     cpu_percent: float | None = None
@@ -75,7 +77,7 @@ class Decision:
     restart: tuple[Cause, str] | None  # (cause, detail) when the bot should be restarted now
     reports: tuple[tuple[str, Cause, str], ...]  # (event kind, cause, detail) to record in the history
     memory: Memory
-    verdict: str  # one word for the log: up, waiting, stale, limit, outage, not-running, cooldown
+    verdict: str  # one word for the log: up, waiting, stale, limit, outage, not-running, cooldown, disk-full
 
 
 def _mb(n: float) -> str:
@@ -104,6 +106,10 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
         active.add(key)
         if key not in mem.active:
             reports.append(("heartbeat-unreadable", Cause.HEARTBEAT_INVALID, obs.heartbeat_problem))
+    if hb.own and not hb.hung and obs.disk_full:  # alive, only its disk is full: a restart would not help
+        active.add(DISK_FULL)
+        if DISK_FULL not in mem.active:
+            reports.append((DISK_FULL, Cause.DISK_FULL, "the bot beats but cannot write files: the disk is full"))
     if hb.hung:
         if hb.own:
             detail = f"heartbeat stale for {hb.silent_for:.0f} s (STALE_AFTER={limits.stale_after:g})"
@@ -153,6 +159,8 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
                                                       f" (MAX_UPTIME_HOURS={limits.max_uptime_hours:g})"))
 
     mem = dataclasses.replace(mem, active=frozenset(active))
+    if DISK_FULL in active:
+        return Decision(None, tuple(reports), mem, DISK_FULL)
     if not candidates:
         word = "waiting" if hb.enabled and not hb.own else "up"
         return Decision(None, tuple(reports), mem, word)

@@ -263,3 +263,16 @@ def test_prune_plan_oldest_first_until_enough_space():
 
 def test_older_than():
     assert older_than([("x", 10.0), ("y", 5.0), ("z", 99.0)], 100.0, 50) == ["y", "x"]
+
+
+def test_a_fresh_heartbeat_saying_disk_full_is_reported_once_and_never_restarted():
+    c = Clock()
+    late = T0 + 168 * 3600 + 5  # past MAX_UPTIME_HOURS too: a planned restart waits for disk space
+    d = c.check(obs(late, beat(late - 1, disk_full=True)))
+    assert d.restart is None and d.verdict == "disk-full"
+    assert d.reports == (("disk-full", "the bot beats but cannot write files: the disk is full"),)
+    d = c.check(obs(late + 5, beat(late + 4, disk_full=True), rss=900 * MIB))
+    assert d.restart is None and d.reports == ()  # reported on onset only
+    # The disk_full flag does not keep a hung bot alive: a stale beat is still stale.
+    d = c.check(obs(late + 200, beat(late + 4, disk_full=True)))
+    assert d.verdict == "stale" and d.restart.startswith("heartbeat stale for 196 s")

@@ -49,6 +49,7 @@ class Health:
         self.fatal_status: int | None = None
         self.cause: Cause | None = None  # set with state "fatal": why the bot is about to exit
         self._reminded_at = 0.0
+        self.disk_full = False  # the last beat could only be written in place (see heartbeat.py)
         self._rate_limited: set[str] = set()  # endpoints in a 429 episode
         self._last_poll_error_at: float | None = None
         # More heartbeat fields, each a callable returning a dict merged into every beat (how the bot
@@ -199,7 +200,11 @@ class Health:
 
     def write(self, path: Path) -> bool:
         try:
-            heartbeat.write(path, **self.fields())
+            disk_full = bool(heartbeat.write(path, **self.fields()).get("disk_full"))
+            if disk_full != self.disk_full:  # say it once when it starts and once when it ends
+                self.disk_full = disk_full
+                log.log(logging.ERROR if disk_full else logging.INFO, "heartbeat %s: %s", path,
+                        "the disk is full: beating in place, marked disk_full" if disk_full else "disk space is back")
             return True
         except OSError as exc:  # a full disk must not kill the bot; the stale file reports it
             log.error("cannot write heartbeat %s: %s", path, exc.strerror or exc)
