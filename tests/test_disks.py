@@ -1,13 +1,17 @@
 """Disks and files: a directory of the bundle that is a file, read-only or out of inodes gives one
 line naming it and exit 78 (73 when the disk is full), never a traceback, from every entry point."""
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import ROOT, bk_env
-from mounts import tmpfs
+from botkeeper import heartbeat
+from botkeeper.snapshot import read_heartbeat
+from conftest import ROOT, bk_env, py_command, read_state, wait_for
+from mounts import fill, tmpfs
 
 
 def run(home, *argv, timeout=30):
@@ -58,13 +62,8 @@ def test_a_data_directory_out_of_inodes_exits_73(home):
 
 
 # --- a full disk ------------------------------------------------------------------------------------
-import json
-import os
-import time
-
-from conftest import py_command, read_state, wait_for
-from botkeeper import heartbeat
-from mounts import fill
+def read_beat(path):
+    return read_heartbeat(path).data or {}
 
 
 def test_a_heartbeat_on_a_full_disk_is_written_in_place_and_says_so(tmp_path):
@@ -76,12 +75,12 @@ def test_a_heartbeat_on_a_full_disk_is_written_in_place_and_says_so(tmp_path):
         before = os.statvfs(disk).f_bfree
         data = heartbeat.write(path, state="polling", detail="still here")
         assert data["disk_full"] is True
-        read = heartbeat.read(path)
+        read = read_beat(path)
         assert read["disk_full"] is True and read["detail"] == "still here" and read["pid"] == os.getpid()
         assert os.statvfs(disk).f_bfree == before and not [p for p in disk.iterdir() if p.name.startswith(".")]
         filler.unlink()
         assert "disk_full" not in heartbeat.write(path, state="polling")
-        assert "disk_full" not in heartbeat.read(path)
+        assert "disk_full" not in read_beat(path)
 
 
 BEATING_BOT = py_command(f"""
@@ -102,16 +101,16 @@ def test_a_bot_that_still_beats_on_a_full_disk_is_not_restarted(home, supervised
         try:
             wait_for(lambda: read_state(home) and all(c["state"] == "running" for c in read_state(home)["components"]),
                      15, message="bot and monitor running")
-            pid = heartbeat.read(hb_path)["pid"]
+            pid = read_beat(hb_path)["pid"]
             filler = fill(home)
             full_since = time.time()
             stale_after = 2.0  # the test profile's STALE_AFTER: without the fallback the monitor restarts here
             beat = wait_for(lambda: (lambda hb: hb.get("disk_full") and hb["written_at"] > full_since + stale_after + 1.0
-                                     and hb)(heartbeat.read(hb_path)), 15,
+                                     and hb)(read_beat(hb_path)), 15,
                             message="the bot beating with disk_full for longer than STALE_AFTER")
             assert beat["pid"] == pid, "the bot was restarted although it kept beating"
             filler.unlink()
-            back = wait_for(lambda: (lambda hb: "disk_full" not in hb and hb)(heartbeat.read(hb_path)), 10,
+            back = wait_for(lambda: (lambda hb: "disk_full" not in hb and hb)(read_beat(hb_path)), 10,
                             message="a normal beat once space is back")
             assert back["pid"] == pid
         finally:

@@ -33,6 +33,7 @@ def obs(now, hb=None, error=None, problem=None, pid=PID, state="running", rss=50
     return Observation(
         now=now, bot_state=state, bot_pid=pid, bot_started_at=started, heartbeat=verdict.heartbeat,
         telegram=next((c for c in verdict.checks if c.name == "telegram"), None),
+        disk_full=any(c.cause == Cause.DISK_FULL for c in verdict.checks),
         heartbeat_problem=error if enabled and problem in ("unreadable", "oversized", "corrupt") else None,
         tree_pids=frozenset({pid} if pid else ()), rss_bytes=rss, cpu_percent=cpu)
 
@@ -270,9 +271,9 @@ def test_a_fresh_heartbeat_saying_disk_full_is_reported_once_and_never_restarted
     late = T0 + 168 * 3600 + 5  # past MAX_UPTIME_HOURS too: a planned restart waits for disk space
     d = c.check(obs(late, beat(late - 1, disk_full=True)))
     assert d.restart is None and d.verdict == "disk-full"
-    assert d.reports == (("disk-full", "the bot beats but cannot write files: the disk is full"),)
+    assert d.reports == (("disk-full", Cause.DISK_FULL, "the bot beats but cannot write files: the disk is full"),)
     d = c.check(obs(late + 5, beat(late + 4, disk_full=True), rss=900 * MIB))
     assert d.restart is None and d.reports == ()  # reported on onset only
     # The disk_full flag does not keep a hung bot alive: a stale beat is still stale.
     d = c.check(obs(late + 200, beat(late + 4, disk_full=True)))
-    assert d.verdict == "stale" and d.restart.startswith("heartbeat stale for 196 s")
+    assert d.verdict == "stale" and d.restart[1].startswith("heartbeat stale for 196 s")
