@@ -88,6 +88,9 @@ def wait_gone(home: Path, proc: subprocess.Popen | None, t0: float, timeout: flo
 def run_one(scenario: str) -> tuple[float, bool]:
     home = Path(tempfile.mkdtemp(prefix="bk-stop-"))
     env = env_for(home)
+    # The plain bundle (run_24_7.sh + auto_recovery), even on a machine that looks like a container;
+    # PID 1 detects its mode as a container's entry command does.
+    env["BOTKEEPER_OUTER"] = "auto" if scenario == "pid1-sigterm" else "none"
     proc = None
     try:
         if scenario == "stop-script":

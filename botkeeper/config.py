@@ -269,6 +269,10 @@ KNOBS: dict[str, Knob] = {
     "auto_recovery": Knob("AUTO_RECOVERY", _bool, True, False, "supervisor relaunches auto_recovery.py if it is gone"),
     "flap_window": Knob("FLAP_WINDOW", _float(0, None, True), 600.0, False, "restarts within this make one incident"),
     "poll_timeout": Knob("POLL_TIMEOUT", _float(0, 60), 10.0, False, "getUpdates long-poll timeout (seconds)"),
+    "outer": Knob("BOTKEEPER_OUTER", _choice("auto", "none", "systemd", "container", "pm2"), "auto", False,
+                  "outer supervisor; auto = detected. Under one, start runs the supervisor alone in the foreground"),
+    "crontab_file": Knob("CRONTAB_FILE", _text, None, False,
+                         "`install cron` edits this file instead of the user's crontab (crontab -l / -)"),
 }
 SECRET_FIELDS = tuple(name for name, knob in KNOBS.items() if knob.secret)
 
@@ -356,6 +360,8 @@ class Settings:
     flap_window: float
     auto_recovery: bool
     poll_timeout: float = 10.0
+    outer: str = "auto"
+    crontab_file: str | None = None
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
