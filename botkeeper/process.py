@@ -108,13 +108,36 @@ def terminate_group(pgid: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
+    """True while a process of the group still runs. Zombies do not count: they are dead, and
+    whether their parent (often init) reaps them soon is not ours to wait for."""
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return _live_member(pgid)
+
+
+def _live_member(pgid: int) -> bool:
+    """Scan /proc for a member of the group that is not a zombie (the leader is checked first)."""
+    if _running_in_group(str(pgid), pgid):
+        return True
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit() and name != str(pgid)]
+    except OSError:
+        return True  # cannot tell: assume alive, the caller's deadline still holds
+    return any(_running_in_group(pid, pgid) for pid in pids)
+
+
+def _running_in_group(pid: str, pgid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+    return len(fields) > 2 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid
 
 
 def stop_verified(pid: int | None, create_time: float | None, kill_timeout: float, written_at: float | None = None,
