@@ -247,6 +247,7 @@ class StatusSource:
                 "pid": sup.get("pid") if reading.supervisor_alive else None,
                 "started_at": _num(sup.get("started_at")),
                 "uptime": self._age(sup.get("started_at"), now) if reading.supervisor_alive else None,
+                "outer": sup.get("outer", "none"),
             },
             "heartbeat": self._heartbeat(reading),
             "components": components,
