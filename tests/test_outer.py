@@ -320,7 +320,7 @@ def test_generated_systemd_unit_passes_systemd_analyze_verify(home, tmp_path):
     assert "systemctl daemon-reload" in result.stdout and "systemctl enable --now botkeeper" in result.stdout
     unit = tmp_path / "units" / "botkeeper.service"
     text = unit.read_text()
-    for line in ("Type=notify", "WatchdogSec=30", "Restart=always", "KillMode=mixed", "TimeoutStopSec=8",
+    for line in ("Type=notify", "WatchdogSec=30", "Restart=always", "KillMode=mixed", "TimeoutStopSec=8", "RestartPreventExitStatus=78",
                  f"Environment=BOTKEEPER_HOME={home}", f"ExecStart={sys.executable} -m botkeeper start",
                  "WantedBy=multi-user.target", "User=root"):
         assert line + "\n" in text, line
@@ -409,3 +409,15 @@ def test_compose_file_fits_the_stop_and_health_contract():
     assert service["restart"] == "unless-stopped" and service["env_file"]
     assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "botkeeper", "probe"]
     assert int(service["stop_grace_period"].rstrip("s")) >= 10 + 2  # production KILL_TIMEOUT + margin
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_pm2_ecosystem_file_runs_the_supervisor_in_pm2_mode():
+    script = ("const a = require(process.argv[1]).apps[0];"
+              "console.log(JSON.stringify({args: a.args, interp: a.interpreter, outer: a.env.BOTKEEPER_OUTER,"
+              " kill: a.kill_timeout, stop: a.stop_exit_codes, tree: a.treekill}))")
+    out = subprocess.run(["node", "-e", script, str(ROOT / "deploy" / "pm2" / "ecosystem.config.js")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"args": ["-m", "botkeeper", "start"], "interp": "none", "outer": "pm2",
+                                      "kill": 20000, "stop": [78], "tree": False}

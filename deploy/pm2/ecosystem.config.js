@@ -22,6 +22,7 @@ module.exports = {
       exp_backoff_restart_delay: 500,      // and back off while it keeps failing
       max_restarts: 50,
       min_uptime: "10s",
+      stop_exit_codes: [78],               // 78 = a setting is wrong (see pm2 logs): no restart loop
       kill_timeout: 20000,                 // ms of SIGTERM grace: the slowest KILL_TIMEOUT (10 s) + margin
       treekill: false,                     // SIGTERM the supervisor only: it stops its components
       merge_logs: true,
