@@ -51,7 +51,7 @@ def render_unit(settings: Settings, user: bool, python: str = sys.executable) ->
         if any(ch.isspace() for ch in path) or "%" in path:
             raise InstallError(f"{path!r} contains a space or %: systemd units need paths without them")
     text = TEMPLATE.read_text()
-    header, _, body = text.partition("[Unit]")
+    _, _, body = text.partition("[Unit]")  # the template's own header comment is for readers of the repo
     for key, value in values.items():
         body = body.replace(key, value)
     return f"{GENERATED}\n[Unit]{body}"
