@@ -18,6 +18,8 @@ echo $$ > "$run/runner.pid"
 stopping=0
 child=""
 trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+# SIGHUP: the foreground start that launched us died (PR_SET_PDEATHSIG): the whole bundle stops.
+trap 'touch "$run/stopping"; stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' HUP
 delay_ms=500
 say() { echo "$(date '+%F %T') run_24_7.sh: $*"; }
 

@@ -39,17 +39,20 @@ def stop(settings: Settings, say=print) -> bool:
     """Stop every process of the bundle and leave none behind. True if anything was running."""
     runfiles.mark_stopping(settings)  # relaunchers stand down from here on
     grace = max([c.kill_timeout for c in settings.components] + [settings.kill_timeout]) + 5
-    stopped = False
-    for root, timeout in (("recovery", 5.0), ("runner", grace), ("supervisor", grace)):
+    # All roots at once: the supervisor starts stopping its components the moment we ask, instead
+    # of after auto_recovery and the runner have gone (their stops overlap with the components').
+    targets = []
+    for root, timeout in (("supervisor", grace), ("runner", grace), ("recovery", 5.0)):
         proc = root_process(settings, root)
         if proc is not None:
             say(f"stopping {root} (pid {proc.pid})")
-            stopped = process.stop_verified(proc.pid, proc.create_time(), timeout) or stopped
+            targets.append((proc.pid, proc.create_time(), timeout))
+    stopped = bool(process.stop_all(targets))
     # Whatever the last supervisor recorded and did not stop itself (it was killed, say).
     state = read_json(settings.state_file)
     comps = state.get("components") if isinstance(state, dict) else None
     for name, pid in runfiles.stop_leftovers(comps if isinstance(comps, list) else [], lambda _: grace,
-                                             process.stop_verified):
+                                             process.stop_all):
         say(f"stopped leftover {name} (pid {pid})")
         stopped = True
     return stopped
@@ -71,21 +74,28 @@ def ports_busy(settings: Settings) -> str | None:
     return None
 
 
-def spawn_roots(settings: Settings) -> tuple[int, int | None]:
-    """Start run_24_7.sh and auto_recovery.py, each in its own session, outside our tree."""
+def spawn_roots(settings: Settings, follow_us: bool = False) -> tuple[int, int | None]:
+    """Start run_24_7.sh and auto_recovery.py, each in its own session, outside our tree.
+
+    follow_us (the foreground start): if this process dies, even by SIGKILL, the runner gets SIGHUP
+    (it marks the bundle stopping and stops the supervisor) and auto_recovery SIGTERM.
+    """
+    import signal
+
     env = os.environ | {"BOTKEEPER_HOME": str(settings.home), "BOTKEEPER_PYTHON": sys.executable}
     runfiles.clear_stopping(settings)
     logs = settings.logs_dir
-    runner = spawn_runner(settings, env)
+    runner = spawn_runner(settings, env, signal.SIGHUP if follow_us else None)
     recovery = None
     script = PACKAGE_ROOT / "auto_recovery.py"
     if settings.auto_recovery and script.exists():
-        recovery = process.spawn_detached([sys.executable, str(script)], env, PACKAGE_ROOT, logs / "auto_recovery.out")
+        recovery = process.spawn_detached([sys.executable, str(script)], env, PACKAGE_ROOT, logs / "auto_recovery.out",
+                                          signal.SIGTERM if follow_us else None)
     return runner, recovery
 
 
-def spawn_runner(settings: Settings, env: dict[str, str] | None = None) -> int:
+def spawn_runner(settings: Settings, env: dict[str, str] | None = None, parent_death_signal: int | None = None) -> int:
     """Start run_24_7.sh in its own session, outside our tree (start and auto_recovery both do)."""
     env = env or os.environ | {"BOTKEEPER_HOME": str(settings.home), "BOTKEEPER_PYTHON": sys.executable}
     return process.spawn_detached(["bash", str(PACKAGE_ROOT / "run_24_7.sh")], env, PACKAGE_ROOT,
-                                  settings.logs_dir / "runner.log")
+                                  settings.logs_dir / "runner.log", parent_death_signal)

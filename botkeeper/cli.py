@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import bundle, control, fmt, runfiles
+from . import bundle, control, fmt, process, runfiles
 from .fmt import duration as fmt_duration, size as fmt_bytes
 from .config import ConfigError, EX_CONFIG, Settings
 from .fsutil import ensure_dirs_or_exit
@@ -32,6 +32,9 @@ DELEGATED = {
     "history": "botkeeper.history:main",
     "alert-test": "botkeeper.alerts:main_test",
     "outbox": "botkeeper.outbox_cli:main",
+    "install": "botkeeper.install:main_install",
+    "uninstall": "botkeeper.install:main_uninstall",
+    "probe": "botkeeper.probe:main",
 }
 
 
@@ -100,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add("start", cmd_start, "start the bundle (stops an earlier copy first)")
     sp.add_argument("--detach", action="store_true", help="return once healthy instead of streaming logs")
+    add("ensure", cmd_ensure, "start the bundle (detached) only if it is not running; for cron")
     add("stop", cmd_stop, "stop every process of the bundle")
     sp = add("status", cmd_status, "show the components like pm2 status")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -124,12 +128,16 @@ def parser() -> argparse.ArgumentParser:
 
 # --- start / stop ---------------------------------------------------------------------------------
 def cmd_start(settings: Settings, args) -> int:
+    from . import outer
     from .config import PACKAGE_ROOT
 
     if not (PACKAGE_ROOT / "run_24_7.sh").is_file():  # pip-installed: library, CLI and plugin only
         print("botkeeper: start needs the project directory (start_24_7.sh, run_24_7.sh, main.py), which a pip"
               " install does not include: run `bash start_24_7.sh` in your copy of the project", file=sys.stderr)
         return EX_CONFIG
+    # --detach asks for a background bundle on a bare machine: the bundle's own layers keep it alive.
+    mode = "none" if args.detach else outer.mode(settings)
+    os.environ["BOTKEEPER_OUTER"] = mode  # the supervisor and everything it starts use the same mode
     try:
         with bundle.start_lock(settings, timeout=settings.start_timeout * 2 + 60):
             if bundle.is_running(settings):
@@ -139,7 +147,11 @@ def cmd_start(settings: Settings, args) -> int:
             if busy:
                 print(f"botkeeper: {busy}", file=sys.stderr)
                 return EX_CONFIG
-            runner, recovery = bundle.spawn_roots(settings)
+            if mode != "none":
+                runfiles.clear_stopping(settings)
+                print_banner(settings, mode)
+                return exec_supervisor(settings)
+            bundle.spawn_roots(settings, follow_us=not args.detach)
             print_banner(settings)
             if args.detach:
                 return wait_until_healthy(settings)
@@ -149,7 +161,32 @@ def cmd_start(settings: Settings, args) -> int:
     return follow_foreground(settings)
 
 
-def print_banner(settings: Settings) -> None:
+def cmd_ensure(settings: Settings, args) -> int:
+    """cron's 5-minute check: start the bundle if nothing of it runs, else do nothing at all."""
+    try:
+        with bundle.start_lock(settings, timeout=settings.start_timeout * 2 + 60):
+            if bundle.is_running(settings):
+                return 0
+            os.environ["BOTKEEPER_OUTER"] = "none"
+            print(f"botkeeper: {time.strftime('%F %T')} the bundle was not running: starting it")
+            bundle.spawn_roots(settings)
+            return wait_until_healthy(settings)
+    except TimeoutError as exc:
+        print(f"botkeeper: {exc}", file=sys.stderr)
+        return 1
+
+
+def exec_supervisor(settings: Settings) -> int:
+    """Become the supervisor (same PID: systemd's main process, the container's PID 1, PM2's child)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.environ["BOTKEEPER_HOME"] = str(settings.home)
+    os.chdir(bundle.PACKAGE_ROOT)  # where `-m botkeeper` is importable, as for run_24_7.sh
+    os.execv(sys.executable, [sys.executable, "-m", "botkeeper", "supervise"])
+    return 1  # not reached
+
+
+def print_banner(settings: Settings, mode: str = "none") -> None:
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     lines = [
         "botkeeper: keeping your Telegram bot alive",
@@ -158,6 +195,10 @@ def print_banner(settings: Settings) -> None:
         "  status      : python -m botkeeper status",
         "  stop        : Ctrl+C here, or bash stop_24_7.sh",
     ]
+    if mode != "none":
+        from .outer import describe
+
+        lines[-1:] = [f"  supervised  : by {describe(mode)}"]
     if settings.demo_active:
         lines[1:1] = [
             "  *** DEMO *** no TELEGRAM_BOT_TOKEN is set: running against the built-in offline Telegram emulator.",
@@ -218,6 +259,7 @@ def follow_foreground(settings: Settings) -> int:
     next_check = 0.0
     gone_since = None
     while not stop_requested:
+        process.reap_any()  # the runner and auto_recovery are our children: no zombies
         for line in follower.read():
             print(line, flush=True)
         now = time.monotonic()
@@ -299,7 +341,7 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
     return {
         "healthy": verdict.healthy, "overall": verdict.overall,
         "cause": verdict.cause.value if verdict.cause else None, "detail": verdict.detail,
-        "demo": state["supervisor"].get("demo", False),
+        "demo": state["supervisor"].get("demo", False), "outer": state["supervisor"].get("outer", "none"),
         "supervisor": root_info("supervisor", roots["supervisor"]) | {"pid": state["supervisor"]["pid"], "running": True},
         "runner": root_info("runner", roots["runner"]), "auto_recovery": root_info("recovery", roots["recovery"]),
         "heartbeat": verdict.heartbeat.as_dict(),
@@ -336,7 +378,8 @@ def render_table(status: dict[str, Any]) -> str:
         rows.append((c["name"], str(c["pid"] or "-"), c["state"], str(c["restarts"]), fmt_duration(c["uptime_seconds"] or None),
                      f"{c['cpu_percent']:.1f}%", fmt_bytes(c["memory_bytes"] or None), c.get("last_exit") or "-",
                      _short(why, 60)))
-    for label, key in (("supervisor", "supervisor"), ("run_24_7.sh", "runner"), ("auto_recovery", "auto_recovery")):
+    layers = (("run_24_7.sh", "runner"), ("auto_recovery", "auto_recovery")) if status.get("outer", "none") == "none" else ()
+    for label, key in (("supervisor", "supervisor"),) + layers:
         r = status[key]
         rows.append((label, str(r.get("pid") or "-"), "running" if r.get("running") else "missing", "-",
                      fmt_duration(r.get("uptime_seconds")), f"{r.get('cpu_percent', 0.0):.1f}%",
@@ -353,6 +396,9 @@ def render_table(status: dict[str, Any]) -> str:
     out.append(f"overall: {word}   heartbeat: {beat}")
     if status.get("cause"):
         out.append(f"cause:   {status['cause']}: {status.get('detail') or ''}")
+    from .outer import describe
+
+    out.append(f"outer supervisor: {describe(status.get('outer', 'none'))}")
     hist = status.get("history")
     if hist:
         up, seen = hist["uptime"], hist.get("observed_seconds") or {}

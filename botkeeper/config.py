@@ -446,6 +446,10 @@ KNOBS: dict[str, Knob] = {
     "outbox_max_age": Knob("OUTBOX_MAX_AGE", _seconds(1, 30 * 86400), 86400.0, False, "an outbox message older than this is dead-lettered, not sent late"),
     "outbox_max_backoff": Knob("OUTBOX_MAX_BACKOFF", _seconds(0.1, 86400), 60.0, False, "longest wait between retries after network errors/5xx"),
     "outbox_poll_interval": Knob("OUTBOX_POLL_INTERVAL", _seconds(0.05, 60), 1.0, False, "seconds between looks for messages queued by other processes"),
+    "outer": Knob("BOTKEEPER_OUTER", _choice("auto", "none", "systemd", "container", "pm2"), "auto", False,
+                  "outer supervisor; auto = detected. Under one, start runs the supervisor alone in the foreground"),
+    "crontab_file": Knob("CRONTAB_FILE", _text, None, False,
+                         "`install cron` edits this file instead of the user's crontab (crontab -l / -)"),
 }
 SECRET_FIELDS = tuple(name for name, knob in KNOBS.items() if knob.secret)
 
@@ -535,6 +539,8 @@ class Settings:
     outbox_max_age: float = 86400.0
     outbox_max_backoff: float = 60.0
     outbox_poll_interval: float = 1.0
+    outer: str = "auto"
+    crontab_file: str | None = None
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())

@@ -62,13 +62,27 @@ def spawn(command: Sequence[str], env: Mapping[str, str], cwd: Path, die_with_pa
     )
 
 
-def spawn_detached(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
-    """Start a long-lived root (run_24_7.sh, auto_recovery.py) outside our session and tree."""
+def spawn_detached(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path,
+                   parent_death_signal: int | None = None) -> int:
+    """Start a long-lived root (run_24_7.sh, auto_recovery.py) outside our session and tree.
+
+    parent_death_signal: sent to it when we die (even by SIGKILL); the foreground start uses it so
+    that its roots follow it, a detached start does not.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    preexec = None
+    if parent_death_signal is not None and _libc is not None:
+        parent, sig = os.getpid(), parent_death_signal
+
+        def preexec() -> None:
+            _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+            if os.getppid() != parent:  # we died before prctl took effect
+                os.kill(os.getpid(), sig)
+
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             list(command), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=str(cwd), env=dict(env), start_new_session=True,
+            cwd=str(cwd), env=dict(env), start_new_session=True, preexec_fn=preexec,
         )
     return proc.pid
 
@@ -94,13 +108,36 @@ def terminate_group(pgid: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
+    """True while a process of the group still runs. Zombies do not count: they are dead, and
+    whether their parent (often init) reaps them soon is not ours to wait for."""
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return _live_member(pgid)
+
+
+def _live_member(pgid: int) -> bool:
+    """Scan /proc for a member of the group that is not a zombie (the leader is checked first)."""
+    if _running_in_group(str(pgid), pgid):
+        return True
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit() and name != str(pgid)]
+    except OSError:
+        return True  # cannot tell: assume alive, the caller's deadline still holds
+    return any(_running_in_group(pid, pgid) for pid in pids)
+
+
+def _running_in_group(pid: str, pgid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+    return len(fields) > 2 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid
 
 
 def stop_verified(pid: int | None, create_time: float | None, kill_timeout: float, written_at: float | None = None,
@@ -110,32 +147,65 @@ def stop_verified(pid: int | None, create_time: float | None, kill_timeout: floa
     Used for what a previous, killed supervisor left behind, and by `botkeeper stop`. Only acts when
     the PID still belongs to the process we recorded. Returns True if something was stopped.
     """
-    proc = verified_process(pid, create_time, written_at)
-    if proc is None:
-        return False
+    return bool(stop_all([(pid, create_time, kill_timeout, written_at)], poll))
+
+
+def stop_all(targets: Sequence[tuple], poll: float = 0.02) -> list[int]:
+    """Stop several recorded processes at once: SIGTERM (+SIGCONT) to all of them first, then wait
+    for all with each one's own deadline, SIGKILL whoever outlives it. Overlapping the graceful stops
+    makes the whole stop as long as the slowest one, not their sum.
+
+    targets: (pid, create_time, kill_timeout[, written_at]). Returns the pids that were stopped.
+    Our own exited children are reaped while waiting: a zombie still counts in its process group,
+    and waiting on it would only wait out the timeout.
+    """
+    live = []
+    start = time.monotonic()
+    for pid, ctime, timeout, *rest in targets:
+        proc = verified_process(pid, ctime, rest[0] if rest else None)
+        if proc is None:
+            continue
+        try:
+            leads_group = os.getpgid(proc.pid) == proc.pid
+        except OSError:
+            continue
+        if leads_group:
+            terminate_group(proc.pid)
+        else:
+            _signal_one(proc, signal.SIGTERM)
+            _signal_one(proc, signal.SIGCONT)
+        live.append((proc, leads_group, start + timeout, timeout))
+    stopped = [proc.pid for proc, *_ in live]
+    killed_at: dict[int, float] = {}
+    while live:
+        now = time.monotonic()
+        waiting = []
+        for proc, leads_group, deadline, timeout in live:
+            _reap_own(proc.pid)
+            if not _exists(proc) and not (leads_group and group_alive(proc.pid)):
+                continue
+            if now >= deadline and proc.pid not in killed_at:
+                log.warning("pid %s did not stop within %.1f s of SIGTERM: sending SIGKILL", proc.pid, timeout)
+                if leads_group:
+                    signal_group(proc.pid, signal.SIGKILL)
+                else:
+                    _signal_one(proc, signal.SIGKILL)
+                killed_at[proc.pid] = now
+            if proc.pid in killed_at and now - killed_at[proc.pid] > 5:
+                continue  # SIGKILLed 5 s ago (unkillable, D state): nothing more we can do
+            waiting.append((proc, leads_group, deadline, timeout))
+        live = waiting
+        if live:
+            time.sleep(poll)
+    return stopped
+
+
+def _reap_own(pid: int) -> None:
+    """waitpid a process if it is our own child (the foreground start spawned the roots)."""
     try:
-        leads_group = os.getpgid(proc.pid) == proc.pid
-    except OSError:
-        return False
-    if leads_group:
-        terminate_group(proc.pid)
-    else:
-        _signal_one(proc, signal.SIGTERM)
-        _signal_one(proc, signal.SIGCONT)
-    deadline = time.monotonic() + kill_timeout
-    while time.monotonic() < deadline:
-        if not _exists(proc) and not (leads_group and group_alive(proc.pid)):
-            return True
-        time.sleep(poll)
-    log.warning("pid %s did not stop within %.1f s of SIGTERM: sending SIGKILL", proc.pid, kill_timeout)
-    if leads_group:
-        signal_group(proc.pid, signal.SIGKILL)
-    else:
-        _signal_one(proc, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (_exists(proc) or (leads_group and group_alive(proc.pid))):
-        time.sleep(poll)
-    return True
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
 
 
 def _signal_one(proc: "psutil.Process", sig: int) -> None:
@@ -157,7 +227,8 @@ def _exists(proc: "psutil.Process") -> bool:
 
 
 def reap_any() -> list[tuple[int, int]]:
-    """Collect every exited child without blocking: [(pid, wait status)]."""
+    """Collect every exited child without blocking: [(pid, wait status)]. waitpid(-1) also reaps
+    the orphans a PID 1 (the supervisor in a container) adopts, so none of them stays a zombie."""
     out = []
     while True:
         try:

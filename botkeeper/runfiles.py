@@ -153,15 +153,17 @@ def take_exit_note(path: Path, pid: int | None) -> tuple[Cause, str] | None:
 
 # --- leftovers ------------------------------------------------------------------------------------
 def stop_leftovers(components: Iterable[Mapping[str, Any]], timeout_for: Callable[[str], float],
-                   stop_verified: Callable[[int, float, float], bool]) -> list[tuple[str, int]]:
+                   stop_all: Callable[[list[tuple[int, float, float]]], Iterable[int]]) -> list[tuple[str, int]]:
     """Stop every process a (dead) supervisor recorded in its state, verified by PID + create
-    time; [(name, pid)] of those that were still there. Used by a new supervisor and by `stop`."""
-    stopped = []
+    time, all at once (process.stop_all); [(name, pid)] of those that were still there. Used by a
+    new supervisor and by `stop`."""
+    names: dict[int, str] = {}
+    targets = []
     for comp in components:
         if not isinstance(comp, Mapping):
             continue
         pid, ctime, name = comp.get("pid"), comp.get("create_time"), str(comp.get("name") or "?")
         if isinstance(pid, int) and not isinstance(pid, bool) and isinstance(ctime, (int, float)):
-            if stop_verified(pid, float(ctime), timeout_for(name)):
-                stopped.append((name, pid))
-    return stopped
+            names[pid] = name
+            targets.append((pid, float(ctime), timeout_for(name)))
+    return [(names[pid], pid) for pid in stop_all(targets)]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import control, policy, process, runfiles
+from . import control, outer, policy, process, runfiles, sdnotify
 from .causes import Cause
 from .config import EX_CONFIG, ComponentSpec, Settings
 from .fsutil import atomic_write_json, create_time, read_json, write_pidfile
@@ -110,6 +110,10 @@ class Supervisor:
         self._clients: dict[socket.socket, bytearray] = {}
         self._combined: logging.Logger | None = None
         self._wake_r: int | None = None
+        # Under systemd/a container/PM2 the outer system restarts us: no auto_recovery, sd_notify.
+        self.outer = outer.mode(settings)
+        self.notifier = (sdnotify.Notifier.from_environ(os.environ, clock, settings.start_timeout)
+                         if self.outer == "systemd" else sdnotify.Notifier(None, None, clock, 0))
 
     # --- start-up --------------------------------------------------------------------------------
     def acquire_lock(self) -> bool:
@@ -151,6 +155,10 @@ class Supervisor:
         handler = rotating_handler(s.logs_dir / "combined.log", s.log_max_bytes, s.log_backups, "%(message)s")
         combined.addHandler(handler)
         self._combined = combined
+        if self.outer != "none":  # journald / `docker logs` / PM2 show the combined stream
+            stream = logging.StreamHandler(sys.stdout)
+            stream.setFormatter(logging.Formatter("%(message)s"))
+            combined.addHandler(stream)
 
         class ToCombined(logging.Handler):  # supervisor lines also go to the combined stream
             def emit(inner, record: logging.LogRecord) -> None:
@@ -182,7 +190,7 @@ class Supervisor:
         comps = old.get("components") if isinstance(old, dict) else None
         timeout = lambda name: (self.settings.component(name) or self.settings).kill_timeout  # noqa: E731
         for name, pid in runfiles.stop_leftovers(comps if isinstance(comps, list) else [], timeout,
-                                                 process.stop_verified):
+                                                 process.stop_all):
             log.warning("%s: stopped pid %s left behind by a previous supervisor", name, pid)
             self.store_event("orphan-stopped", name, f"pid {pid} left by a previous supervisor",
                              cause=Cause.SUPERVISOR_DOWN)
@@ -234,6 +242,8 @@ class Supervisor:
     def next_timeout(self) -> float:
         now = self.clock()
         due = [self.next_recovery_check, self.next_state_check]
+        if self.notifier.due() is not None:
+            due.append(self.notifier.due())
         for comp in self.components.values():
             if comp.next_start_at is not None:
                 due.append(comp.next_start_at)
@@ -264,6 +274,7 @@ class Supervisor:
         if now >= self.next_state_check:
             self.next_state_check = now + STATE_CHECK_INTERVAL
             changed = changed or not self._state_is_ours()
+        self.notifier.tick(lambda: sdnotify.health_line(self.settings, self.state(), self.redact))
         if changed:
             self.write_state()
 
@@ -414,6 +425,7 @@ class Supervisor:
     def shutdown(self, reason: str, by: str) -> None:
         if not self.shutting_down:
             log.info("shutting down: %s", reason)
+            self.notifier.stopping(reason)
             self.store_event("shutdown", None, reason, by, cause=Cause.SHUTDOWN)
             self.close_incidents("the bundle was stopped", Cause.SHUTDOWN)
         self.shutting_down, self.shutdown_reason = True, reason
@@ -425,7 +437,8 @@ class Supervisor:
         """auto_recovery.py watches us; we relaunch it when it is gone (its lock is free)."""
         s = self.settings
         script = Path(__file__).resolve().parent.parent / "auto_recovery.py"
-        if not s.auto_recovery or self.shutting_down or not script.exists() or runfiles.is_stopping(s):
+        if (not s.auto_recovery or self.outer != "none" or self.shutting_down or not script.exists()
+                or runfiles.is_stopping(s)):
             return
         if runfiles.lock_held(s, "recovery"):
             return  # auto_recovery is alive
@@ -460,7 +473,7 @@ class Supervisor:
             "updated_at": wall,
             "supervisor": {"pid": os.getpid(), "create_time": _own_create_time(), "started_at": self.started_at,
                            "demo": self.settings.demo_active, "home": str(self.settings.home),
-                           "shutting_down": self.shutting_down},
+                           "shutting_down": self.shutting_down, "outer": self.outer},
             "components": [c.snapshot(mono, wall) for c in self.components.values()],
             "recent_restarts": list(self.recent_restarts),
         }

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from flask import Flask
 
 from .auth import TokenGate
-from .fastpath import FastPaths, HealthBody
+from .fastpath import FastPaths, HealthBody, LiveBody
 from .history import History, Sampler
 from .metrics import make_registry
 from .status import StatusSource
@@ -66,7 +66,7 @@ def create_app(settings: Any, *, clock: Callable[[], float] = time.time, history
         refresh_seconds=refresh_seconds,
         health_body=health_body,
     )
-    app.wsgi_app = FastPaths(app.wsgi_app, health_body)  # type: ignore[method-assign]
+    app.wsgi_app = FastPaths(app.wsgi_app, health_body, LiveBody(settings))  # type: ignore[method-assign]
     from . import api, errors, views
 
     app.register_blueprint(views.bp)

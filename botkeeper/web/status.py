@@ -215,6 +215,7 @@ class StatusSource:
                 "pid": reading.snapshot.supervisor_pid if alive else None,
                 "started_at": _num(sup.get("started_at")),
                 "uptime": self._age(sup.get("started_at"), now) if alive else None,
+                "outer": sup.get("outer", "none"),
             },
             "heartbeat": self._heartbeat(reading),
             "components": components,
