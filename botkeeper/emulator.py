@@ -736,7 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="also run a demo user that talks to the bot")
     parser.add_argument("--token", action="append", help="accept only this token (repeatable); others get 401")
     parser.add_argument("--limits", action="store_true",
-                        help="enforce Telegram's sending limits (429 with retry_after); on with --demo")
+                        help="enforce Telegram's sending limits strictly (429 with retry_after); off in the demo,"
+                             " where Telegram's tolerance of short bursts matters more than strictness")
     args = parser.parse_args(argv)
 
     stopping = threading.Event()
@@ -747,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     emulator = Emulator(args.host, args.port, tokens=args.token,
-                        limits=Limits() if args.limits or args.demo else None)
+                        limits=Limits() if args.limits else None)
     try:
         url = emulator.start()
     except OSError as exc:

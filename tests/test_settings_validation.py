@@ -48,6 +48,8 @@ BAD_OTHERS = {
     "auto_recovery": ["maybe", ""],
     "handlers": ["handlers.txt", "my handlers", "handlers.py\n"],
     "builtin_commands": ["ping,nosuch", "sometimes", "ping;status"],
+    "outer": ["docker", "", "systemd,pm2"],
+    "crontab_file": ["cron\ntab"],
 }
 
 
