@@ -81,7 +81,8 @@ class Alerter:
             tracker, acts = decide(self.tracker, obs, failures, now, self.rules)
             tracker.pending_exit = pending
             self._apply(acts, now)
-            due, seen = notices.due(self.store, now)  # a corrupt database set aside, a full disk
+            # a corrupt database set aside, a full disk, a new kind of error (ERROR_ALERTS=new)
+            due, seen = notices.due(self.store, now, kinds=notices.kinds_for(self.settings))
             for notice in due:
                 self.enqueue(notice["kind"], notices.alert_text(notice), {"cause": notice["kind"]}, None, now)
             if seen is not None:

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from telegram import BotCommand, Update
+from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 
 from . import heartbeat, logs
+from .errorstats import ErrorLog
 from .bot import commands
 from .bot.health import Health, heartbeat_loop
 from .config import Settings, load_or_exit
@@ -36,6 +38,7 @@ class Keeper:
     def __init__(self, application: Application, settings: Settings, health: Health, heartbeat_file: Path,
                  descriptions: Mapping[str, str], observed: bool, menu: bool = True):
         self.application = application
+        self.errors = ErrorLog(settings.history_db, health.redact, settings.home)
         self.settings = settings
         self.health = health
         self.heartbeat_file = heartbeat_file
@@ -82,6 +85,7 @@ class Keeper:
         if self.health.state not in ("stopping", "fatal"):  # "fatal" says why we exit: keep it
             self.health.state, self.health.detail = "stopping", "stopping on request"
         self.health.write(self.heartbeat_file)
+        await asyncio.to_thread(self.errors.flush)  # what the last errors left in the buffer
 
     async def count(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         self.health.handled()
@@ -95,12 +99,17 @@ class Keeper:
             self.health.polling_failed(error)
             return
         where = f"job {job.name}" if job is not None else "a task"
+        extra: dict[str, Any] = {}
         if isinstance(update, Update):
             chat = update.effective_chat
             where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
+            extra["update_id"] = update.update_id
+        if error is not None and not (update is None and job is None and isinstance(error, TelegramError)):
+            # Polling's own network errors are Telegram's weather (the heartbeat reports them), not bugs.
+            extra["fingerprint"] = self.errors.add(error).id
         stack = "".join(traceback.format_exception(error)) if error is not None else ""
         log.error("%s", self.health.redact(
-            f"handler failed on {where}: {type(error).__name__}: {error}\n{stack}".rstrip()))
+            f"handler failed on {where}: {type(error).__name__}: {error}\n{stack}".rstrip()), extra=extra)
 
 
 def attach(application: Application, settings: Settings | None = None, *,
