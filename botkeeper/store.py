@@ -602,8 +602,8 @@ class Store:
         except ValueError:
             return default
 
-    def set_meta(self, key: str, value: Any) -> None:
-        self.connect().execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+    def set_meta(self, key: str, value: Any, conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.connect()).execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # --- size bound ------------------------------------------------------------------------------
     def prune(self, now: float | None = None) -> dict[str, int]:
