@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -128,7 +129,7 @@ def attach(application: Application, settings: Settings | None = None, *,
     observed = health is not None
     redactor = logs.Redactor(settings.secrets() + [settings.bot_token or "", application.bot.token or ""])
     health = health or Health(redactor)
-    _redact_existing_log_handlers(redactor)
+    _redact_existing_log_handlers(redactor, settings)
     descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
                     else c[1] for c in commands}
     keeper = Keeper(application, settings, health, heartbeat.default_path(settings), descriptions, observed, menu)
@@ -156,7 +157,7 @@ def _chain(application: Application, hook: str, ours: Any) -> None:
     setattr(application, hook, both)
 
 
-def _redact_existing_log_handlers(redactor: logs.Redactor) -> None:
+def _redact_existing_log_handlers(redactor: logs.Redactor, settings: Settings) -> None:
     """A bot with its own logging set-up still never prints the token; httpx request lines (which
     carry it in the URL) stay at WARNING. A bot without one still shows botkeeper's own lines
     (stderr, which the supervisor writes to logs/bot.log), without touching the root logger."""
@@ -168,7 +169,7 @@ def _redact_existing_log_handlers(redactor: logs.Redactor) -> None:
     ours = logging.getLogger("botkeeper")
     if not root.handlers and not ours.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(logs.FORMAT))
+        handler.setFormatter(logs.formatter(settings, os.environ.get("BOTKEEPER_COMPONENT", "bot")))
         handler.addFilter(logs.RedactingFilter(redactor))
         ours.addHandler(handler)
         ours.setLevel(logging.INFO)
