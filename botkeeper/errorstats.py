@@ -81,7 +81,8 @@ def fingerprint(error: BaseException, home: Path | None = None,
     while tb is not None:
         code = tb.tb_frame.f_code
         name = code.co_filename
-        lib = "<" if name.startswith("<") else next((d for d in library_dirs if os.path.realpath(name).startswith(d)), None)
+        real = os.path.realpath(name)
+        lib = "<" if name.startswith("<") else next((d for d in library_dirs if real.startswith(d)), None)
         frames.append((name, getattr(code, "co_qualname", code.co_name), lib))
         tb = tb.tb_next
     users = [f for f in frames if f[2] is None]
@@ -145,10 +146,16 @@ class ErrorLog:
             try:
                 self._write(rows)
             except Exception as exc:  # thread boundary: keep the counts for the next error's write
-                log.warning("errors: cannot record %d error fingerprint(s) in %s: %s", len(rows), self.db_path.name, exc)
+                log.warning("errors: cannot record %d error fingerprint(s) in %s: %s", len(rows),
+                            self.db_path.name, exc)
                 with self._lock:
                     for row in rows:
-                        self._pending.setdefault(row["fingerprint"], row)
+                        newer = self._pending.get(row["fingerprint"])
+                        if newer is not None:  # counted meanwhile: the newer row keeps its last message
+                            newer["count"] += row["count"]
+                            newer["first_seen"] = min(newer["first_seen"], row["first_seen"])
+                        elif len(self._pending) < MAX_PENDING:
+                            self._pending[row["fingerprint"]] = row
                     self._writing = False
                 return
 
@@ -171,6 +178,8 @@ def new_error_detail(row: dict[str, Any]) -> str:
 def main(argv: list[str]) -> int:
     import argparse
     import json
+    import sqlite3
+    import sys
 
     from . import fmt
     from .config import load_or_exit
@@ -189,6 +198,10 @@ def main(argv: list[str]) -> int:
     store = Store(settings.history_db, readonly=True)
     try:
         rows = store.errors(limit=args.limit)
+    except sqlite3.Error as exc:
+        print(f"botkeeper: cannot read {settings.history_db}: {exc} (`python -m botkeeper doctor` checks it)",
+              file=sys.stderr)
+        return 1
     finally:
         store.close()
     if args.json:
@@ -200,8 +213,8 @@ def main(argv: list[str]) -> int:
     now = time.time()
     print(f"{'fingerprint':<11} {'count':>6} {'per h':>6} {'last seen':>10}  error")
     for r in rows:
-        print(f"{r['fingerprint']:<11} {r['count']:>6} {r['per_hour']:>6g} {fmt.duration(now - r['last_seen']) + ' ago':>10}"
-              f"  {r['type']} in {r['location']}")
+        ago = fmt.duration(now - r["last_seen"]) + " ago"
+        print(f"{r['fingerprint']:<11} {r['count']:>6} {r['per_hour']:>6g} {ago:>10}  {r['type']} in {r['location']}")
         print(f"{'':<11} first seen {time.strftime('%Y-%m-%d %H:%M', time.localtime(r['first_seen']))}: "
               f"{r['last_message']}")
     return 0

@@ -555,7 +555,8 @@ class Store:
                 if cur.rowcount:
                     new.append(r["fingerprint"])
                 conn.execute("UPDATE errors SET count = count + ?, last_seen = MAX(last_seen, ?), last_message = ?"
-                             " WHERE fingerprint = ?", (r["count"], r["last_seen"], r["last_message"], r["fingerprint"]))
+                             " WHERE fingerprint = ?",
+                             (r["count"], r["last_seen"], r["last_message"], r["fingerprint"]))
                 conn.execute("INSERT INTO error_hours(fingerprint, hour, count) VALUES (?, ?, ?) ON CONFLICT"
                              " (fingerprint, hour) DO UPDATE SET count = count + excluded.count",
                              (r["fingerprint"], int(r["last_seen"] // 3600), r["count"]))
@@ -603,7 +604,8 @@ class Store:
             return default
 
     def set_meta(self, key: str, value: Any, conn: sqlite3.Connection | None = None) -> None:
-        (conn or self.connect()).execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        (conn or self.connect()).execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                         (key, json.dumps(value)))
 
     # --- size bound ------------------------------------------------------------------------------
     def prune(self, now: float | None = None) -> dict[str, int]:

@@ -397,7 +397,8 @@ class Supervisor:
             comp.last_restart_reason, comp.last_restart_at = reason, comp.started_at
             self.recent_restarts.append({"at": comp.started_at, "component": comp.name, "cause": cause.value,
                                          "detail": self.redact(reason), "by": by})
-            log.info("%s restarted (pid %s): %s: %s [by %s]", comp.name, proc.pid, cause.value, reason, by)
+            log.info("%s restarted (pid %s): %s: %s [by %s]", comp.name, proc.pid, cause.value, reason, by,
+                     extra={"cause": cause.value})  # a field of its own in LOG_FORMAT=json
             self.store_event("restart", comp.name, reason, by, cause=cause)
         else:
             log.info("%s started (pid %s)", comp.name, proc.pid)
