@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = ["sh", "-c", "echo up; exec sleep 100000"]
 
 
+def ups(log: Path) -> int:
+    """The child's "up" lines in its log, as text or (LOG_FORMAT=json) wrapped in JSON objects."""
+    data = log.read_bytes()
+    return data.count(b"up\n") + data.count(b'"message": "up"')
+
+
 def wait_until(predicate, timeout, interval=0.0005):
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
@@ -67,7 +73,7 @@ def supervised_loop(home: Path, kills: int) -> tuple[list[float], psutil.Process
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     log = home / "logs" / "child.log"
     state = home / "run" / "state.json"
-    wait_until(lambda: log.exists() and log.read_bytes().count(b"up\n") >= 1, 10)
+    wait_until(lambda: log.exists() and ups(log) >= 1, 10)
     import json
 
     def child_pid():
@@ -81,10 +87,10 @@ def supervised_loop(home: Path, kills: int) -> tuple[list[float], psutil.Process
     for i in range(kills):
         time.sleep(0.25)  # let the child count as up (min_uptime 0) and the supervisor go idle
         pid = wait_until(child_pid, 5)
-        seen = log.read_bytes().count(b"up\n")
+        seen = ups(log)
         t0 = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: log.read_bytes().count(b"up\n") > seen, 5)
+        wait_until(lambda: ups(log) > seen, 5)
         times.append(time.perf_counter() - t0)
     return times, psutil.Process(sup.pid), sup
 

@@ -22,9 +22,10 @@ import socket
 import sqlite3
 import sys
 import time
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from . import notices, runfiles
+from . import notices, report, runfiles
 from .alert_channels import channels, make_redactor, webhook_payload, with_delay_note
 from .causes import Cause
 from .config import ConfigError, Settings
@@ -81,11 +82,13 @@ class Alerter:
             tracker, acts = decide(self.tracker, obs, failures, now, self.rules)
             tracker.pending_exit = pending
             self._apply(acts, now)
-            due, seen = notices.due(self.store, now)  # a corrupt database set aside, a full disk
+            # a corrupt database set aside, a full disk, a new kind of error (ERROR_ALERTS=new)
+            due, seen = notices.due(self.store, now, kinds=notices.kinds_for(self.settings))
             for notice in due:
                 self.enqueue(notice["kind"], notices.alert_text(notice), {"cause": notice["kind"]}, None, now)
             if seen is not None:
                 notices.handled(self.store, seen)
+            self._daily_report(now, snapshot)
             if tracker.as_json() != self.tracker.as_json() or events:
                 self.tracker = tracker
                 self.store.set_meta("alerter", {"tracker": tracker.as_json(), "last_event_id": self.last_event_id})
@@ -165,8 +168,29 @@ class Alerter:
                 if queued and inc is not None and inc.id is not None and act.kind in ("down", "flapping"):
                     self.store.update_incident(inc.id, alerted=1)
 
-    def enqueue(self, kind: str, text: str, data: Mapping[str, Any], incident_id: int | None, now: float) -> bool:
-        """Queue an alert on every channel; the history says what really happened to it. True if queued."""
+    def _daily_report(self, now: float, snapshot: Snapshot | None) -> None:
+        """DAILY_REPORT_AT: queue the day's report once (the day it covers is remembered in the same
+        transaction, so a monitor restart does not send it twice)."""
+        if self.settings.daily_report_at is None:
+            return
+        memory = self.store.get_meta(report.SEEN) or {}
+        last = memory.get("day") if isinstance(memory, dict) else None
+        due = report.due(datetime.fromtimestamp(now), self.settings.daily_report_at, last)
+        if due is None:
+            return
+        remember = (report.SEEN, {"day": due.day, "at": now, "sent": due.send})
+        if not due.send:
+            log.info("alerts: DAILY_REPORT_AT %s already passed today; the first daily report goes out tomorrow",
+                     self.settings.daily_report_at)
+            self.store.set_meta(*remember)
+            return
+        self.enqueue("daily-report", report.compose(self.settings, self.store, now, snapshot, due),
+                     {"day": due.day, "late": due.late}, None, now, remember=remember)
+
+    def enqueue(self, kind: str, text: str, data: Mapping[str, Any], incident_id: int | None, now: float,
+                remember: tuple[str, Any] | None = None) -> bool:
+        """Queue an alert on every channel; the history says what really happened to it. True if queued.
+        `remember`: a (meta key, value) written in the same transaction as the queued alert."""
         text = self.redact(text)
         if self.settings.demo_active:
             text = "[DEMO] " + text
@@ -175,6 +199,8 @@ class Alerter:
         cause = Cause.parse(data.get("cause")) if data.get("cause") else None
         if unsent:
             self.store.record("alert-not-sent", "bot", f"{what} (not sent: {unsent})", "alerts", at=now, cause=cause)
+            if remember is not None:
+                self.store.set_meta(*remember)
             if not self.settings.alerts:
                 log.info("alerts: %s alert not sent (ALERTS=off): %s", kind, text)
             else:
@@ -184,6 +210,8 @@ class Alerter:
         with self.store.transaction() as conn:
             for ch in self.channels:
                 self.store.enqueue_alert(ch.name, kind, text, dict(data), incident_id, at=now, conn=conn)
+            if remember is not None:
+                self.store.set_meta(*remember, conn=conn)
         self.store.record("alert", "bot", f"{what} (queued for {', '.join(ch.name for ch in self.channels)})",
                           "alerts", at=now, cause=cause)
         log.info("alerts: %s alert queued for %s", kind, ", ".join(ch.name for ch in self.channels))

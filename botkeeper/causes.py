@@ -21,6 +21,7 @@ class Cause(str, Enum):
     POISON_UPDATE = "poison-update"  # one update keeps hanging or killing the bot
     DISK_FULL = "disk-full"  # the heartbeat or the history cannot be written
     CORRUPT_FILE = "corrupt-file"  # a file of ours was unreadable and was set aside
+    NEW_ERROR = "new-error"  # a handler error of a kind (fingerprint) not seen before
     WEB_UNRESPONSIVE = "web-unresponsive"  # /health stopped answering connections
     SUPERVISOR_DOWN = "supervisor-down"  # no supervisor holds the lock
     SUPERVISOR_HUNG = "supervisor-hung"  # a supervisor holds the lock but does not answer
@@ -87,6 +88,7 @@ LABELS = {
     Cause.POISON_UPDATE: "poison update",
     Cause.DISK_FULL: "disk full",
     Cause.CORRUPT_FILE: "corrupt file set aside",
+    Cause.NEW_ERROR: "new kind of error",
     Cause.WEB_UNRESPONSIVE: "status page not answering",
     Cause.SUPERVISOR_DOWN: "supervisor not running",
     Cause.SUPERVISOR_HUNG: "supervisor not answering",

@@ -30,6 +30,7 @@ DELEGATED = {
     "emulator": "botkeeper.emulator:main",
     "doctor": "botkeeper.doctor:main",
     "history": "botkeeper.history:main",
+    "errors": "botkeeper.errorstats:main",
     "alert-test": "botkeeper.alerts:main_test",
     "outbox": "botkeeper.outbox_cli:main",
     "install": "botkeeper.install:main_install",

@@ -348,6 +348,18 @@ def _log_level(raw: Any) -> str:
     return text
 
 
+def _clock_time(raw: Any) -> str | None:
+    """HH:MM on a 24-hour clock (the machine's local time), normalized to two digits each; off = none."""
+    accepted = "a time of day as HH:MM on a 24-hour clock (the machine's local time) such as 09:00, or off"
+    text = _plain_text(raw).lower() if isinstance(raw, str) else None
+    if text in ("off", "none"):
+        return None
+    match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", text or "")
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValueError(accepted)
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+
 def _text(raw: Any) -> str:
     if not isinstance(raw, str):
         raise ValueError("a string")
@@ -406,6 +418,7 @@ KNOBS: dict[str, Knob] = {
     "builtin_commands": Knob("BUILTIN_COMMANDS", _builtin_commands_choice, BUILTIN_COMMAND_NAMES, False, "built-in commands added where your bot has none: all, none, or a list such as ping,status"),
     "public_url": Knob("PUBLIC_URL", _url, None, False, "public URL of the page, for self-ping"),
     "log_level": Knob("LOG_LEVEL", _log_level, "INFO", False, "DEBUG, INFO, WARNING or ERROR"),
+    "log_format": Knob("LOG_FORMAT", _choice("text", "json"), "text", False, "logs/<component>.log as text lines or one JSON object per line (combined.log stays text)"),
     "log_max_bytes": Knob("LOG_MAX_BYTES", Number(10_000, 1_000_000_000, whole=True, what="a size in bytes"), 10 * 1024 * 1024, False, "rotate a log at this size"),
     "log_backups": Knob("LOG_BACKUPS", Number(1, 100, whole=True), 5, False, "rotated files kept per log"),
     "log_retention_days": Knob("LOG_RETENTION_DAYS", Number(1, 3650, whole=True, unit="days"), 7, False, "days archived logs are kept"),
@@ -436,6 +449,8 @@ KNOBS: dict[str, Knob] = {
     "sample_interval": Knob("SAMPLE_INTERVAL", _seconds(0.1, 3600), 60.0, False, "seconds between resource samples"),
     "demo_interval": Knob("DEMO_INTERVAL", _seconds(0.1, 3600), 5.0, False, "seconds between demo user messages"),
     "unreachable_alert_after": Knob("UNREACHABLE_ALERT_AFTER", _seconds(0, 86400), 300.0, False, "alert when Telegram is unreachable this long"),
+    "error_alerts": Knob("ERROR_ALERTS", _choice("off", "new"), "off", False, "new = one alert when a handler error of a new kind (fingerprint) appears"),
+    "daily_report_at": Knob("DAILY_REPORT_AT", _clock_time, None, False, "HH:MM (local time) the admin chat/webhook gets a daily report; off = none"),
     "alert_retry_interval": Knob("ALERT_RETRY_INTERVAL", _seconds(0.1, 86400), 30.0, False, "seconds between retries of unsent alerts"),
     "auto_recovery": Knob("AUTO_RECOVERY", _bool, True, False, "supervisor relaunches auto_recovery.py if it is gone"),
     "flap_window": Knob("FLAP_WINDOW", _seconds(1, 86400), 600.0, False, "restarts within this make one incident"),
@@ -541,6 +556,9 @@ class Settings:
     outbox_poll_interval: float = 1.0
     outer: str = "auto"
     crontab_file: str | None = None
+    log_format: str = "text"
+    error_alerts: str = "off"
+    daily_report_at: str | None = None
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from telegram import BotCommand, Update
+from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 
 from . import heartbeat, logs
+from .errorstats import ErrorLog
 from .bot import commands
 from .bot.health import Health, heartbeat_loop
 from .config import Settings, load_or_exit
@@ -36,6 +39,7 @@ class Keeper:
     def __init__(self, application: Application, settings: Settings, health: Health, heartbeat_file: Path,
                  descriptions: Mapping[str, str], observed: bool, menu: bool = True):
         self.application = application
+        self.errors = ErrorLog(settings.history_db, health.redact, settings.home)
         self.settings = settings
         self.health = health
         self.heartbeat_file = heartbeat_file
@@ -82,6 +86,7 @@ class Keeper:
         if self.health.state not in ("stopping", "fatal"):  # "fatal" says why we exit: keep it
             self.health.state, self.health.detail = "stopping", "stopping on request"
         self.health.write(self.heartbeat_file)
+        await asyncio.to_thread(self.errors.flush)  # what the last errors left in the buffer
 
     async def count(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         self.health.handled()
@@ -95,12 +100,17 @@ class Keeper:
             self.health.polling_failed(error)
             return
         where = f"job {job.name}" if job is not None else "a task"
+        extra: dict[str, Any] = {}
         if isinstance(update, Update):
             chat = update.effective_chat
             where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
+            extra["update_id"] = update.update_id
+        if error is not None and not (update is None and job is None and isinstance(error, TelegramError)):
+            # Polling's own network errors are Telegram's weather (the heartbeat reports them), not bugs.
+            extra["fingerprint"] = self.errors.add(error).id
         stack = "".join(traceback.format_exception(error)) if error is not None else ""
         log.error("%s", self.health.redact(
-            f"handler failed on {where}: {type(error).__name__}: {error}\n{stack}".rstrip()))
+            f"handler failed on {where}: {type(error).__name__}: {error}\n{stack}".rstrip()), extra=extra)
 
 
 def attach(application: Application, settings: Settings | None = None, *,
@@ -119,7 +129,7 @@ def attach(application: Application, settings: Settings | None = None, *,
     observed = health is not None
     redactor = logs.Redactor(settings.secrets() + [settings.bot_token or "", application.bot.token or ""])
     health = health or Health(redactor)
-    _redact_existing_log_handlers(redactor)
+    _redact_existing_log_handlers(redactor, settings)
     descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
                     else c[1] for c in commands}
     keeper = Keeper(application, settings, health, heartbeat.default_path(settings), descriptions, observed, menu)
@@ -147,7 +157,7 @@ def _chain(application: Application, hook: str, ours: Any) -> None:
     setattr(application, hook, both)
 
 
-def _redact_existing_log_handlers(redactor: logs.Redactor) -> None:
+def _redact_existing_log_handlers(redactor: logs.Redactor, settings: Settings) -> None:
     """A bot with its own logging set-up still never prints the token; httpx request lines (which
     carry it in the URL) stay at WARNING. A bot without one still shows botkeeper's own lines
     (stderr, which the supervisor writes to logs/bot.log), without touching the root logger."""
@@ -159,7 +169,7 @@ def _redact_existing_log_handlers(redactor: logs.Redactor) -> None:
     ours = logging.getLogger("botkeeper")
     if not root.handlers and not ours.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(logs.FORMAT))
+        handler.setFormatter(logs.formatter(settings, os.environ.get("BOTKEEPER_COMPONENT", "bot")))
         handler.addFilter(logs.RedactingFilter(redactor))
         ours.addHandler(handler)
         ours.setLevel(logging.INFO)

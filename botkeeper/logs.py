@@ -2,14 +2,24 @@
 
 The redactor removes every configured secret in any form it takes (plain, URL-encoded, the secret
 half of a bot token, inside `/bot<token>/` URLs) and anything else shaped like a bot token.
+
+LOG_FORMAT=json: each Python component formats its own records as one JSON object per line
+(python-json-logger: time, level, component, logger, message, exception, and extras such as
+update_id, fingerprint or cause), after the same redaction filter, so a traceback stays one object.
+The supervisor writes those lines to logs/<component>.log as they are, wraps any other line of a
+child (print(), a non-Python bot, a crash on stderr) into an object of its own, and renders them
+back to text for logs/combined.log and the foreground stream (`readable`). The JSON library is
+imported only when LOG_FORMAT=json.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote
@@ -92,11 +102,75 @@ class SizeRotatingHandler(logging.FileHandler):
         self.stream = self._open()
 
 
-def rotating_handler(path: Path, max_bytes: int, backups: int, fmt: str = FORMAT) -> logging.Handler:
+def rotating_handler(path: Path, max_bytes: int, backups: int,
+                     fmt: str | logging.Formatter = FORMAT) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = SizeRotatingHandler(path, max_bytes, backups)
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(fmt if isinstance(fmt, logging.Formatter) else logging.Formatter(fmt))
     return handler
+
+
+# --- JSON lines (LOG_FORMAT=json) ----------------------------------------------------------------
+JSON_FIELDS = "%(levelname)s %(name)s %(message)s"
+JSON_RENAMES = {"levelname": "level", "name": "logger", "exc_info": "exception"}
+
+
+def formatter(settings, component: str) -> logging.Formatter:
+    """The formatter of one process's own records: FORMAT text, or one JSON object per line."""
+    if getattr(settings, "log_format", "text") != "json":
+        return logging.Formatter(FORMAT)
+    from pythonjsonlogger.json import JsonFormatter  # only with LOG_FORMAT=json
+
+    return JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, static_fields={"component": component},
+                         timestamp="time", json_ensure_ascii=False)
+
+
+def child_formatter(settings, component: str) -> logging.Formatter:
+    """How the supervisor writes a child's output line to logs/<component>.log: as it came, or in
+    JSON mode a child's own JSON object as it came and any other line wrapped into one."""
+    if getattr(settings, "log_format", "text") != "json":
+        return logging.Formatter("%(message)s")
+    from pythonjsonlogger.json import JsonFormatter
+
+    class ChildLines(JsonFormatter):
+        def format(self, record: logging.LogRecord) -> str:
+            line = record.getMessage()
+            if _json_object(line) is not None:
+                return line
+            record.name = "output"  # the child's stdout/stderr, not one of its loggers
+            return super().format(record)
+
+    return ChildLines(JSON_FIELDS, rename_fields=JSON_RENAMES, static_fields={"component": component},
+                      timestamp="time", json_ensure_ascii=False)
+
+
+def _json_object(line: str) -> dict | None:
+    if not (line.startswith("{") and line.endswith("}")):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def readable(line: str) -> list[str]:
+    """A child's output line as text for combined.log: a JSON record in FORMAT (local time), its
+    exception as the lines that follow; any other line unchanged."""
+    record = _json_object(line)
+    if record is None or "message" not in record:
+        return [line]
+    when = ""
+    try:
+        stamp = datetime.fromisoformat(str(record.get("time"))).astimezone()
+        when = stamp.strftime("%Y-%m-%d %H:%M:%S,") + f"{stamp.microsecond // 1000:03d} "
+    except ValueError:
+        pass
+    text = [f"{when}{str(record.get('level', '')):<7} {record.get('logger', '')}: {record['message']}"]
+    exception = record.get("exception")
+    if exception:
+        text += str(exception).splitlines()
+    return text
 
 
 def setup(settings, component: str, to_file: bool = False) -> logging.Logger:
@@ -115,7 +189,7 @@ def setup(settings, component: str, to_file: bool = False) -> logging.Logger:
         )
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(formatter(settings, component))
     handler.addFilter(redacting)
     root.addHandler(handler)
     root.setLevel(settings.log_level)

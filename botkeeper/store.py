@@ -1,4 +1,4 @@
-"""History in SQLite (WAL): events, incidents, resource samples and the alert outbox.
+"""History in SQLite (WAL): events, incidents, resource samples, the alert outbox and error statistics.
 
 Safe with several writer processes: every call is one short transaction (autocommit, or an
 explicit `BEGIN IMMEDIATE` for multi-row changes) and a busy timeout waits out other writers. A
@@ -33,7 +33,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .causes import Cause
 
@@ -50,6 +50,8 @@ LIMITS = {
 }
 MAX_PENDING_ALERTS = 500  # an outbox that cannot drain for days drops its oldest entries
 PRUNE_EVERY_SAMPLES = 200
+ERRORS_KEPT = (30 * DAY, 1_000)  # fingerprints not seen for 30 days, or past the 1000 most recent, go
+RATE_HOURS = 24  # the per-hour rate is taken over the last day (or since first seen, if later)
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 SCHEMA = """
@@ -112,6 +114,24 @@ CREATE TABLE IF NOT EXISTS watched (   -- periods the monitor was watching: upti
     ended_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS watched_ended ON watched(ended_at);
+
+CREATE TABLE IF NOT EXISTS errors (    -- handler errors grouped by fingerprint (botkeeper/errorstats.py)
+    fingerprint TEXT PRIMARY KEY,  -- 10 hex digits of sha1(type + top user frame)
+    type TEXT NOT NULL,            -- the exception's class, module-qualified unless a builtin
+    location TEXT NOT NULL,        -- file:function of the innermost frame of user code
+    component TEXT,
+    count INTEGER NOT NULL DEFAULT 0,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    last_message TEXT NOT NULL DEFAULT ''  -- redacted and truncated
+);
+CREATE INDEX IF NOT EXISTS errors_last_seen ON errors(last_seen);
+CREATE TABLE IF NOT EXISTS error_hours (  -- counts per fingerprint and hour, for the rate
+    fingerprint TEXT NOT NULL,
+    hour INTEGER NOT NULL,         -- unix time // 3600
+    count INTEGER NOT NULL,
+    PRIMARY KEY (fingerprint, hour)
+);
 
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -521,6 +541,58 @@ class Store:
         args.append(limit)
         return [_alert(r) for r in self.connect().execute(sql, args)]
 
+    # --- error statistics ----------------------------------------------------------------------
+    def add_errors(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Count a batch of errors: each row {fingerprint, type, location, component, count,
+        first_seen, last_seen, last_message}. Returns the fingerprints that were new."""
+        new: list[str] = []
+        with self.transaction() as conn:
+            for r in rows:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO errors(fingerprint, type, location, component, count, first_seen,"
+                    " last_seen, last_message) VALUES (?, ?, ?, ?, 0, ?, ?, '')",
+                    (r["fingerprint"], r["type"], r["location"], r.get("component"), r["first_seen"], r["last_seen"]))
+                if cur.rowcount:
+                    new.append(r["fingerprint"])
+                conn.execute("UPDATE errors SET count = count + ?, last_seen = MAX(last_seen, ?), last_message = ?"
+                             " WHERE fingerprint = ?",
+                             (r["count"], r["last_seen"], r["last_message"], r["fingerprint"]))
+                conn.execute("INSERT INTO error_hours(fingerprint, hour, count) VALUES (?, ?, ?) ON CONFLICT"
+                             " (fingerprint, hour) DO UPDATE SET count = count + excluded.count",
+                             (r["fingerprint"], int(r["last_seen"] // 3600), r["count"]))
+        return new
+
+    def errors(self, now: float | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Fingerprints, most frequent in the last RATE_HOURS first (then most recent), each with
+        `last_24h` and `per_hour` (over the last day, or since first seen if that is later)."""
+        now = time.time() if now is None else now
+        since_hour = int(now // 3600) - RATE_HOURS + 1
+        rows = self.connect().execute(
+            "SELECT e.*, COALESCE((SELECT SUM(h.count) FROM error_hours h WHERE h.fingerprint = e.fingerprint"
+            " AND h.hour >= ?), 0) AS last_24h FROM errors e ORDER BY last_24h DESC, last_seen DESC LIMIT ?",
+            (since_hour, limit))
+        out = []
+        for row in rows:
+            data = dict(row)
+            hours = min(float(RATE_HOURS), max(1.0, (now - data["first_seen"]) / 3600.0))
+            data["per_hour"] = round(data["last_24h"] / hours, 2)
+            out.append(data)
+        return out
+
+    def error_counts(self) -> list[tuple[str, int]]:
+        """(fingerprint, count) of every fingerprint kept, most frequent first (for /metrics)."""
+        return [(r[0], int(r[1])) for r in self.connect().execute(
+            "SELECT fingerprint, count FROM errors ORDER BY count DESC, fingerprint")]
+
+    def _prune_errors(self, now: float) -> int:
+        max_age, max_rows = ERRORS_KEPT
+        conn = self.connect()
+        n = conn.execute("DELETE FROM errors WHERE last_seen < ? OR fingerprint NOT IN (SELECT fingerprint FROM"
+                         " errors ORDER BY last_seen DESC LIMIT ?)", (now - max_age, max_rows)).rowcount
+        conn.execute("DELETE FROM error_hours WHERE hour < ? OR fingerprint NOT IN (SELECT fingerprint FROM errors)",
+                     (int(now // 3600) - RATE_HOURS,))
+        return n
+
     # --- small persistent key/value (the alerter's memory across restarts) ----------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.connect().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -531,14 +603,16 @@ class Store:
         except ValueError:
             return default
 
-    def set_meta(self, key: str, value: Any) -> None:
-        self.connect().execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+    def set_meta(self, key: str, value: Any, conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.connect()).execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                         (key, json.dumps(value)))
 
     # --- size bound ------------------------------------------------------------------------------
     def prune(self, now: float | None = None) -> dict[str, int]:
         """Delete rows past LIMITS (age or count); returns rows deleted per table."""
         now = time.time() if now is None else now
         deleted = {table: self._prune_table(table, now) for table in LIMITS}
+        deleted["errors"] = self._prune_errors(now)
         # An outbox that cannot drain must not grow without end: give up on the oldest.
         conn = self.connect()
         cur = conn.execute(

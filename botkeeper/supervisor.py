@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import control, outer, policy, process, runfiles, sdnotify
+from . import control, logs, outer, policy, process, runfiles, sdnotify
 from .causes import Cause
 from .config import EX_CONFIG, ComponentSpec, Settings
 from .fsutil import atomic_write_json, create_time, read_json, write_pidfile
@@ -146,7 +146,8 @@ class Supervisor:
         root = logging.getLogger()
         for old in list(root.handlers):
             root.removeHandler(old)
-        own = rotating_handler(s.logs_dir / "supervisor.log", s.log_max_bytes, s.log_backups)
+        own = rotating_handler(s.logs_dir / "supervisor.log", s.log_max_bytes, s.log_backups,
+                               logs.formatter(s, "supervisor"))
         own.addFilter(redacting)
         root.addHandler(own)
         root.setLevel(s.log_level)
@@ -172,7 +173,8 @@ class Supervisor:
             out.propagate = False
             for old in list(out.handlers):
                 out.removeHandler(old)
-            out.addHandler(rotating_handler(s.logs_dir / f"{comp.name}.log", s.log_max_bytes, s.log_backups, "%(message)s"))
+            out.addHandler(rotating_handler(s.logs_dir / f"{comp.name}.log", s.log_max_bytes, s.log_backups,
+                                            logs.child_formatter(s, comp.name)))
             out.setLevel(logging.DEBUG)
             comp.out = out
 
@@ -395,7 +397,8 @@ class Supervisor:
             comp.last_restart_reason, comp.last_restart_at = reason, comp.started_at
             self.recent_restarts.append({"at": comp.started_at, "component": comp.name, "cause": cause.value,
                                          "detail": self.redact(reason), "by": by})
-            log.info("%s restarted (pid %s): %s: %s [by %s]", comp.name, proc.pid, cause.value, reason, by)
+            log.info("%s restarted (pid %s): %s: %s [by %s]", comp.name, proc.pid, cause.value, reason, by,
+                     extra={"cause": cause.value})  # a field of its own in LOG_FORMAT=json
             self.store_event("restart", comp.name, reason, by, cause=cause)
         else:
             log.info("%s started (pid %s)", comp.name, proc.pid)
@@ -538,7 +541,8 @@ class Supervisor:
             line = self.redact(raw.decode("utf-8", "replace").rstrip("\r"))
             if comp.out is not None:
                 comp.out.info("%s", line)
-            self._to_combined(comp.name, line)
+            for text in logs.readable(line) if line.startswith("{") else (line,):  # LOG_FORMAT=json
+                self._to_combined(comp.name, text)
 
     def _close_pipe(self, pipe, comp: Component) -> None:
         rest = getattr(pipe, "_bk_partial", b"")

@@ -11,6 +11,7 @@ from .. import control
 from ..logs import Redactor
 from . import logtail, params
 from .errors import error_response
+from .status import ERROR_FIELDS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -78,6 +79,22 @@ def metrics() -> Response:
         "events": {"updates_handled": snap["heartbeat"]["updates_handled"],
                    "restarts_seen": sum(by_reason.values()), "restarts_by_reason": by_reason},
     })
+
+
+@bp.get("/errors")
+def errors() -> Response:
+    """Error fingerprints, most frequent in the last day first. The last message (redacted, but it
+    may quote what a user wrote) only with the Bearer token."""
+    limit = params.whole_number("limit", 20, 1, 200)
+    with_messages = request.headers.get("Authorization") is not None
+    if with_messages:
+        denied = _authorized()
+        if denied is not None:
+            return denied
+    ctx = _ctx()
+    rows = ctx.source.store.read(lambda store: store.errors(ctx.source.clock(), limit)) or []
+    keep = ERROR_FIELDS + (("last_message",) if with_messages else ())
+    return ok({"errors": [{k: r[k] for k in keep} for r in rows], "messages": with_messages})
 
 
 @bp.post("/restart/<component>")

@@ -34,6 +34,7 @@ class BotkeeperCollector(Collector):
         yield from _uptime(snap["history"]["uptime"])
         if "outbox" in snap:
             yield from _outbox(snap["outbox"])
+        yield from _errors(self.source.errors_summary(self.source.clock())["counts"])
 
 
 def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
@@ -119,6 +120,20 @@ def _outbox(box: dict[str, Any]) -> Iterator[Metric]:
     for name, doc in (("sent", "Outbox messages delivered"), ("retried", "Outbox send attempts to be retried"),
                       ("dead", "Outbox messages dead-lettered")):
         yield CounterMetricFamily(f"botkeeper_outbox_{name}", doc, value=box[name])
+
+
+ERROR_LABELS = 10  # fingerprints with a label of their own; the rest are summed as "other"
+
+
+def _errors(counts: list[tuple[str, int]]) -> Iterator[Metric]:
+    """Handler errors by fingerprint (data/history.db), the most frequent ERROR_LABELS by name:
+    the label stays bounded however many kinds of errors a bot has."""
+    family = CounterMetricFamily("botkeeper_errors", "Handler errors recorded, by fingerprint (`python -m botkeeper"
+                                 " errors` names them); the less frequent ones as \"other\"", labels=["fingerprint"])
+    for fingerprint, n in counts[:ERROR_LABELS]:
+        family.add_metric([fingerprint], n)
+    family.add_metric(["other"], sum(n for _, n in counts[ERROR_LABELS:]))
+    yield family
 
 
 def make_registry(source: StatusSource) -> CollectorRegistry:

@@ -88,6 +88,8 @@ def _num(value: Any) -> float | None:
 
 
 HEALTH_TICKS = 4  # /health memo granularity: 1/4 s
+TOP_ERRORS = 5  # error fingerprints on the page and in /api/status
+ERROR_FIELDS = ("fingerprint", "type", "location", "count", "first_seen", "last_seen", "last_24h", "per_hour")
 HISTORY_TTL = 5.0  # seconds between reads of uptime and the open incident from data/history.db
 
 
@@ -130,6 +132,7 @@ class StatusSource:
         self.store = self.history.reader if isinstance(self.history, StoreHistory) else StoreReader(settings.history_db)
         self._summary: tuple[float, dict[str, Any]] | None = None  # (read at, Store.summary())
         self._summary_lock = threading.Lock()
+        self._errors: tuple[float, dict[str, Any]] | None = None  # (read at, errors_summary())
 
     # --- the cheap path ---------------------------------------------------------------------
     def read(self) -> Reading:
@@ -226,8 +229,23 @@ class StatusSource:
             "limits": {"max_memory_bytes": int(self.settings.max_memory_mb * 1024 * 1024),
                        "max_cpu_percent": self.settings.max_cpu_percent},
             "outbox": outbox_summary(self.settings),  # issue 12: queue depth, sent/retried/dead
+            "errors": self.errors_summary(now)["top"],
         }
         return data
+
+    def errors_summary(self, now: float) -> dict[str, Any]:
+        """The top error fingerprints (no messages: they may quote what users wrote) and the
+        counts for /metrics, read at most every HISTORY_TTL seconds."""
+        with self._summary_lock:
+            cached = self._errors
+            if cached is None or not 0 <= now - cached[0] < HISTORY_TTL:
+                read = self.store.read(lambda store: (store.errors(now, TOP_ERRORS), store.error_counts()))
+                top, counts = read or ([], [])
+                cached = self._errors = (now, {
+                    "top": [{k: r[k] for k in ERROR_FIELDS} for r in top],
+                    "counts": counts,
+                })
+        return cached[1]
 
     def history_summary(self, now: float) -> dict[str, Any]:
         """Store.summary(): uptime % per window and the open incident, read at most every
