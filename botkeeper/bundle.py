@@ -17,6 +17,7 @@ from .fsutil import read_json
 from .runfiles import root_process
 
 ROOTS = ("runner", "supervisor", "recovery")
+RECOVERY_SCRIPT = PACKAGE_ROOT / "auto_recovery.py"
 
 
 def is_running(settings: Settings) -> bool:
@@ -87,11 +88,22 @@ def spawn_roots(settings: Settings, follow_us: bool = False) -> tuple[int, int |
     logs = settings.logs_dir
     runner = spawn_runner(settings, env, signal.SIGHUP if follow_us else None)
     recovery = None
-    script = PACKAGE_ROOT / "auto_recovery.py"
-    if settings.auto_recovery and script.exists():
-        recovery = process.spawn_detached([sys.executable, str(script)], env, PACKAGE_ROOT, logs / "auto_recovery.out",
-                                          signal.SIGTERM if follow_us else None)
+    if settings.auto_recovery and RECOVERY_SCRIPT.exists():
+        recovery = process.spawn_detached([sys.executable, str(RECOVERY_SCRIPT)], env, PACKAGE_ROOT,
+                                          logs / "auto_recovery.out", signal.SIGTERM if follow_us else None)
     return runner, recovery
+
+
+def relaunch_recovery(settings: Settings, spawn_detached=process.spawn_detached) -> int | None:
+    """The supervisor's half of "every piece watched by another": auto_recovery.py again when its
+    lock is free (it is gone) and nobody is stopping the bundle; its pid, or None."""
+    if not settings.auto_recovery or not RECOVERY_SCRIPT.exists() or runfiles.is_stopping(settings):
+        return None
+    if runfiles.lock_held(settings, "recovery"):
+        return None  # alive
+    env = os.environ | {"BOTKEEPER_HOME": str(settings.home)}
+    return spawn_detached([sys.executable, str(RECOVERY_SCRIPT)], env, settings.home,
+                          settings.logs_dir / "auto_recovery.out")
 
 
 def spawn_runner(settings: Settings, env: dict[str, str] | None = None, parent_death_signal: int | None = None) -> int:

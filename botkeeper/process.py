@@ -242,3 +242,33 @@ def reap_any() -> list[tuple[int, int]]:
         if pid == 0:
             return out
         out.append((pid, status))
+
+
+class OS:
+    """Everything the supervisor does to the operating system, in one object a test can replace
+    (honcho's `Env` is the model): spawn, signal, reap, look up a start time. The clocks are
+    passed to the supervisor beside it, so restart, backoff and timer behaviour run under a fake
+    clock without a single real process."""
+
+    def spawn(self, command: Sequence[str], env: Mapping[str, str], cwd: Path) -> subprocess.Popen:
+        return spawn(command, env, cwd)
+
+    def spawn_detached(self, command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
+        return spawn_detached(command, env, cwd, log_path)
+
+    def signal_group(self, pgid: int, sig: int) -> bool:
+        return signal_group(pgid, sig)
+
+    def terminate_group(self, pgid: int) -> bool:
+        return terminate_group(pgid)
+
+    def reap(self) -> list[tuple[int, int]]:
+        return reap_any()
+
+    def create_time(self, pid: int) -> float | None:
+        from .fsutil import create_time
+
+        return create_time(pid)
+
+    def stop_all(self, targets: Sequence[tuple]) -> list[int]:
+        return stop_all(targets)

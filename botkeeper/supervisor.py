@@ -3,37 +3,37 @@
 A single-threaded event loop over a selector: child exits arrive as SIGCHLD through the signal
 wakeup fd (noticed at once, not on a tick), child output through pipes, requests through the control
 socket, and everything else through timers. Decisions come from policy.py; this module applies them.
+Beside it: childlogs.py (where the children's output goes), control_server.py (the control socket),
+bundle.relaunch_recovery (auto_recovery when it is gone), and process.OS, the one seam to the
+operating system, which a test replaces to run restarts and timers under a fake clock.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
-import re
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
-from . import control, logs, outer, policy, process, runfiles, sdnotify
+from . import bundle, outer, policy, process, runfiles, sdnotify
 from .causes import Cause
+from .childlogs import OutputFanout
 from .config import EX_CONFIG, ComponentSpec, Settings
+from .control_server import ControlServer
 from .fsutil import atomic_write_json, create_time, read_json, write_pidfile
-from .logs import Redactor, RedactingFilter, rotating_handler
+from .logs import Redactor
 from .states import LIVE, State, check_transition
 from .store import Store
 
 log = logging.getLogger("supervisor")
 EX_LOCKED = 75  # EX_TEMPFAIL: another supervisor owns this directory
 RECENT_RESTARTS = 50
-CHILD_LINE_TIME = re.compile(r"^\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d)[,.]\d+ ")
 STATE_CHECK_INTERVAL = 1.0  # how often we check that run/state.json is still the one we wrote
 OPERATORS = {"cli", "web", "user", "admin", "telegram"}  # who asks = a person: the cause is operator
 
@@ -66,7 +66,6 @@ class Component:
     stop_reason: str = ""
     stop_by: str = ""
     ever_started: bool = False
-    out: logging.Logger | None = None
 
     @property
     def name(self) -> str:
@@ -89,9 +88,10 @@ class Component:
 
 class Supervisor:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, os_: process.OS | None = None):
         self.settings = settings
         self.clock, self.wall = clock, wall
+        self.os = os_ if os_ is not None else process.OS()
         self.components = {spec.name: Component(spec) for spec in settings.components}
         self.by_pid: dict[int, Component] = {}
         self.recent_restarts: collections.deque = collections.deque(maxlen=RECENT_RESTARTS)
@@ -106,12 +106,11 @@ class Supervisor:
         self.next_state_check = clock() + STATE_CHECK_INTERVAL
         self._state_key: tuple[int, int] | None = None  # (inode, mtime_ns) of the state.json we wrote
         self._lock_fd: int | None = None
-        self._server: socket.socket | None = None
-        self._clients: dict[socket.socket, bytearray] = {}
-        self._combined: logging.Logger | None = None
         self._wake_r: int | None = None
         # Under systemd/a container/PM2 the outer system restarts us: no auto_recovery, sd_notify.
         self.outer = outer.mode(settings)
+        self.output = OutputFanout(settings, self.redact, to_stdout=self.outer != "none")
+        self.control = ControlServer(settings.control_socket, self.selector, self.handle)
         self.notifier = (sdnotify.Notifier.from_environ(os.environ, clock, settings.start_timeout)
                          if self.outer == "systemd" else sdnotify.Notifier(None, None, clock, 0))
 
@@ -126,13 +125,13 @@ class Supervisor:
             d.mkdir(parents=True, exist_ok=True)
         previous = read_json(s.run_dir / "supervisor.pid")  # removed on a clean exit: still there = it died
         write_pidfile(s.run_dir / "supervisor.pid")
-        self._setup_logs()
+        self.output.setup(self.components)
         if isinstance(previous, dict) and previous.get("pid") not in (None, os.getpid()):
             log.warning("supervisor pid %s ended without shutting down (killed or crashed)", previous["pid"])
             self.store_event("exit", "supervisor", f"pid {previous['pid']} ended without shutting down"
                              " (killed or crashed)", "supervisor", cause=Cause.SUPERVISOR_DOWN)
         self.cleanup_leftovers()
-        self._open_control()
+        self.control.open()
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_r = r
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
@@ -140,76 +139,16 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)  # the wakeup fd carries the signal to the loop
         self.selector.register(r, selectors.EVENT_READ, ("signals", None))
 
-    def _setup_logs(self) -> None:
-        s = self.settings
-        redacting = RedactingFilter(self.redact)
-        root = logging.getLogger()
-        for old in list(root.handlers):
-            root.removeHandler(old)
-        own = rotating_handler(s.logs_dir / "supervisor.log", s.log_max_bytes, s.log_backups,
-                               logs.formatter(s, "supervisor"))
-        own.addFilter(redacting)
-        root.addHandler(own)
-        root.setLevel(s.log_level)
-        combined = logging.getLogger("botkeeper.combined")
-        combined.propagate = False
-        handler = rotating_handler(s.logs_dir / "combined.log", s.log_max_bytes, s.log_backups, "%(message)s")
-        combined.addHandler(handler)
-        self._combined = combined
-        if self.outer != "none":  # journald / `docker logs` / PM2 show the combined stream
-            stream = logging.StreamHandler(sys.stdout)
-            stream.setFormatter(logging.Formatter("%(message)s"))
-            combined.addHandler(stream)
-
-        class ToCombined(logging.Handler):  # supervisor lines also go to the combined stream
-            def emit(inner, record: logging.LogRecord) -> None:
-                self._to_combined("supervisor", record.getMessage(), time.strftime("%H:%M:%S"))
-
-        tee = ToCombined(logging.INFO)
-        tee.addFilter(redacting)
-        root.addHandler(tee)
-        for comp in self.components.values():
-            out = logging.getLogger(f"botkeeper.child.{comp.name}")
-            out.propagate = False
-            for old in list(out.handlers):
-                out.removeHandler(old)
-            out.addHandler(rotating_handler(s.logs_dir / f"{comp.name}.log", s.log_max_bytes, s.log_backups,
-                                            logs.child_formatter(s, comp.name)))
-            out.setLevel(logging.DEBUG)
-            comp.out = out
-
-    def _to_combined(self, name: str, line: str, hhmmss: str | None = None) -> None:
-        if self._combined is None:
-            return
-        match = CHILD_LINE_TIME.match(line)
-        if match:
-            hhmmss, line = match.group(1), line[match.end():]
-        self._combined.info("%s %-10s| %s", hhmmss or time.strftime("%H:%M:%S"), name, line)
-
     def cleanup_leftovers(self) -> None:
         """End what a previous (killed) supervisor left running, before starting anything."""
         old = read_json(self.settings.state_file)
         comps = old.get("components") if isinstance(old, dict) else None
         timeout = lambda name: (self.settings.component(name) or self.settings).kill_timeout  # noqa: E731
         for name, pid in runfiles.stop_leftovers(comps if isinstance(comps, list) else [], timeout,
-                                                 process.stop_all):
+                                                 self.os.stop_all):
             log.warning("%s: stopped pid %s left behind by a previous supervisor", name, pid)
             self.store_event("orphan-stopped", name, f"pid {pid} left by a previous supervisor",
                              cause=Cause.SUPERVISOR_DOWN)
-
-    def _open_control(self) -> None:
-        path = self.settings.control_socket
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(path))
-        os.chmod(path, 0o600)
-        server.listen(16)
-        server.setblocking(False)
-        self._server = server
-        self.selector.register(server, selectors.EVENT_READ, ("accept", None))
 
     # --- the loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -232,13 +171,10 @@ class Supervisor:
             kind, comp = key.data
             if kind == "signals":
                 self._on_signals()
-            elif kind == "accept":
-                self._accept()
-            elif kind == "client":
-                if key.fileobj in self._clients:
-                    self._on_client(key.fileobj)
             elif kind == "pipe":
                 self._on_pipe(key.fileobj, comp)
+            else:
+                self.control.on_event(kind, key.fileobj)
         self.on_timers()
 
     def next_timeout(self) -> float:
@@ -268,7 +204,7 @@ class Supervisor:
                 changed = True
             if comp.stop_deadline is not None and now >= comp.stop_deadline and comp.proc is not None:
                 log.warning("%s: pid %s ignored SIGTERM for %.1f s: SIGKILL", comp.name, comp.pid, comp.spec.kill_timeout)
-                process.signal_group(comp.pid, signal.SIGKILL)
+                self.os.signal_group(comp.pid, signal.SIGKILL)
                 comp.stop_deadline = None
         if now >= self.next_recovery_check:
             self.next_recovery_check = now + self.settings.recovery_interval
@@ -295,7 +231,7 @@ class Supervisor:
             log.info("SIGHUP ignored: settings are read at start; use `python -m botkeeper restart NAME`")
 
     def reap(self) -> None:
-        for pid, status in process.reap_any():
+        for pid, status in self.os.reap():
             comp = self.by_pid.pop(pid, None)
             if comp is not None:
                 self.on_exit(comp, status)
@@ -307,7 +243,7 @@ class Supervisor:
         if comp.proc is not None:
             comp.proc.returncode = code  # we reaped it; keep Popen from waiting again
         self._drain(comp)
-        process.signal_group(comp.pid, signal.SIGKILL)  # nothing of a dead component lingers
+        self.os.signal_group(comp.pid, signal.SIGKILL)  # nothing of a dead component lingers
         ran_for = now - comp.started_mono
         old_pid = comp.pid
         comp.last_exit_code, comp.last_exit_signal, comp.last_exit_at = exit_code, exit_signal, wall
@@ -371,7 +307,7 @@ class Supervisor:
         if self.settings.demo_active and comp.name == "bot":
             env["BOTKEEPER_DEMO"] = "1"
         try:
-            proc = process.spawn(comp.spec.command, env, self.settings.home)
+            proc = self.os.spawn(comp.spec.command, env, self.settings.home)
         except OSError as exc:
             # A missing program is a configuration problem, not something a restart loop fixes.
             self._set(comp, State.STARTING)
@@ -385,7 +321,7 @@ class Supervisor:
         now = self.clock()
         comp.proc, comp.pid = proc, proc.pid
         comp.started_mono, comp.started_at = now, self.wall()
-        comp.create_time = create_time(proc.pid)  # None if already gone: its exit is reaped normally
+        comp.create_time = self.os.create_time(proc.pid)  # None if already gone: its exit is reaped normally
         self.by_pid[proc.pid] = comp
         os.set_blocking(proc.stdout.fileno(), False)
         self.selector.register(proc.stdout, selectors.EVENT_READ, ("pipe", comp))
@@ -412,7 +348,7 @@ class Supervisor:
         if comp.state in (State.STARTING, State.RUNNING):
             self._set(comp, State.STOPPING)
             comp.stop_deadline = self.clock() + comp.spec.kill_timeout
-            process.terminate_group(comp.pid)
+            self.os.terminate_group(comp.pid)
             log.info("%s stopping (pid %s): %s [by %s]", comp.name, comp.pid, reason, by)
         elif comp.state == State.STOPPING:
             pass  # already on its way; after_stop updated above
@@ -437,18 +373,15 @@ class Supervisor:
             self.stop(comp, "stopped", Cause.SHUTDOWN, reason, by)
 
     def watch_recovery(self) -> None:
-        """auto_recovery.py watches us; we relaunch it when it is gone (its lock is free)."""
-        s = self.settings
-        script = Path(__file__).resolve().parent.parent / "auto_recovery.py"
-        if (not s.auto_recovery or self.outer != "none" or self.shutting_down or not script.exists()
-                or runfiles.is_stopping(s)):
+        """auto_recovery.py watches us; we relaunch it when it is gone (unless an outer supervisor
+        stands in for it, or we are stopping)."""
+        if self.outer != "none" or self.shutting_down:
             return
-        if runfiles.lock_held(s, "recovery"):
-            return  # auto_recovery is alive
-        env = os.environ | {"BOTKEEPER_HOME": str(s.home)}
-        pid = process.spawn_detached([sys.executable, str(script)], env, s.home, s.logs_dir / "auto_recovery.out")
-        log.warning("auto_recovery was not running: relaunched it (pid %s)", pid)
-        self.store_event("relaunch", "auto_recovery", "auto_recovery was not running", "supervisor", cause=Cause.CRASH)
+        pid = bundle.relaunch_recovery(self.settings, self.os.spawn_detached)
+        if pid is not None:
+            log.warning("auto_recovery was not running: relaunched it (pid %s)", pid)
+            self.store_event("relaunch", "auto_recovery", "auto_recovery was not running", "supervisor",
+                             cause=Cause.CRASH)
 
     # --- bookkeeping -----------------------------------------------------------------------------
     def _set(self, comp: Component, new: State) -> None:
@@ -501,108 +434,27 @@ class Supervisor:
         log.warning("run/state.json was changed by someone else: rewriting it")
         return False
 
-    # --- child output ----------------------------------------------------------------------------
+    # --- child output ---------------------------------------------------------------------------
     def _on_pipe(self, pipe, comp: Component) -> None:
         if pipe.closed:  # closed earlier in this same batch of events (drained at exit)
             return
-        try:
-            data = os.read(pipe.fileno(), 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
+        if not self.output.read(pipe, comp.name):
             self._close_pipe(pipe, comp)
-            return
-        self._emit(comp, pipe, data)
 
     def _drain(self, comp: Component) -> None:
         pipe = comp.proc.stdout if comp.proc else None
-        if pipe is None or pipe.closed:
-            return
-        while True:
-            try:
-                data = os.read(pipe.fileno(), 65536)
-            except (BlockingIOError, OSError):
-                return
-            if not data:
-                self._close_pipe(pipe, comp)
-                return
-            self._emit(comp, pipe, data)
-
-    def _emit(self, comp: Component, pipe, data: bytes) -> None:
-        partial = getattr(pipe, "_bk_partial", b"") + data
-        *lines, rest = partial.split(b"\n")
-        if len(rest) > 16384:  # a very long line without newline: flush it anyway
-            lines.append(rest)
-            rest = b""
-        pipe._bk_partial = rest
-        for raw in lines:
-            line = self.redact(raw.decode("utf-8", "replace").rstrip("\r"))
-            if comp.out is not None:
-                comp.out.info("%s", line)
-            for text in logs.readable(line) if line.startswith("{") else (line,):  # LOG_FORMAT=json
-                self._to_combined(comp.name, text)
+        if pipe is not None and not pipe.closed and not self.output.drain(pipe, comp.name):
+            self._close_pipe(pipe, comp)
 
     def _close_pipe(self, pipe, comp: Component) -> None:
-        rest = getattr(pipe, "_bk_partial", b"")
-        if rest:
-            pipe._bk_partial = b""
-            self._emit(comp, pipe, rest + b"\n")
+        self.output.finish(pipe, comp.name)
         try:
             self.selector.unregister(pipe)
         except (KeyError, ValueError):
             pass
         pipe.close()
 
-    # --- control channel -------------------------------------------------------------------------
-    def _accept(self) -> None:
-        try:
-            conn, _ = self._server.accept()
-        except BlockingIOError:
-            return
-        conn.setblocking(False)
-        self._clients[conn] = bytearray()
-        self.selector.register(conn, selectors.EVENT_READ, ("client", None))
-
-    def _on_client(self, conn: socket.socket) -> None:
-        buf = self._clients.get(conn)
-        try:
-            data = conn.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data or buf is None:
-            self._drop_client(conn)
-            return
-        buf += data
-        if b"\n" not in buf and len(buf) < control.MAX_MESSAGE:
-            return
-        line = bytes(buf).split(b"\n", 1)[0]
-        try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError("expected a JSON object")
-            reply = {"ok": True, "data": self.handle(request)}
-        except (ValueError, KeyError, TypeError) as exc:
-            reply = {"ok": False, "error": str(exc)}
-        try:
-            conn.setblocking(True)
-            conn.settimeout(2.0)
-            conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
-        except OSError:
-            pass  # the asker went away; the action (if any) still happened
-        self._drop_client(conn)
-
-    def _drop_client(self, conn: socket.socket) -> None:
-        self._clients.pop(conn, None)
-        try:
-            self.selector.unregister(conn)
-        except (KeyError, ValueError):
-            pass
-        conn.close()
-
+    # --- control channel: botkeeper/control_server.py serves it, this answers ------------------------
     def handle(self, request: dict[str, Any]) -> Any:
         cmd = request.get("cmd")
         by = str(request.get("by") or "control")[:40]
@@ -647,10 +499,7 @@ class Supervisor:
     def close(self) -> None:
         self.write_state()
         log.info("supervisor stopped: %s", self.shutdown_reason)
-        try:
-            self.settings.control_socket.unlink()
-        except FileNotFoundError:
-            pass
+        self.control.close()
         try:
             (self.settings.run_dir / "supervisor.pid").unlink()
         except FileNotFoundError:
