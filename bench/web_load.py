@@ -161,14 +161,18 @@ def fake_bundle(home: Path, stop: threading.Event) -> list[subprocess.Popen]:
     state = {"version": 1, "updated_at": now,
              "supervisor": {"pid": ids[0][0], "create_time": ids[0][1], "started_at": now, "demo": False},
              "components": [comp("bot", ids[1]), comp("monitor", ids[2])],
-             "recent_restarts": [{"at": now - 60 * i, "component": "bot", "reason": "exited with code 1",
+             "recent_restarts": [{"at": now - 60 * i, "component": "bot", "cause": "crash",
+                                  "detail": "exited with code 1", "reason": "exited with code 1",
                                   "by": "supervisor"} for i in range(10, 0, -1)]}
     atomic_write(home / "run" / "state.json", json.dumps(state))
+    # The supervisor's own PID file (what proves it alive) and a heartbeat written by the bot's pid.
+    atomic_write(home / "run" / "supervisor.pid", json.dumps({"pid": ids[0][0], "create_time": ids[0][1]}))
 
     def beat() -> None:
         while not stop.is_set():
             atomic_write(home / "bot_health.txt", json.dumps(
-                {"written_at": time.time(), "last_poll_at": time.time(), "state": "polling", "updates_handled": 1}))
+                {"pid": ids[1][0], "written_at": time.time(), "last_poll_at": time.time(), "state": "polling",
+                 "updates_handled": 1}))
             stop.wait(1.0)
 
     threading.Thread(target=beat, daemon=True).start()
@@ -211,6 +215,7 @@ def main() -> int:
             time.sleep(2)
             idle = proc.memory_info().rss
             print(f"web process pid {web.pid}: idle RSS {idle / 2**20:.1f} MB; {psutil.cpu_count()} CPUs")
+            print(f"/health answers {Conn(port).request('/health')} (200 = the fake bundle is judged healthy)")
             print(f"{'endpoint':10} {'phase':14} {'rps':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}")
             for path in args.endpoints.split(","):
                 warm = Conn(port)

@@ -233,7 +233,24 @@ def test_a_state_file_that_is_not_ours_is_rewritten_within_a_second(loop):
     assert state["components"][0]["name"] == "bot" and state["supervisor"]["pid"] == os.getpid()
 
 
-def test_output_goes_to_the_components_log_and_the_combined_stream(loop, home):
+@pytest.fixture
+def own_logging():
+    """OutputFanout.setup takes over the root logger (it is the supervisor process's); give it back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if handler not in handlers:
+            handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_output_goes_to_the_components_log_and_the_combined_stream(loop, home, own_logging):
     sup, bot, fake, advance, settings = loop
     sup.output.setup(sup.components)
     proc = fake.procs[bot_pid(sup)]
