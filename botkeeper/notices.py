@@ -1,5 +1,6 @@
 """Notices: events about the bundle's own files and disk (a corrupt database set aside, a disk too
-full to write the heartbeat) that any process may record, and the alerter sends once each.
+full to write the heartbeat), and poison updates the bot quarantined, that any process may record
+and the alerter sends once each.
 
 The recording process may not be the one that sends alerts (the CLI can find the database corrupt),
 so the event itself is the message: its kind is the cause, and the last one alerted is remembered
@@ -15,7 +16,8 @@ from typing import Any
 from .causes import Cause
 from .store import Store
 
-KINDS = (Cause.CORRUPT_FILE.value, Cause.DISK_FULL.value)
+KINDS = (Cause.CORRUPT_FILE.value, Cause.DISK_FULL.value, Cause.POISON_UPDATE.value)
+EACH = frozenset({Cause.POISON_UPDATE.value})  # one event per distinct update: each one is alerted
 SEEN = "notices"  # meta key: {"upto": last notice event id handled, "last": {kind: when last alerted}}
 REPEAT = 3600.0  # one spell seen by two processes (the monitor and auto_recovery both see a full disk): one alert
 
@@ -32,7 +34,7 @@ def due(store: Store, now: float, limit: int = 50) -> tuple[list[dict[str, Any]]
         if event["id"] <= upto:
             continue
         upto = event["id"]
-        if now - float(last.get(event["kind"], float("-inf"))) >= REPEAT:
+        if event["kind"] in EACH or now - float(last.get(event["kind"], float("-inf"))) >= REPEAT:
             alert.append(event)
             last[event["kind"]] = now
     return alert, ({"upto": upto, "last": last} if upto != start else None)
