@@ -101,8 +101,8 @@ def quarantine(book: Mapping[str, Any], update_id: int, seen: Mapping[str, Any],
     record |= {f: _short(seen[f]) for f in FIELDS if seen.get(f) is not None and record.get(f) is None}
     record["quarantined_at"] = now
     listed = [q for q in book.get("quarantined") or [] if q.get("update_id") != update_id] + [record]
-    return {"struck": struck, "quarantined": listed[-KEEP_QUARANTINED:],
-            "counted_beat": book.get("counted_beat")}, record
+    return {"struck": struck, "quarantined": listed[-KEEP_QUARANTINED:], "counted_beat": book.get("counted_beat"),
+            "quarantined_total": int(book.get("quarantined_total") or 0) + 1}, record
 
 
 def describe(record: Mapping[str, Any]) -> str:
@@ -155,3 +155,12 @@ def quarantined(path: Path) -> list[dict[str, Any]]:
     """The quarantined updates listed in data/poison.json, newest first (page, API, history)."""
     items = PoisonBook(path).load().get("quarantined")
     return [q for q in reversed(items) if isinstance(q, dict)] if isinstance(items, list) else []
+
+
+def quarantine_summary(path: Path, limit: int = 20) -> dict[str, Any]:
+    """For /api/status, the page and /metrics: how many were quarantined ever, and the latest."""
+    book = PoisonBook(path).load()
+    total = book.get("quarantined_total")
+    items = quarantined(path)
+    return {"total": total if isinstance(total, int) else len(items),
+            "latest": [q | {"summary": describe(q)} for q in items[:limit]]}

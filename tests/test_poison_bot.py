@@ -8,9 +8,14 @@ exactly once, and one alert (webhook on loopback) names the chat and the handler
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from botfixtures import *  # noqa: F401,F403  (emulator, ask, heartbeat_of, secret_forms, wait_for)
 from conftest import FAKE_TOKEN, ROOT, component, write_components
@@ -26,8 +31,8 @@ def receiver():
     r.stop()
 
 
-def start_bundle(supervised, home, emulator, receiver, **env):
-    write_components(home, web={"enabled": False})
+def start_bundle(supervised, home, emulator, receiver, web=False, **env):
+    write_components(home, web={"enabled": web})
     sup = supervised(TELEGRAM_API_BASE_URL=emulator.url, TELEGRAM_BOT_TOKEN=FAKE_TOKEN, HANDLERS=str(POISON),
                      KILL_TIMEOUT="1", ALERTS="on", MONITORING_WEBHOOK=receiver.url, **env)
     wait_for(lambda: heartbeat_of(home).get("last_poll_at"), 20, message="bot polling")
@@ -52,7 +57,7 @@ def poison_alerts(receiver) -> list[dict]:
 @pytest.mark.parametrize("command, handler", [("/freeze", "freeze"), ("/die", "die")])
 def test_a_poison_update_is_quarantined_and_everybody_else_answered_once(supervised, home, emulator, receiver,
                                                                           command, handler):
-    start_bundle(supervised, home, emulator, receiver, BLOCKED_WARN="0.5")
+    sup = start_bundle(supervised, home, emulator, receiver, web=command == "/die", BLOCKED_WARN="0.5")
     ask(emulator, "/ping", "pong", 10, chat_id=101)  # before the poison
     poisoned = emulator.inject_message(command, chat_id=202)
     emulator.inject_message("/ping", chat_id=303)  # after it: waits behind it
@@ -76,13 +81,42 @@ def test_a_poison_update_is_quarantined_and_everybody_else_answered_once(supervi
     for secret in secret_forms():
         assert secret not in log and secret not in json.dumps(receiver.bodies)
     assert len(poison_alerts(receiver)) == 1
+    history = subprocess.run([sys.executable, "-m", "botkeeper", "history"], env=sup.env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=30).stdout
+    assert "quarantined updates" in history and f"({command}) in chat 202, handler {handler}" in history
+    if command == "/die":  # the page, /api/status and /metrics list it (real HTTP on loopback)
+        base = f"http://127.0.0.1:{sup.env['PORT']}"
+        status = wait_for(lambda: _get(base + "/api/status"), 20, message="/api/status").json()["data"]
+        assert status["quarantined_updates"]["total"] == 1
+        assert status["quarantined_updates"]["latest"][0]["handler"] == "die"
+        assert "botkeeper_quarantined_updates_total 1.0" in _get(base + "/metrics").text
+        page = _get(base + "/").text
+        assert 'id="quarantined"' in page and "handler die" in page
+
+
+def _get(url: str):
+    try:
+        resp = requests.get(url, timeout=5)
+    except requests.RequestException:
+        return None
+    return resp if resp.status_code in (200, 503) else None
+
+
+def test_handler_exceptions_are_counted_per_handler_and_the_bot_carries_on(bot, emulator, home):
+    proc = bot(HANDLERS=str(POISON))
+    proc.wait_polled()
+    for _ in range(2):
+        emulator.inject_message("/boom", chat_id=606)
+    ask(emulator, "/ping", "pong", 10, chat_id=606)
+    beat = wait_for(lambda: (hb := proc.heartbeat()).get("handler_errors") == {"boom": 2} and hb["in_flight"] == []
+                    and hb, 10, message="two errors of handler boom in the heartbeat, nothing in flight")
+    assert isinstance(beat["loop_lag"], float) and beat["updates_handled"] == 3
+    assert proc.alive()
 
 
 def test_a_hang_with_nothing_in_flight_restarts_as_before_and_strikes_nothing(supervised, home, emulator, receiver):
     start_bundle(supervised, home, emulator, receiver)
     pid = component(home, "bot")["pid"]
-    import os
-    import signal
     os.kill(pid, signal.SIGSTOP)  # the whole process stops: no update in flight
     wait_for(lambda: component(home, "bot").get("restarts") == 1 and component(home, "bot")["pid"] != pid, 30,
              message="the hung bot restarted")
