@@ -425,6 +425,8 @@ KNOBS: dict[str, Knob] = {
     "min_free_disk_mb": Knob("MIN_FREE_DISK_MB", Number(0, 1_000_000, whole=True, unit="MB"), 200, False, "prune old logs below this free space"),
     "heartbeat_interval": Knob("HEARTBEAT_INTERVAL", _seconds(0.05, 3600), 10.0, False, "seconds between heartbeats"),
     "stale_after": Knob("STALE_AFTER", _seconds(0.1, 86400), 60.0, False, "heartbeat age that means hung (at least 2 x HEARTBEAT_INTERVAL)"),
+    "quarantine_after": Knob("QUARANTINE_AFTER", Number(1, 100, whole=True, what="a number of strikes"), 2, False, "skip an update that was in flight when this many bots hung or died"),
+    "blocked_warn": Knob("BLOCKED_WARN", _seconds(0.1, 3600), 5.0, False, "log the bot's stack once its event loop has been blocked this long"),
     "heartbeat_grace": Knob("HEARTBEAT_GRACE", _seconds(0, 86400), 60.0, False, "seconds after bot start before a missing heartbeat counts"),
     "monitor_interval": Knob("MONITOR_INTERVAL", _seconds(0.05, 3600), 5.0, False, "seconds between monitor checks"),
     "recovery_interval": Knob("RECOVERY_INTERVAL", _seconds(0.1, 3600), 30.0, False, "seconds between auto_recovery checks"),
@@ -520,6 +522,8 @@ class Settings:
     min_free_disk_mb: int
     heartbeat_interval: float
     stale_after: float
+    quarantine_after: int
+    blocked_warn: float
     heartbeat_grace: float
     monitor_interval: float
     recovery_interval: float

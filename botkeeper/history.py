@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from .incidents import fmt_duration
-from . import fmt
+from . import fmt, poison
 from .causes import Cause
 from .config import ConfigError, Settings
 from .store import Store
@@ -20,7 +20,7 @@ CAUSE_VALUES = {c.value for c in Cause}
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SHOWN_KINDS = ("start", "restart", "exit", "errored", "needs-config", "orphan-stopped", "relaunch", "shutdown",
                "stale", "limit", "conflict", "telegram-unreachable", "telegram-reachable", "heartbeat-unreadable",
-               "alert", "alert-not-sent", "alert-sent", "alert-failed", "corrupt-file", "disk-full")
+               "alert", "alert-not-sent", "alert-sent", "alert-failed", "corrupt-file", "disk-full", "poison-update")
 
 
 def parse_since(text: str) -> float:
@@ -43,7 +43,7 @@ def cause_label(value: str) -> str:
 
 
 def render(summary: dict[str, Any], incidents: list[dict[str, Any]], events: list[dict[str, Any]], now: float,
-           since_label: str) -> str:
+           since_label: str, quarantined: list[dict[str, Any]] = ()) -> str:
     up, seen = summary["uptime"], summary.get("observed_seconds") or {}
     out = ["uptime: " + "   ".join(f"{w} {fmt.uptime(up[w])}" + (f" (of {fmt_duration(seen[w])} watched)"
                                                                       if up[w] is not None and seen.get(w) else "")
@@ -62,6 +62,9 @@ def render(summary: dict[str, Any], incidents: list[dict[str, Any]], events: lis
         stopped = "; ended by a stop" if inc.get("end_cause") else ""
         detail = f" ({inc['detail']})" if inc["detail"] else ""
         out.append(f"  {when(inc['started_at'])}  {took:>14}  {cause_label(inc['cause'])}{detail}{extra}{alerted}{stopped}")
+    if quarantined:  # shown only when there are any
+        out += ["", "quarantined updates (skipped without running handlers, newest first):"]
+        out += [f"  {when(q.get('quarantined_at') or 0)}  {poison.describe(q)}" for q in quarantined]
     out += ["", f"restarts and events (last {since_label}, newest first):"]
     if not events:
         out.append("  none")
@@ -103,8 +106,10 @@ def main(argv: list[str]) -> int:
         return 1
     finally:
         store.close()
+    quarantined = poison.quarantined(settings.data_dir / "poison.json")[:args.limit]
     if args.json:
-        print(json.dumps({"summary": summary, "incidents": incidents, "events": events}, indent=2))
+        print(json.dumps({"summary": summary, "incidents": incidents, "events": events,
+                          "quarantined_updates": quarantined}, indent=2))
     else:
-        print(render(summary, incidents, events, now, label))
+        print(render(summary, incidents, events, now, label, quarantined))
     return 0

@@ -21,16 +21,19 @@ from typing import Any, Iterable, Mapping
 
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
-from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
 
 from . import heartbeat, logs
 from .errorstats import ErrorLog
 from .bot import commands
 from .bot.health import Health, heartbeat_loop
+from .bot.work import Watchdog, Work, hold_polls, track
 from .config import Settings, load_or_exit
+from .quarantine import Guard
+from .snapshot import read_heartbeat
 
 log = logging.getLogger("botkeeper.bot")
-COUNT_GROUP = -1000  # before every user group: counts each update once
+COUNT_GROUP = -1000  # before every user group: counts each update once, skips a quarantined one
 
 
 class Keeper:
@@ -50,6 +53,11 @@ class Keeper:
         self._beat: asyncio.Task | None = None
         self._menu_task: asyncio.Task | None = None
         self._ready = False
+        # What the bot works on (heartbeat fields), the poison-update gate, the blocked-loop watchdog.
+        self.work = Work(application, lambda: health.write(heartbeat_file))
+        self.guard: Guard | None = None
+        self.watchdog: Watchdog | None = None
+        self._pulse: asyncio.Task | None = None
 
     def start_heartbeat(self) -> None:
         """Start beating (idempotent). Our bot calls it before connecting; attached bots in post_init."""
@@ -70,6 +78,11 @@ class Keeper:
         if self._ready:
             return
         self._ready = True
+        self._pulse = asyncio.get_running_loop().create_task(self.work.pulse())
+        self.watchdog = Watchdog(self.work, self.settings.blocked_warn, self.health.redact, self.heartbeat_file)
+        self.watchdog.start()
+        if self.guard is not None:  # before polling starts: no update is taken before the strikes count
+            await asyncio.to_thread(self.guard.start)
         self.added, kept = commands.install(self.application, self.settings.builtin_commands)
         if self.added or kept:
             log.info("built-in commands added: %s%s", " ".join(f"/{c}" for c in self.added) or "none",
@@ -80,20 +93,33 @@ class Keeper:
 
     async def stopped(self) -> None:
         """post_stop: one last beat saying so, then no more."""
-        for task in (self._beat, self._menu_task):
+        for task in (self._beat, self._menu_task, self._pulse):
             if task is not None:
                 task.cancel()
+        if self.watchdog is not None:
+            self.watchdog.stopped.set()
         if self.health.state not in ("stopping", "fatal"):  # "fatal" says why we exit: keep it
             self.health.state, self.health.detail = "stopping", "stopping on request"
         self.health.write(self.heartbeat_file)
         await asyncio.to_thread(self.errors.flush)  # what the last errors left in the buffer
 
     async def count(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Group -1000, before every handler of the user: count the update, or skip it when it is
+        quarantined (ApplicationHandlerStop: no handler runs, and Telegram gets it confirmed)."""
+        if isinstance(update, Update) and self.guard is not None:
+            if self.work.already_done(update.update_id):
+                log.info("update %s was handled by the previous bot before it ended: not again", update.update_id)
+                raise ApplicationHandlerStop
+            seen = self.work.in_flight.get(update.update_id) or {}
+            if self.guard.check(update.update_id, seen).action == "quarantine":
+                raise ApplicationHandlerStop
         self.health.handled()
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Every handler's exception lands here once, with the token redacted from text and traceback."""
         error, job = context.error, getattr(context, "job", None)
+        if update is not None:
+            self.work.failed(update)
         if update is None and job is None and not self.observed and error is not None:
             # An attached bot's polling error (python-telegram-bot retries it): the heartbeat state
             # says it, with one explanation per episode, not a traceback per retry.
@@ -127,12 +153,19 @@ def attach(application: Application, settings: Settings | None = None, *,
     """
     settings = settings or load_or_exit()
     observed = health is not None
+    beat_file = heartbeat.default_path(settings)
+    predecessor = read_heartbeat(beat_file).data  # before this bot's first beat replaces it
     redactor = logs.Redactor(settings.secrets() + [settings.bot_token or "", application.bot.token or ""])
     health = health or Health(redactor)
     _redact_existing_log_handlers(redactor, settings)
     descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
                     else c[1] for c in commands}
-    keeper = Keeper(application, settings, health, heartbeat.default_path(settings), descriptions, observed, menu)
+    keeper = Keeper(application, settings, health, beat_file, descriptions, observed, menu)
+    health.reporters.append(keeper.work.report)
+    if track(application, keeper.work):
+        keeper.guard = Guard(settings, predecessor or {}, redact=health.redact)
+        keeper.work.after_predecessor(predecessor)
+        hold_polls(application)
     application.bot_data["botkeeper.settings"] = settings
     application.bot_data["botkeeper.health"] = health
     application.bot_data["botkeeper.keeper"] = keeper

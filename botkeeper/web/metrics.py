@@ -35,6 +35,7 @@ class BotkeeperCollector(Collector):
         if "outbox" in snap:
             yield from _outbox(snap["outbox"])
         yield from _errors(self.source.errors_summary(self.source.clock())["counts"])
+        yield from _work(snap["work"], snap["quarantined_updates"])
 
 
 def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
@@ -108,6 +109,20 @@ def _uptime(uptime: dict[str, float | None]) -> Iterator[Metric]:
         if percent is not None:
             ratio.add_metric([window], percent / 100.0)
     yield ratio
+
+
+def _work(work: dict[str, Any], quarantined: dict[str, Any]) -> Iterator[Metric]:
+    yield CounterMetricFamily("botkeeper_quarantined_updates", "Poison updates skipped without running handlers",
+                              value=quarantined["total"])
+    yield GaugeMetricFamily("botkeeper_updates_in_flight", "Updates the bot is handling now",
+                            value=len(work["in_flight"]))
+    yield from _gauge("botkeeper_event_loop_lag_seconds", "How late the bot's event loop ran its last tick",
+                      work["loop_lag"])
+    errors = CounterMetricFamily("botkeeper_handler_errors", "Exceptions raised by the bot's handlers (at most 50"
+                                 " handlers named)", labels=["handler"])
+    for name, count in work["handler_errors"].items():
+        errors.add_metric([name], count)
+    yield errors
 
 
 def _outbox(box: dict[str, Any]) -> Iterator[Metric]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 from .. import runfiles
 from ..logs import Redactor
 from ..outbox import outbox_summary
+from ..poison import quarantine_summary
 from ..procstats import HostStats, ProcessStats
 from ..snapshot import Snapshot, read_snapshot
 from ..states import LIVE, State
@@ -230,6 +231,8 @@ class StatusSource:
                        "max_cpu_percent": self.settings.max_cpu_percent},
             "outbox": outbox_summary(self.settings),  # issue 12: queue depth, sent/retried/dead
             "errors": self.errors_summary(now)["top"],
+            "work": self._work(reading),  # issue 10: what the bot works on, where it hangs, what fails
+            "quarantined_updates": self._quarantined(),
         }
         return data
 
@@ -318,6 +321,29 @@ class StatusSource:
         return {"at": _num(r.get("at")), "component": str(r.get("component")), "cause": cause,
                 "detail": self.redact(str(r.get("detail") or "")), "by": r.get("by"),
                 "planned": Cause.parse(cause).planned}
+
+    def _work(self, reading: Reading) -> dict[str, Any]:
+        """Updates in flight, loop lag, errors per handler and a blocked loop, from the bot's own beat."""
+        beat = reading.snapshot.heartbeat.data if reading.verdict.heartbeat.own else None
+        beat = beat or {}
+        flight = beat.get("in_flight") if isinstance(beat.get("in_flight"), list) else []
+        errors = beat.get("handler_errors") if isinstance(beat.get("handler_errors"), dict) else {}
+        blocked = beat.get("blocked") if isinstance(beat.get("blocked"), dict) else None
+        return {
+            "in_flight": [{k: (self.redact(v) if isinstance(v, str) else v) for k, v in e.items()}
+                          for e in flight[:20] if isinstance(e, dict)],
+            "loop_lag": _num(beat.get("loop_lag")),
+            "handler_errors": {self.redact(str(k))[:120]: v for k, v in list(errors.items())[:50]
+                               if isinstance(v, int) and not isinstance(v, bool)},
+            "blocked": {k: self.redact(str(v)) if isinstance(v, str) else v for k, v in blocked.items()}
+            if blocked else None,
+        }
+
+    def _quarantined(self) -> dict[str, Any]:
+        summary = quarantine_summary(self.settings.data_dir / "poison.json")
+        summary["latest"] = [{k: self.redact(v) if isinstance(v, str) else v for k, v in q.items()}
+                             for q in summary["latest"]]
+        return summary
 
     def _heartbeat(self, reading: Reading) -> dict[str, Any]:
         view, beat, now = reading.verdict.heartbeat, reading.snapshot.heartbeat.data, reading.now
