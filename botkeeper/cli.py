@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        print(f"botkeeper: configuration error: {exc}", file=sys.stderr)
+        kept = "reload refused, the running settings are kept: " if args.command == "reload" else ""
+        print(f"botkeeper: {kept}configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     for notice in settings.notices:
         print(f"botkeeper: notice: {notice}", file=sys.stderr)
