@@ -509,6 +509,8 @@ class Supervisor:
     def reload(self, by: str) -> dict[str, Any]:
         """Re-read .env and botkeeper.toml over the environment we started with. A bad configuration is
         refused with its named error and the running one kept; otherwise reload_plan says what to do."""
+        if self.shutting_down:
+            raise ValueError("the supervisor is shutting down")
         try:
             new = Settings.from_env(self.start_environ, home=self.settings.home)
         except ConfigError as exc:
@@ -549,6 +551,8 @@ class Supervisor:
 
     def deploy(self, cause: Cause, reason: str, by: str, version: Any) -> dict[str, Any]:
         """A new (or the previous) version is on disk: restart every component gracefully."""
+        if self.shutting_down:
+            raise ValueError("the supervisor is shutting down")
         if isinstance(version, str) and version:
             self.version = version[:40]
         for comp in self.components.values():
