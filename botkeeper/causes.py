@@ -36,6 +36,7 @@ class Cause(str, Enum):
     OPERATOR = "operator"  # a person asked: CLI, page, Telegram command
     DEPLOY = "deploy"  # an update was rolled out
     ROLLBACK = "rollback"  # an update was rolled back
+    RELOAD = "reload"  # the configuration was re-read and this component's command or settings changed
     INITIAL_START = "initial-start"  # the first start of a component by this supervisor
     SHUTDOWN = "shutdown"  # the bundle is stopping
     # verdict-only
@@ -74,9 +75,9 @@ class Cause(str, Enum):
 # Causes a restart can have: the `reason` label values of botkeeper_restarts_total (bounded).
 RESTART_CAUSES = (Cause.CRASH, Cause.CRASH_LOOP, Cause.STALE_HEARTBEAT, Cause.MEMORY, Cause.CPU, Cause.POISON_UPDATE,
                   Cause.DISK_FULL, Cause.TELEGRAM_OUTAGE, Cause.WEB_UNRESPONSIVE, Cause.STUCK, Cause.NEEDS_CONFIG,
-                  Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.ROLLBACK, Cause.UNKNOWN)
+                  Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.ROLLBACK, Cause.RELOAD, Cause.UNKNOWN)
 
-PLANNED = frozenset({Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.INITIAL_START, Cause.SHUTDOWN,
+PLANNED = frozenset({Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.RELOAD, Cause.INITIAL_START, Cause.SHUTDOWN,
                      Cause.STOPPED, Cause.STARTING})
 
 LABELS = {
@@ -101,6 +102,7 @@ LABELS = {
     Cause.OPERATOR: "asked by an operator",
     Cause.DEPLOY: "deploy",
     Cause.ROLLBACK: "rollback",
+    Cause.RELOAD: "settings reloaded",
     Cause.INITIAL_START: "initial start",
     Cause.SHUTDOWN: "shutdown",
     Cause.STARTING: "starting",

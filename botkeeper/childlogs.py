@@ -60,14 +60,20 @@ class OutputFanout:
         tee.addFilter(redacting)
         root.addHandler(tee)
         for name in names:
-            out = logging.getLogger(f"botkeeper.child.{name}")
-            out.propagate = False
-            for old in list(out.handlers):
-                out.removeHandler(old)
-            out.addHandler(rotating_handler(s.logs_dir / f"{name}.log", s.log_max_bytes, s.log_backups,
-                                            logs.child_formatter(s, name)))
-            out.setLevel(logging.DEBUG)
-            self._children[name] = out
+            self.add_child(name)
+
+    def add_child(self, name: str) -> None:
+        """logs/<name>.log for a component (at start, or one a reload added)."""
+        s = self.settings
+        out = logging.getLogger(f"botkeeper.child.{name}")
+        out.propagate = False
+        for old in list(out.handlers):
+            old.close()
+            out.removeHandler(old)
+        out.addHandler(rotating_handler(s.logs_dir / f"{name}.log", s.log_max_bytes, s.log_backups,
+                                        logs.child_formatter(s, name)))
+        out.setLevel(logging.DEBUG)
+        self._children[name] = out
 
     def to_combined(self, name: str, line: str, hhmmss: str | None = None) -> None:
         if self._combined is None:

@@ -36,6 +36,7 @@ DELEGATED = {
     "install": "botkeeper.install:main_install",
     "uninstall": "botkeeper.install:main_uninstall",
     "probe": "botkeeper.probe:main",
+    "update": "botkeeper.update:main",
 }
 
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        print(f"botkeeper: configuration error: {exc}", file=sys.stderr)
+        kept = "reload refused, the running settings are kept: " if args.command == "reload" else ""
+        print(f"botkeeper: {kept}configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     for notice in settings.notices:
         print(f"botkeeper: notice: {notice}", file=sys.stderr)
@@ -112,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     sp = add("restart", cmd_restart, "restart one component through the supervisor")
     sp.add_argument("name")
     sp.add_argument("--reason", default="requested from the command line")
+    add("reload", cmd_reload, "re-read .env and botkeeper.toml; restart only what changed (also: SIGHUP to the supervisor)")
     sp = add("logs", cmd_logs, "print a component's log")
     sp.add_argument("name")
     sp.add_argument("-n", type=int, default=40, help="number of lines (default 40)")
@@ -343,6 +346,7 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         "healthy": verdict.healthy, "overall": verdict.overall,
         "cause": verdict.cause.value if verdict.cause else None, "detail": verdict.detail,
         "demo": state["supervisor"].get("demo", False), "outer": state["supervisor"].get("outer", "none"),
+        "version": state["supervisor"].get("version"),
         "supervisor": root_info("supervisor", roots["supervisor"]) | {"pid": state["supervisor"]["pid"], "running": True},
         "runner": root_info("runner", roots["runner"]), "auto_recovery": root_info("recovery", roots["recovery"]),
         "heartbeat": verdict.heartbeat.as_dict(),
@@ -400,6 +404,8 @@ def render_table(status: dict[str, Any]) -> str:
     from .outer import describe
 
     out.append(f"outer supervisor: {describe(status.get('outer', 'none'))}")
+    if status.get("version"):
+        out.append(f"version: {status['version']} (git commit of the bundle)")
     hist = status.get("history")
     if hist:
         up, seen = hist["uptime"], hist.get("observed_seconds") or {}
@@ -452,6 +458,23 @@ def cmd_restart(settings: Settings, args) -> int:
         print(f"botkeeper: {exc}", file=sys.stderr)
         return 2
     print(f"botkeeper: restarting {args.name} (state {comp['state']})")
+    return 0
+
+
+def cmd_reload(settings: Settings, args) -> int:
+    """The supervisor re-reads the files over the environment it started with; 78 if it refuses them."""
+    try:
+        done = control.call(settings, "reload", by="cli", timeout=10.0)
+    except control.SupervisorUnavailable:
+        return not_running(settings)
+    if done.get("error"):
+        print(f"botkeeper: reload refused, the running settings are kept: {done['error']}", file=sys.stderr)
+        return EX_CONFIG
+    if not any(done.values()):
+        print("botkeeper: reloaded: nothing changed")
+        return 0
+    parts = [f"{what} {', '.join(names)}" for what, names in done.items() if names]
+    print("botkeeper: reloaded: " + "; ".join(parts))
     return 0
 
 

@@ -366,6 +366,14 @@ def _text(raw: Any) -> str:
     return raw
 
 
+def _file_path(raw: Any) -> str:
+    """A file's path: absolute, or relative to the bundle home."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text or text.endswith("/") or text in (".", "..") or "\x00" in text:
+        raise ValueError("a file's path, absolute or relative to BOTKEEPER_HOME (not a directory)")
+    return text
+
+
 BUILTIN_COMMAND_NAMES = ("start", "help", "ping", "status", "uptime")
 
 
@@ -467,6 +475,12 @@ KNOBS: dict[str, Knob] = {
                   "outer supervisor; auto = detected. Under one, start runs the supervisor alone in the foreground"),
     "crontab_file": Knob("CRONTAB_FILE", _text, None, False,
                          "`install cron` edits this file instead of the user's crontab (crontab -l / -)"),
+    "update_command": Knob("UPDATE_COMMAND", _command, None, False,
+                           "`update` runs this instead of git fetch + fast-forward (the work tree must still be clean)"),
+    "update_trigger": Knob("UPDATE_TRIGGER", _file_path, None, False,
+                           "a file whose appearance makes auto_recovery run `update`; default run/update.trigger"),
+    "update_health_timeout": Knob("UPDATE_HEALTH_TIMEOUT", _seconds(1, 3600), 60.0, False,
+                                  "seconds an update waits for the new bot's healthy heartbeat before rolling back"),
 }
 SECRET_FIELDS = tuple(name for name, knob in KNOBS.items() if knob.secret)
 
@@ -563,6 +577,9 @@ class Settings:
     log_format: str = "text"
     error_alerts: str = "off"
     daily_report_at: str | None = None
+    update_command: tuple[str, ...] | None = None
+    update_trigger: str | None = None
+    update_health_timeout: float = 60.0
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
@@ -620,6 +637,10 @@ class Settings:
     @property
     def outbox_db(self) -> Path:
         return self.data_dir / "outbox.db"
+
+    @property
+    def update_trigger_file(self) -> Path:
+        return self.home / self.update_trigger if self.update_trigger else self.run_dir / "update.trigger"
 
     @property
     def self_ping_url(self) -> str | None:
@@ -714,6 +735,8 @@ class Settings:
             )
         if values["bot_command"]:
             _check_program(values["bot_command"], "BOT_COMMAND", home_path, environ.get("PATH", os.defpath))
+        if values["update_command"]:
+            _check_program(values["update_command"], "UPDATE_COMMAND", home_path, environ.get("PATH", os.defpath))
         settings = cls(
             home=home_path,
             env_name=env_name,

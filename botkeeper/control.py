@@ -1,6 +1,6 @@
 """The control channel: newline-delimited JSON over a Unix socket at run/control.sock.
 
-Request: {"cmd": "status" | "restart" | "start" | "stop" | "shutdown" | "event", ...}.
+Request: {"cmd": "status" | "restart" | "start" | "stop" | "shutdown" | "event" | "reload" | "deploy", ...}.
 Response: {"ok": true, "data": ...} or {"ok": false, "error": "..."}.
 
   status                                      -> the supervisor's state (same shape as run/state.json)
@@ -9,6 +9,8 @@ Response: {"ok": true, "data": ...} or {"ok": false, "error": "..."}.
   stop     name, cause, reason, by            -> stop a component; it stays stopped
   shutdown reason, by                         -> stop every component, then the supervisor exits
   event    component, kind, cause, detail, by -> record an observation (e.g. Telegram unreachable)
+  reload   by                                 -> re-read .env/botkeeper.toml; {"error"} if refused, else the plan
+  deploy   version, cause, reason, by         -> restart every component (cause deploy/rollback), set the version
 
 `cause` is a botkeeper.causes.Cause value (typed: never read out of `reason`, which is only the
 sentence shown beside it); without one, a person asking (by cli/web/telegram) means "operator".

@@ -34,7 +34,13 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()):
-        forms: set[str] = set()
+        self._forms: set[str] = set()
+        self._pattern: re.Pattern | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Also mask these (a reload brought new secrets; the old ones may still be printed)."""
+        forms = self._forms
         for secret in secrets:
             if not secret or len(secret) < 4:
                 continue

@@ -1,7 +1,7 @@
 """Notices: events about the bundle's own files and disk (a corrupt database set aside, a disk too
 full to write the heartbeat), a new kind of handler error (errorstats.py, alerted only with
-ERROR_ALERTS=new) and poison updates the bot quarantined, that any process may record, and the
-alerter sends once each.
+ERROR_ALERTS=new), poison updates the bot quarantined and a rolled-back update (update.py), that
+any process may record, and the alerter sends once each.
 
 The recording process may not be the one that sends alerts (the CLI can find the database corrupt),
 so the event itself is the message: its kind is the cause, and the last one alerted is remembered
@@ -17,10 +17,12 @@ from typing import Any
 from .causes import Cause
 from .store import Store
 
-KINDS = (Cause.CORRUPT_FILE.value, Cause.DISK_FULL.value, Cause.NEW_ERROR.value, Cause.POISON_UPDATE.value)
+KINDS = (Cause.CORRUPT_FILE.value, Cause.DISK_FULL.value, Cause.NEW_ERROR.value, Cause.POISON_UPDATE.value,
+         Cause.ROLLBACK.value)
 SEEN = "notices"  # meta key: {"upto": last notice event id handled, "last": {kind: when last alerted}}
 REPEAT = 3600.0  # one spell seen by two processes (the monitor and auto_recovery both see a full disk): one alert
-ONCE_EACH = (Cause.NEW_ERROR.value, Cause.POISON_UPDATE.value)  # one event per fingerprint or update: each its own alert
+# One event per fingerprint, quarantined update or rolled-back update: each is its own alert.
+ONCE_EACH = (Cause.NEW_ERROR.value, Cause.POISON_UPDATE.value, Cause.ROLLBACK.value)
 
 
 def kinds_for(settings: Any) -> tuple[str, ...]:

@@ -13,6 +13,8 @@ Every RECOVERY_INTERVAL one pass (`check()`):
   - GET /health not connecting 3x  -> ask the supervisor to restart `web` (503 is an answer).
   - disk free < MIN_FREE_DISK_MB   -> delete rotated logs and log archives, oldest first, say so,
                                       and record one `disk-full` event per spell (alerted once).
+  - UPDATE_TRIGGER exists          -> remove it and run `python -m botkeeper update` detached
+                                      (logs/update.log); left for the next pass while one runs.
 Daily (and once at start): archive rotated logs older than a day into
 logs_archive/logs_YYYYMMDD.tar.gz; delete archives older than LOG_RETENTION_DAYS.
 
@@ -27,6 +29,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import sys
 import tarfile
 import threading
 import time
@@ -35,7 +38,7 @@ from typing import Any, Callable, Iterable
 
 from . import bundle, control, process, runfiles
 from .causes import Cause
-from .config import Settings
+from .config import PACKAGE_ROOT, Settings
 from .fsutil import write_pidfile
 from .store import Store
 from .watch_policy import (MIB, RELAUNCH, REPLACE_RUNNER, older_than, prune_plan, roots_action,
@@ -138,6 +141,7 @@ class Recovery:
             done += self.replace_runner(gone_for or 0.0)
         if sup_alive:
             done += self.check_supervisor(now)
+            done += self.check_update_trigger()
         else:
             self.unanswered_since = None
         done += self.trim_plain_logs()
@@ -207,6 +211,23 @@ class Recovery:
         web = next((c for c in comps if c.get("name") == "web"), None)
         done += self.check_web(web)
         return done
+
+    def check_update_trigger(self) -> list[str]:
+        """UPDATE_TRIGGER appeared (a CI job, a git hook touched it): run one update, detached, so this
+        watchdog goes on watching while the update waits for the new bot's health."""
+        s = self.settings
+        path = s.update_trigger_file
+        if not path.exists() or runfiles.lock_held(s, "update") or self.stop_requested():
+            return []
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return []
+        env = os.environ | {"BOTKEEPER_HOME": str(s.home)}
+        pid = process.spawn_detached([sys.executable, "-m", "botkeeper", "update", "--by", "trigger"], env,
+                                     PACKAGE_ROOT, s.logs_dir / "update.log")
+        log.info("update: %s appeared: running `botkeeper update` (pid %s, output in logs/update.log)", path, pid)
+        return ["update"]
 
     def hung_after(self) -> float:
         """How long a supervisor may hold its lock without answering: its start-up cleanup can

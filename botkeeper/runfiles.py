@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .causes import Cause
 from .fsutil import atomic_write_json, read_json, read_pidfile
 
-LOCKS = ("start", "supervisor", "runner", "recovery", "alerter")
+LOCKS = ("start", "supervisor", "runner", "recovery", "alerter", "update")
 EXIT_NOTE_ENV = "BOTKEEPER_EXIT_NOTE"
 MAX_NOTE_BYTES = 4096
 

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import bundle, outer, policy, process, runfiles, sdnotify
+from . import bundle, gitinfo, outer, policy, process, reload_plan, runfiles, sdnotify
 from .causes import Cause
 from .childlogs import OutputFanout
-from .config import EX_CONFIG, ComponentSpec, Settings
+from .config import EX_CONFIG, ComponentSpec, ConfigError, Settings
 from .control_server import ControlServer
 from .fsutil import atomic_write_json, create_time, read_json, write_pidfile
 from .logs import Redactor
@@ -66,6 +66,7 @@ class Component:
     stop_reason: str = ""
     stop_by: str = ""
     ever_started: bool = False
+    retired: bool = False  # no longer in the configuration (reload): dropped once it has stopped
 
     @property
     def name(self) -> str:
@@ -90,6 +91,8 @@ class Supervisor:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, os_: process.OS | None = None):
         self.settings = settings
+        self.start_environ = dict(os.environ)  # a reload reads the files again, over this environment
+        self.version = gitinfo.short_sha(settings.home)  # once: the page and `status` show it, no git per request
         self.clock, self.wall = clock, wall
         self.os = os_ if os_ is not None else process.OS()
         self.components = {spec.name: Component(spec) for spec in settings.components}
@@ -227,8 +230,8 @@ class Supervisor:
             self.reap()
         if {signal.SIGTERM, signal.SIGINT} & sigs:
             self.shutdown("received SIGTERM" if signal.SIGTERM in sigs else "received SIGINT", "signal")
-        if signal.SIGHUP in sigs:
-            log.info("SIGHUP ignored: settings are read at start; use `python -m botkeeper restart NAME`")
+        if signal.SIGHUP in sigs and not self.shutting_down:
+            self.reload("signal")
 
     def reap(self) -> None:
         for pid, status in self.os.reap():
@@ -261,6 +264,8 @@ class Supervisor:
                 comp.cause = Cause.SHUTDOWN if self.shutting_down else comp.stop_cause
                 comp.stopped_at = wall
                 log.info("%s stopped (%s)", comp.name, comp.last_exit)
+                if comp.retired and self.components.get(comp.name) is comp:
+                    del self.components[comp.name]
             self.store_event("exit", comp.name, exit_detail, comp.stop_by or "supervisor", exit_code,
                              cause=comp.stop_cause if not self.shutting_down else Cause.SHUTDOWN)
             self.write_state()
@@ -409,7 +414,7 @@ class Supervisor:
             "updated_at": wall,
             "supervisor": {"pid": os.getpid(), "create_time": _own_create_time(), "started_at": self.started_at,
                            "demo": self.settings.demo_active, "home": str(self.settings.home),
-                           "shutting_down": self.shutting_down, "outer": self.outer},
+                           "shutting_down": self.shutting_down, "outer": self.outer, "version": self.version},
             "components": [c.snapshot(mono, wall) for c in self.components.values()],
             "recent_restarts": list(self.recent_restarts),
         }
@@ -466,6 +471,10 @@ class Supervisor:
         if cmd == "shutdown":
             self.shutdown(reason, by)
             return {"stopping": list(self.components)}
+        if cmd == "reload":
+            return self.reload(by)
+        if cmd == "deploy":
+            return self.deploy(cause if request.get("cause") else Cause.DEPLOY, reason, by, request.get("version"))
         if cmd == "event":
             kind = str(request.get("kind") or "")[:40]
             if not kind:
@@ -474,7 +483,8 @@ class Supervisor:
                              cause=cause if request.get("cause") else None)
             return {"recorded": kind}
         if cmd not in ("restart", "start", "stop"):
-            raise ValueError(f"unknown command {cmd!r}: expected status, restart, start, stop, shutdown or event")
+            raise ValueError(f"unknown command {cmd!r}: expected status, restart, start, stop, shutdown, event,"
+                             " reload or deploy")
         name = request.get("name")
         comp = self.components.get(name)
         if comp is None:
@@ -494,6 +504,66 @@ class Supervisor:
                 self.close_incidents(f"the bot was stopped ({cause.value})")
             self.stop(comp, "stopped", cause, reason, by)
         return comp.snapshot(self.clock(), self.wall())
+
+    # --- live reload and deploys ----------------------------------------------------------------------
+    def reload(self, by: str) -> dict[str, Any]:
+        """Re-read .env and botkeeper.toml over the environment we started with. A bad configuration is
+        refused with its named error and the running one kept; otherwise reload_plan says what to do."""
+        if self.shutting_down:
+            raise ValueError("the supervisor is shutting down")
+        try:
+            new = Settings.from_env(self.start_environ, home=self.settings.home)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running settings: configuration error: %s", exc)
+            return {"error": f"configuration error: {exc}"}
+        plan = reload_plan.plan(self.settings, new)
+        log.info("reload [by %s]: %s", by, "nothing changed" if plan.nothing else
+                 "; ".join(f"{k} {', '.join(v)}" for k, v in plan.as_dict().items() if v))
+        if plan.nothing:
+            return plan.as_dict()
+        self.settings = new
+        self.redact.add(new.secrets() + [new.bot_token or ""])  # the same object the log filters hold
+        reason = "configuration reloaded: " + (", ".join(plan.changed) or "components changed")
+        for name in plan.remove:
+            comp = self.components[name]
+            comp.retired = True
+            if comp.state in LIVE:
+                self.stop(comp, "stopped", Cause.RELOAD, reason, by)
+            else:
+                del self.components[name]
+        for name in plan.respec:
+            self.components[name].spec = new.component(name)
+        for name in plan.restart:
+            comp = self.components[name]
+            comp.failures = ()
+            if comp.state in LIVE:
+                self.stop(comp, "restart", Cause.RELOAD, reason, by)
+            elif comp.state != State.STOPPED:  # waiting in backoff, errored or needs-config: try the new one now
+                comp.next_start_at = None
+                self.start(comp, Cause.RELOAD, reason, by)
+        for name in plan.start:
+            comp = self.components[name] = Component(new.component(name))
+            self.output.add_child(name)
+            self.start(comp, Cause.RELOAD, reason, by)
+        self.store_event("reload", None, reason, by, cause=Cause.RELOAD)
+        self.write_state()
+        return plan.as_dict()
+
+    def deploy(self, cause: Cause, reason: str, by: str, version: Any) -> dict[str, Any]:
+        """A new (or the previous) version is on disk: restart every component gracefully."""
+        if self.shutting_down:
+            raise ValueError("the supervisor is shutting down")
+        if isinstance(version, str) and version:
+            self.version = version[:40]
+        for comp in self.components.values():
+            comp.failures = ()  # the new version starts a fresh backoff record
+            if comp.state in LIVE:
+                self.stop(comp, "restart", cause, reason, by)
+            else:
+                comp.next_start_at = None
+                self.start(comp, cause, reason, by)
+        self.write_state()
+        return {"version": self.version, "restarting": list(self.components)}
 
     # --- shutdown --------------------------------------------------------------------------------
     def close(self) -> None:

@@ -53,6 +53,8 @@ BAD_OTHERS = {
     "builtin_commands": ["ping,nosuch", "sometimes", "ping;status"],
     "outer": ["docker", "", "systemd,pm2"],
     "crontab_file": ["cron\ntab"],
+    "update_command": ["git 'pull", "a-program-that-does-not-exist-here pull", "x\\"],
+    "update_trigger": ["run/", ".", "run/update\ntrigger"],
 }
 
 

@@ -220,6 +220,7 @@ class StatusSource:
                 "started_at": _num(sup.get("started_at")),
                 "uptime": self._age(sup.get("started_at"), now) if alive else None,
                 "outer": sup.get("outer", "none"),
+                "version": sup.get("version") if isinstance(sup.get("version"), str) else None,
             },
             "heartbeat": self._heartbeat(reading),
             "components": components,
