@@ -54,7 +54,7 @@ class Keeper:
         self._menu_task: asyncio.Task | None = None
         self._ready = False
         # What the bot works on (heartbeat fields), the poison-update gate, the blocked-loop watchdog.
-        self.work = Work(application, lambda: health.write(heartbeat_file))
+        self.work = Work(application, self.write_beat)
         self.guard: Guard | None = None
         self.watchdog: Watchdog | None = None
         self._pulse: asyncio.Task | None = None
@@ -65,6 +65,12 @@ class Keeper:
             before = None if self.observed else self._see_updater
             self._beat = asyncio.get_running_loop().create_task(
                 heartbeat_loop(self.health, self.heartbeat_file, self.settings.heartbeat_interval, before))
+
+    def write_beat(self) -> None:
+        """A beat out of turn (an update begins or ends): the same state as the periodic one."""
+        if not self.observed:
+            self._see_updater()
+        self.health.write(self.heartbeat_file)
 
     def _see_updater(self) -> None:
         updater = self.application.updater
