@@ -63,14 +63,16 @@ def _under(path: str, root: Path) -> bool:
     return os.path.abspath(path).startswith(str(root) + os.sep)
 
 
-def changed(stamps: dict[str, tuple[int, int, int]], loaded_at_ns: int) -> str | None:
-    """The first loaded file that changed since it was loaded (or during loading), else None."""
+def changed(stamps: dict[str, tuple[int, int, int]], began_ns: int, stamped_ns: int) -> str | None:
+    """The first loaded file that changed since it was stamped, or was written while we were
+    loading (between began_ns and stamped_ns: we may hold the older text), else None. A file
+    dated in the future (clock skew, an archive) is not stale for that alone."""
     for path, stamp in stamps.items():
         try:
             st = os.stat(path)
         except OSError:
             return f"{path} was removed"
-        if (st.st_ino, st.st_size, st.st_mtime_ns) != stamp or st.st_mtime_ns >= loaded_at_ns:
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != stamp or began_ns <= st.st_mtime_ns <= stamped_ns:
             return f"{path} changed since the fork server loaded it"
     return None
 
@@ -106,6 +108,7 @@ def serve(settings) -> int:
     started_ns = time.time_ns()
     preload(settings)
     stamps = loaded_files([settings.home.resolve(), PACKAGE_ROOT])
+    stamped_ns = time.time_ns()
     gc.collect()
     gc.freeze()  # the loaded objects stay out of the collector: pages stay shared with the bots
     path = settings.run_dir / "forkserver.sock"
@@ -125,19 +128,19 @@ def serve(settings) -> int:
         while True:
             conn, _ = listener.accept()
             with conn:
-                _answer(conn, listener, stamps, started_ns)
+                _answer(conn, listener, stamps, (started_ns, stamped_ns))
     finally:
         listener.close()
 
 
-def _answer(conn: socket.socket, listener: socket.socket, stamps, started_ns: int) -> None:
+def _answer(conn: socket.socket, listener: socket.socket, stamps, loading: tuple[int, int]) -> None:
     conn.settimeout(2.0)
     fds: list[int] = []
     try:
         request, fds = _receive(conn)
         if _peer_uid(conn) != os.getuid():
             raise ValueError("the request does not come from our user")
-        stale = changed(stamps, started_ns)
+        stale = changed(stamps, *loading)
         if stale:
             log.info("%s: answering stale (the supervisor restarts us to load it)", stale)
             conn.sendall(json.dumps({"stale": stale}).encode() + b"\n")
