@@ -613,10 +613,6 @@ class Settings:
         return self.run_dir / "control.sock"
 
     @property
-    def forkserver_socket(self) -> Path:
-        return self.run_dir / "forkserver.sock"
-
-    @property
     def history_db(self) -> Path:
         return self.data_dir / "history.db"
 

@@ -34,7 +34,7 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:  # run by file path (the component's command)
     sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not botkeeper/: its modules would shadow
 
-from botkeeper import logs  # noqa: E402
+from botkeeper import logs, runfiles  # noqa: E402
 from botkeeper.config import PACKAGE_ROOT, load_or_exit  # noqa: E402
 from botkeeper.warm import GO, MAX_MESSAGE  # noqa: E402
 
@@ -111,7 +111,10 @@ def serve(settings) -> int:
     stamped_ns = time.time_ns()
     gc.collect()
     gc.freeze()  # the loaded objects stay out of the collector: pages stay shared with the bots
-    path = settings.run_dir / "forkserver.sock"
+    from botkeeper.process import release_free_memory
+
+    release_free_memory()  # import-time garbage back to the OS: less to keep, less to copy
+    path = runfiles.forkserver_socket(settings)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         path.unlink()
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         try:
-            (settings.run_dir / "forkserver.sock").unlink()
+            runfiles.forkserver_socket(settings).unlink()
         except OSError:
             pass
 

@@ -359,7 +359,7 @@ class Supervisor:
                 or not self.warm_possible or self.shutting_down:
             return self.os.spawn(comp.spec.command, env, self.settings.home)
         try:
-            proc = self.os.spawn_warm(self.settings.forkserver_socket, argv, env, self.settings.home)
+            proc = self.os.spawn_warm(runfiles.forkserver_socket(self.settings), argv, env, self.settings.home)
             log.info("%s: warm start from the fork server", comp.name)
             return proc
         except warm.WarmRefused as refused:
