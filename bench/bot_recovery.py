@@ -7,8 +7,12 @@ crash loop), SIGKILL it, have a user send /ping at that same moment, and measure
 kill to the bot's "pong" arriving at the emulator: reap, policy, fork/exec, Python and
 python-telegram-bot imports, getMe, deleteWebhook, getUpdates, handler, sendMessage.
 
-    python bench/bot_recovery.py [--kills 10] [--min-uptime 2]
-Target (2-core machine): median <= 1.0 s.
+Both paths in one run: WARM_STANDBY=off (cold: a new interpreter) and WARM_STANDBY=auto (warm: a
+fork of the fork server, botkeeper/forkserver.py), then the fork server's PSS.
+
+    python bench/bot_recovery.py [--kills 20] [--min-uptime 2] [--only cold|warm]
+Targets (2-core machine): cold median <= 1.0 s; warm median <= 0.25 x cold and <= 150 ms; fork
+server PSS <= 15 MiB.
 """
 
 from __future__ import annotations
@@ -64,32 +68,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--min-uptime", type=float, default=2.0, help="MIN_UPTIME for the run (seconds)")
-    args = parser.parse_args()
+def pss_mib(pid: int) -> float | None:
+    """Proportional set size: shared pages count by the share (the fork server's pages shared with
+    the bot it forked count half)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
+
+def run_path(warm: bool, kills: int, min_uptime: float) -> dict:
+    """One supervisor with WARM_STANDBY=auto or off: `kills` SIGKILLs of a healthy bot, each timed
+    from the kill to the pong of a /ping sent at the same moment."""
     home = Path(tempfile.mkdtemp(prefix="botkeeper-bench-"))
+    # An installed bundle has its handlers.py already (the first start creates it): not created
+    # here while the fork server loads, which would make it reload once.
+    shutil.copyfile(ROOT / "botkeeper" / "bot" / "handlers_example.py", home / "handlers.py")
     emulator = Emulator(port=0)
     emulator.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BOTKEEPER_", "DEMO"))}
     env.update({
         "BOTKEEPER_HOME": str(home), "BOTKEEPER_ENV": "production", "DEMO": "off",
-        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": emulator.url,
-        "MIN_UPTIME": str(args.min_uptime), "HEARTBEAT_INTERVAL": "1", "PORT": str(free_port()), "AUTO_RECOVERY": "off", "ALERTS": "off",
+        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": emulator.url, "WARM_STANDBY": "auto" if warm else "off",
+        "MIN_UPTIME": str(min_uptime), "HEARTBEAT_INTERVAL": "1", "PORT": str(free_port()), "AUTO_RECOVERY": "off", "ALERTS": "off",
     })
+    label = "warm" if warm else "cold"
     sup = subprocess.Popen([sys.executable, "-m", "botkeeper", "supervise"], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     times: list[float] = []
     spawn: list[float] = []
     cpu: list[float] = []
-    load_before = os.getloadavg()[0]
+    warm_starts = 0
+    pss: dict[str, float | None] = {}
     try:
-        for round_no in range(args.kills):
+        if warm:  # the fork server has loaded everything (the first bot start was cold)
+            wait_until(lambda: "ready:" in (home / "logs" / "forkserver.log").read_text()
+                       if (home / "logs" / "forkserver.log").exists() else False, 60, "the fork server ready")
+        for round_no in range(kills):
             # A healthy bot: polling, and up longer than MIN_UPTIME.
             comp = wait_until(lambda: (c := bot_component(home)).get("pid") and c.get("started_at")
-                              and time.time() - c["started_at"] > args.min_uptime + 0.3
+                              and time.time() - c["started_at"] > min_uptime + 0.3
                               and read_json(home / "bot_health.txt").get("pid") == c["pid"]
                               and read_json(home / "bot_health.txt").get("last_poll_at") and c,
                               60, "a healthy, polling bot")
@@ -101,18 +123,25 @@ def main() -> int:
                                             wait=30)
             elapsed = time.perf_counter() - t0
             if not answer:
-                raise TimeoutError(f"round {round_no + 1}: no pong within 30 s")
+                raise TimeoutError(f"{label} round {round_no + 1}: no pong within 30 s")
             new = wait_until(lambda: (c := bot_component(home)).get("pid") not in (None, comp["pid"]) and c, 5,
                              "the new pid in state.json")
             try:  # CPU the new bot spent to get here: the load-independent part of the figure
-                cpu_times = psutil.Process(new["pid"]).cpu_times()
+                proc = psutil.Process(new["pid"])
+                cpu_times = proc.cpu_times()
                 cpu.append(cpu_times.user + cpu_times.system)
+                warm_starts += "forkserver.py" in " ".join(proc.cmdline())  # a fork keeps the server's cmdline
             except psutil.Error:
                 pass
             times.append(elapsed)
             spawn.append(max(0.0, (new.get("started_at") or killed_at_wall) - killed_at_wall))
-            print(f"kill {round_no + 1:2d}: pid {comp['pid']} -> {new['pid']}: pong after {elapsed * 1000:6.0f} ms"
-                  f" (respawned after {spawn[-1] * 1000:4.0f} ms)", flush=True)
+            print(f"{label} kill {round_no + 1:2d}: pid {comp['pid']} -> {new['pid']}: pong after"
+                  f" {elapsed * 1000:6.0f} ms (respawned after {spawn[-1] * 1000:4.0f} ms)", flush=True)
+        time.sleep(1.0)  # the last bot settles (its pages diverge from the fork server's as it runs)
+        state = read_json(home / "run" / "state.json")
+        for c in state.get("components", []):
+            if c.get("name") in ("bot", "forkserver") and c.get("pid"):
+                pss[c["name"]] = pss_mib(c["pid"])
     finally:
         sup.send_signal(signal.SIGTERM)
         try:
@@ -122,14 +151,49 @@ def main() -> int:
             sup.wait(5)
         emulator.stop()
         shutil.rmtree(home, ignore_errors=True)
-    if times:
-        print(f"\nbot recovery (SIGKILL -> /ping answered), {len(times)} kills:"
-              f" median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms,"
-              f" min {min(times) * 1000:.0f} ms; respawn median {statistics.median(spawn) * 1000:.0f} ms")
-        if cpu:
-            print(f"CPU used by the new bot until the answer (user+sys): median {statistics.median(cpu) * 1000:.0f} ms")
-        print(f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs;"
-              " target: median <= 1000 ms")
+    return {"times": times, "spawn": spawn, "cpu": cpu, "warm_starts": warm_starts, "pss": pss}
+
+
+def summary(label: str, result: dict) -> None:
+    times, cpu = result["times"], result["cpu"]
+    print(f"{label}: {len(times)} kills: SIGKILL -> /ping answered median {statistics.median(times) * 1000:.0f} ms,"
+          f" max {max(times) * 1000:.0f} ms, min {min(times) * 1000:.0f} ms;"
+          f" respawn median {statistics.median(result['spawn']) * 1000:.0f} ms"
+          + (f"; new bot's CPU until the answer median {statistics.median(cpu) * 1000:.0f} ms" if cpu else ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs per path")
+    parser.add_argument("--min-uptime", type=float, default=2.0, help="MIN_UPTIME for the run (seconds)")
+    parser.add_argument("--only", choices=("cold", "warm"), help="run one path only")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    results = {}
+    for path in ("cold", "warm"):
+        if args.only in (None, path):
+            results[path] = run_path(path == "warm", args.kills, args.min_uptime)
+    print()
+    for path, result in results.items():
+        if result["times"]:
+            summary(f"{path} (WARM_STANDBY={'auto' if path == 'warm' else 'off'})", result)
+    if "warm" in results and results["warm"]["times"]:
+        warm = results["warm"]
+        print(f"warm starts: {warm['warm_starts']} of {len(warm['times'])} restarts came from the fork server")
+        pss = warm["pss"]
+        print("PSS after the run: fork server " + (f"{pss['forkserver']:.1f} MiB" if pss.get("forkserver") else "?")
+              + ", the bot it forked " + (f"{pss['bot']:.1f} MiB" if pss.get("bot") else "?")
+              + "; target: fork server <= 15 MiB")
+        cold_bot = results.get("cold", {}).get("pss", {}).get("bot")
+        if cold_bot and pss.get("forkserver") and pss.get("bot"):
+            extra = pss["forkserver"] + pss["bot"] - cold_bot
+            print(f"a cold-started bot's PSS {cold_bot:.1f} MiB: warm standby costs {extra:.1f} MiB more in all")
+        if "cold" in results and results["cold"]["times"]:
+            cold_median = statistics.median(results["cold"]["times"])
+            warm_median = statistics.median(warm["times"])
+            print(f"warm/cold median ratio {warm_median / cold_median:.2f} (cold/warm {cold_median / warm_median:.1f}x);"
+                  f" targets: warm <= 0.25 x cold and <= 150 ms: {'met' if warm_median <= 0.25 * cold_median and warm_median <= 0.150 else 'MISSED'}")
+    print(f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     return 0
 
 

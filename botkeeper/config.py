@@ -144,6 +144,7 @@ TEST = PRODUCTION | {
     "outbox_chat_interval": 0.1,  # other tests' quick replies; outbox tests set the real 1 s
     "outbox_max_backoff": 2.0,
     "outbox_poll_interval": 0.2,
+    "warm_standby": "off",  # a test that wants the fork server asks for it (one process less per test)
 }
 PROFILES = {"production": PRODUCTION, "development": DEVELOPMENT, "test": TEST}
 
@@ -422,6 +423,7 @@ KNOBS: dict[str, Knob] = {
     "monitoring_webhook": Knob("MONITORING_WEBHOOK", _url, None, True, "URL that receives alert JSON"),
     "alert_bot_token": Knob("ALERT_BOT_TOKEN", _token, None, True, "separate bot token for alerts"),
     "bot_command": Knob("BOT_COMMAND", _command, None, False, "run this bot program instead of main.py"),
+    "warm_standby": Knob("WARM_STANDBY", _choice("auto", "off"), "auto", False, "auto = a fork server keeps a bot warm (imports done) for instant restarts of a Python bot; off = every start is a cold start"),
     "handlers": Knob("HANDLERS", _handlers_path, "handlers.py", False, "your handlers for main.py: a .py file or package directory in BOTKEEPER_HOME, or none"),
     "builtin_commands": Knob("BUILTIN_COMMANDS", _builtin_commands_choice, BUILTIN_COMMAND_NAMES, False, "built-in commands added where your bot has none: all, none, or a list such as ping,status"),
     "public_url": Knob("PUBLIC_URL", _url, None, False, "public URL of the page, for self-ping"),
@@ -580,6 +582,7 @@ class Settings:
     update_command: tuple[str, ...] | None = None
     update_trigger: str | None = None
     update_health_timeout: float = 60.0
+    warm_standby: str = "auto"
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
@@ -876,6 +879,7 @@ def _builtin_commands(settings: Settings) -> dict[str, tuple[str, ...]]:
         "bot": settings.bot_command or (py, str(root / "main.py")),
         "web": (py, str(root / "keep_alive.py")),
         "monitor": (py, str(root / "bot_monitor.py")),
+        "forkserver": (py, str(root / "botkeeper" / "forkserver.py")),
     }
 
 
@@ -919,7 +923,17 @@ def _components(settings: Settings, table: dict[str, Any]) -> tuple[ComponentSpe
                               f" max_restart_delay ({limits['max_restart_delay']:g})")
         env = tuple(settings.bot_env().items()) if heartbeat else ()  # a bot gets token, API URL, heartbeat file
         specs.append(ComponentSpec(name=name, command=tuple(command), heartbeat=heartbeat, env=env, **limits))
-    return tuple(specs)
+    warm = settings.warm_standby == "auto"
+    return tuple(s for s in specs if s.name != "forkserver" or (warm and _warm_capable(specs, s, builtin["forkserver"])))
+
+
+def _warm_capable(specs: list[ComponentSpec], forkserver: ComponentSpec, ours: tuple[str, ...]) -> bool:
+    """Our fork server only where it can help: a bot that is our interpreter running a script or a
+    module (a BOT_COMMAND in another language or interpreter keeps cold starts only)."""
+    from .warm import python_argv
+
+    bot = next((s for s in specs if s.name == "bot"), None)
+    return forkserver.command != ours or (bot is not None and python_argv(bot.command, sys.executable) is not None)
 
 
 def load_or_exit(environ: Mapping[str, str] | None = None) -> Settings:

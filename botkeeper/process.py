@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -40,6 +41,12 @@ def _die_with_parent(parent: int):
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec
+
+
+def become_subreaper() -> bool:
+    """Orphans from our subtree are re-parented to us, not to init: a bot double-forked by the fork
+    server (botkeeper/forkserver.py) is then ours to waitpid. False when the kernel refuses."""
+    return _libc is not None and _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def release_free_memory() -> None:
@@ -255,6 +262,16 @@ class OS:
 
     def spawn_detached(self, command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
         return spawn_detached(command, env, cwd, log_path)
+
+    def become_subreaper(self) -> bool:
+        return become_subreaper()
+
+    def spawn_warm(self, sock_path: Path, argv: Sequence[str], env: Mapping[str, str], cwd: Path):
+        """A bot forked by the fork server (a WarmProcess: pid, stdout, returncode); raises
+        warm.WarmRefused when there is none to have (the caller then spawns cold)."""
+        from . import warm
+
+        return warm.request(sock_path, argv, env, cwd)
 
     def signal_group(self, pgid: int, sig: int) -> bool:
         return signal_group(pgid, sig)

@@ -112,6 +112,11 @@ def read_pid_record(settings: Any, root: str) -> dict[str, Any] | None:
 
 
 # --- exit notes: a component states why it exits, nobody guesses from its last log line ----------
+def forkserver_socket(settings: Any) -> Path:
+    """The fork server's request socket (botkeeper/forkserver.py listens, botkeeper/warm.py asks)."""
+    return run_dir(settings) / "forkserver.sock"
+
+
 def exit_note_path(settings: Any, component: str) -> Path:
     return run_dir(settings) / f"exit-note.{component}.json"
 

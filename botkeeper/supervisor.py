@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import bundle, gitinfo, outer, policy, process, reload_plan, runfiles, sdnotify
+from . import bundle, gitinfo, outer, policy, process, reload_plan, runfiles, sdnotify, warm
 from .causes import Cause
 from .childlogs import OutputFanout
 from .config import EX_CONFIG, ComponentSpec, ConfigError, Settings
@@ -110,6 +110,8 @@ class Supervisor:
         self._state_key: tuple[int, int] | None = None  # (inode, mtime_ns) of the state.json we wrote
         self._lock_fd: int | None = None
         self._wake_r: int | None = None
+        self.warm_possible = True  # False when the kernel refuses PR_SET_CHILD_SUBREAPER
+        self._forkserver_restart: tuple[Cause, str] | None = None  # asked for by a refused warm start
         # Under systemd/a container/PM2 the outer system restarts us: no auto_recovery, sd_notify.
         self.outer = outer.mode(settings)
         self.output = OutputFanout(settings, self.redact, to_stdout=self.outer != "none")
@@ -134,6 +136,9 @@ class Supervisor:
             self.store_event("exit", "supervisor", f"pid {previous['pid']} ended without shutting down"
                              " (killed or crashed)", "supervisor", cause=Cause.SUPERVISOR_DOWN)
         self.cleanup_leftovers()
+        if "forkserver" in self.components and not self.os.become_subreaper():
+            log.warning("cannot become a child subreaper: every bot start is a cold start")
+            self.warm_possible = False
         self.control.open()
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_r = r
@@ -312,7 +317,7 @@ class Supervisor:
         if self.settings.demo_active and comp.name == "bot":
             env["BOTKEEPER_DEMO"] = "1"
         try:
-            proc = self.os.spawn(comp.spec.command, env, self.settings.home)
+            proc = self._spawn(comp, env)
         except OSError as exc:
             # A missing program is a configuration problem, not something a restart loop fixes.
             self._set(comp, State.STARTING)
@@ -346,6 +351,28 @@ class Supervisor:
             self.store_event("start", comp.name, reason, by, cause=cause)
         comp.ever_started = True
         self.write_state()
+        if self._forkserver_restart is not None:  # after the bot's start is on record
+            (cause, reason), self._forkserver_restart = self._forkserver_restart, None
+            self.stop(self.components["forkserver"], "restart", cause, reason, "supervisor")
+
+    def _spawn(self, comp: Component, env: dict[str, str]):
+        """A warm bot from the fork server when it is up (botkeeper/warm.py), else a cold spawn.
+        Either way the previous bot is already reaped: never two pollers."""
+        server = self.components.get("forkserver")
+        argv = warm.python_argv(comp.spec.command, sys.executable) if comp.name == "bot" else None
+        if argv is None or server is None or server.state not in (State.STARTING, State.RUNNING) \
+                or not self.warm_possible or self.shutting_down:
+            return self.os.spawn(comp.spec.command, env, self.settings.home)
+        try:
+            proc = self.os.spawn_warm(runfiles.forkserver_socket(self.settings), argv, env, self.settings.home)
+            log.info("%s: warm start from the fork server", comp.name)
+            return proc
+        except warm.WarmRefused as refused:
+            proc = self.os.spawn(comp.spec.command, env, self.settings.home)
+            log.info("%s: cold start: %s", comp.name, refused)
+            if refused.stale or refused.unresponsive:  # it reloads the code (or gets well) by a restart
+                self._forkserver_restart = (Cause.DEPLOY if refused.stale else Cause.STUCK, str(refused))
+            return proc
 
     def stop(self, comp: Component, then: str, cause: Cause, reason: str, by: str) -> None:
         """Ask a component to stop: SIGTERM+SIGCONT to its group now, SIGKILL at the deadline."""

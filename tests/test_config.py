@@ -15,7 +15,7 @@ def test_defaults_are_the_documented_production_values(tmp_path):
     assert (s.min_uptime, s.restart_delay, s.max_restart_delay, s.max_restarts, s.errored_retry) == (10, 0.5, 60, 10, 300)
     assert s.kill_timeout == 10 and s.log_max_bytes == 10 * 1024 * 1024 and s.log_backups == 5
     assert s.api_base_url == "https://api.telegram.org" and s.demo_active
-    assert [c.name for c in s.components] == ["emulator", "bot", "web", "monitor"]
+    assert [c.name for c in s.components] == ["emulator", "bot", "web", "monitor", "forkserver"]
 
 
 def test_token_turns_the_demo_off_and_profiles_change_defaults(tmp_path):
@@ -40,7 +40,7 @@ def test_user_components_and_overrides_come_from_toml(tmp_path):
         "[components.monitor]\nenabled = false\n[components.bot]\nmin_uptime = 2\n"
     )
     s = Settings.from_env({"TELEGRAM_BOT_TOKEN": FAKE_TOKEN}, home=tmp_path)
-    assert [c.name for c in s.components] == ["bot", "web", "worker"]
+    assert [c.name for c in s.components] == ["bot", "web", "forkserver", "worker"]
     worker = s.component("worker")
     assert worker.command == ("python", "worker.py", "--fast") and worker.kill_timeout == 3 and not worker.heartbeat
     assert s.component("bot").min_uptime == 2 and s.component("bot").heartbeat

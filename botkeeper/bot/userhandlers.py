@@ -59,24 +59,49 @@ def find(settings) -> Path | None:
         return EXAMPLE
 
 
-def load(settings, application) -> Loaded | None:
-    """Import the user's handlers and call their register(application)."""
+PRELOADED = "__botkeeper_preloaded__"  # set on a module the fork server imported ahead of a start
+
+
+def preload(settings) -> Path | None:
+    """Import the user's handlers without registering them (the fork server, botkeeper/forkserver.py):
+    a bot forked from it then only calls register(). The fork server checks the file's mtime first."""
     path = find(settings)
     if path is None:
         return None
+    setattr(_import(path), PRELOADED, str(path))
+    return path
+
+
+def load(settings, application) -> Loaded | None:
+    """Import the user's handlers (or take the ones the fork server preloaded) and call their
+    register(application)."""
+    path = find(settings)
+    if path is None:
+        return None
+    module = sys.modules.get(_module_name(path))
+    if getattr(module, PRELOADED, None) != str(path):
+        module = _import(path)
+    register = getattr(module, "register", None)
+    if not callable(register):
+        raise UserHandlersError(f"{path} has no register(application) function")
+    register(application)
+    return Loaded(path, list(getattr(module, "COMMANDS", []) or []))
+
+
+def _module_name(path: Path) -> str:
+    return path.parent.name if path.name == "__init__.py" else path.stem
+
+
+def _import(path: Path):
     package = path.name == "__init__.py"
     folder = path.parent.parent if package else path.parent
     if str(folder) not in sys.path:  # so handlers.py can import its own sibling modules
         sys.path.insert(0, str(folder))
-    name = path.parent.name if package else path.stem
+    name = _module_name(path)
     spec = importlib.util.spec_from_file_location(
         name, path, submodule_search_locations=[str(path.parent)] if package else None
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)  # errors propagate: the caller logs them with the traceback
-    register = getattr(module, "register", None)
-    if not callable(register):
-        raise UserHandlersError(f"{path} has no register(application) function")
-    register(application)
-    return Loaded(path, list(getattr(module, "COMMANDS", []) or []))
+    return module
