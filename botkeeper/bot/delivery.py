@@ -60,8 +60,9 @@ class _Waiter:
 class Gate:
     """Senders wait here for their turn: by priority, then arrival; within ratelimit's windows."""
 
-    def __init__(self, limits: ratelimit.Limits, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limits: ratelimit.Limits, clock: Callable[[], float] = time.monotonic, shared: Any = None):
         self.limits, self.clock = limits, clock
+        self.shared = shared  # botkeeper.shared.Shared with REDIS_URL: the limits hold for all replicas
         self.windows = ratelimit.Windows()
         self._waiting: list[_Waiter] = []
         self._seq = itertools.count()
@@ -82,6 +83,8 @@ class Gate:
         self._dispatch()
         try:
             await waiter.future
+            while self.shared is not None and (wait := await self.shared.reserve_send(chat_id, self.limits)) > 0:
+                await asyncio.sleep(wait)  # another replica used the bot's budget: our turn comes
         except asyncio.CancelledError:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
@@ -131,7 +134,12 @@ class GateLimiter(BaseRateLimiter):
 
     @classmethod
     def from_settings(cls, settings: Any) -> "GateLimiter":
-        return cls(Gate(limits_of(settings)))
+        shared = None
+        if getattr(settings, "redis_url", None):  # several replicas: imported only then
+            from ..shared import for_settings
+
+            shared = for_settings(settings)
+        return cls(Gate(limits_of(settings), shared=shared))
 
     async def initialize(self) -> None:
         return None
