@@ -14,6 +14,7 @@ Decisions about time take `now` from the caller (tests pass a fake clock to the 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -29,29 +30,39 @@ CLAIM_TTL = 26 * 3600  # seconds: Telegram keeps (and may redeliver) an update f
 TIMEOUT = 2.0  # seconds for any Redis call: a lost Redis must not hang the event loop
 STRIKES_TTL = 7 * 86400  # as poison.STRIKE_TTL
 
-# KEYS: global window, chat window. ARGV: now, per_second, chat limit, chat window (s), member.
-# Returns 0 (reserved: the send may go now) or the seconds to wait before asking again.
+# Like the local gate (botkeeper/ratelimit.py), a send counts from the moment it leaves until one
+# window after its answer arrived: Telegram sees it somewhere in between, so whatever the network's
+# jitter it never sees more than the limit in any window. A send in flight is scored INFLIGHT
+# seconds ahead (a replica killed mid-send frees its place after that); `answered` rescores it.
+# KEYS: global window, chat window. ARGV: now, per_second, chat limit, chat window (s), member, inflight.
+# Returns '0' (reserved: the send may go now) or the seconds to wait before asking again.
 RESERVE = """
 local now, per_second = tonumber(ARGV[1]), tonumber(ARGV[2])
-local chat_limit, chat_window = tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1.0)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - chat_window)
-local wait = 0
-if redis.call('ZCARD', KEYS[1]) >= per_second then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  wait = tonumber(oldest[2]) + 1.0 - now
+local chat_limit, chat_window, inflight = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+local function wait_for(key, limit, window)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local n = redis.call('ZCARD', key)
+  if n < limit then return 0 end
+  local entry = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
+  local at = tonumber(entry[2])
+  if at > now then return 0.02 end  -- only sends in flight fill the window: look again shortly
+  return at + window - now
 end
-if redis.call('ZCARD', KEYS[2]) >= chat_limit then
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  wait = math.max(wait, tonumber(oldest[2]) + chat_window - now)
-end
+local wait = math.max(wait_for(KEYS[1], per_second, 1.0), wait_for(KEYS[2], chat_limit, chat_window))
 if wait > 0 then return tostring(wait) end
-redis.call('ZADD', KEYS[1], now, ARGV[5])
-redis.call('ZADD', KEYS[2], now, ARGV[5])
-redis.call('PEXPIRE', KEYS[1], 2000)
-redis.call('PEXPIRE', KEYS[2], math.ceil(chat_window * 1000) + 1000)
+redis.call('ZADD', KEYS[1], now + inflight, ARGV[5])
+redis.call('ZADD', KEYS[2], now + inflight, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], math.ceil((inflight + 1) * 1000))
+redis.call('PEXPIRE', KEYS[2], math.ceil((inflight + chat_window) * 1000))
 return '0'
 """
+# KEYS: global window, chat window. ARGV: now, member. The send was answered: it counts from now.
+ANSWERED = """
+redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[2])
+return 0
+"""
+INFLIGHT = 10.0
 # KEYS: the lock. ARGV: our id, ttl ms. Returns the holder ('' when the lock is now ours).
 HOLD = """
 local holder = redis.call('GET', KEYS[1])
@@ -62,9 +73,6 @@ end
 return holder
 """
 RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# Telegram counts a send when it arrives, we when it leaves: this margin on the window absorbs the
-# difference in network delay between two sends, so Telegram never sees one window over the limit.
-WINDOW_MARGIN = 0.05
 
 
 def replica_id() -> str:
@@ -84,9 +92,11 @@ class Shared:
         self.aio = aioredis.Redis.from_url(url, **options)
         self.sync = redis.Redis.from_url(url, **options)
         self._reserve = self.aio.register_script(RESERVE)
+        self._answered = self.aio.register_script(ANSWERED)
         self._hold = self.aio.register_script(HOLD)
         self._release = self.aio.register_script(RELEASE)
         self.down_since: float | None = None
+        self._seq = itertools.count()
 
     def key(self, *parts: Any) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
@@ -124,21 +134,33 @@ class Shared:
         return dict(zip(ids, (int(t) for t in totals)))
 
     # --- sending limits --------------------------------------------------------------------------
-    async def reserve_send(self, chat_id: int | str, limits: Any, now: float | None = None) -> float:
-        """0 when a message to chat_id may go now (it is counted), else seconds to wait and ask again.
-        Redis unreachable: 0 (each replica's own gate still keeps its own share within the limits)."""
+    async def reserve_send(self, chat_id: int | str, limits: Any, now: float | None = None) -> tuple[float, str]:
+        """(0, member) when a message to chat_id may go now (it is counted as in flight until
+        `answered(chat_id, member)`), else (seconds to wait and ask again, ""). Redis unreachable:
+        0 (each replica's own gate still keeps its own sends within the limits)."""
         group = isinstance(chat_id, str) or chat_id < 0
         chat_limit, window = (limits.group_per_minute, 60.0) if group else (1, limits.chat_interval)
         now = time.time() if now is None else now
-        member = f"{self.replica}:{now!r}:{id(object())}"
+        member = f"{self.replica}:{next(self._seq)}"
         try:
             wait = await self._reserve(keys=[self.key("sent"), self.key("sent", chat_id)],
-                                       args=[now, limits.per_second, chat_limit, window + WINDOW_MARGIN, member])
+                                       args=[repr(now), limits.per_second, chat_limit, repr(window), member, INFLIGHT])
         except redis.RedisError as exc:
             self._down(exc)
-            return 0.0
+            return 0.0, ""
         self._up()
-        return float(wait)
+        wait = float(wait)
+        return (0.0, member) if wait <= 0 else (wait, "")
+
+    async def answered(self, chat_id: int | str, member: str, now: float | None = None) -> None:
+        """The send reserved as `member` got its answer: it counts in the windows from now."""
+        if not member:
+            return
+        try:
+            await self._answered(keys=[self.key("sent"), self.key("sent", chat_id)],
+                                 args=[repr(time.time() if now is None else now), member])
+        except redis.RedisError as exc:
+            self._down(exc)  # the entry ages out INFLIGHT seconds later
 
     # --- polling ---------------------------------------------------------------------------------
     async def hold_poller(self, ttl: float) -> str | None:
