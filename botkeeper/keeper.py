@@ -58,6 +58,9 @@ class Keeper:
         self.guard: Guard | None = None
         self.shared = None  # botkeeper.shared.Shared with REDIS_URL: claims, strikes across replicas
         self.duplicates = 0  # updates another replica claimed first (not handled here)
+        # Claims only in webhook mode: a poller is alone (the lock), and an update it got again after
+        # its predecessor died mid-handling must run again (poison strikes decide), not be skipped.
+        self.claims = False
         self.watchdog: Watchdog | None = None
         self._pulse: asyncio.Task | None = None
 
@@ -109,7 +112,7 @@ class Keeper:
         """Group -1000, before every handler of the user: count the update, or skip it when it is
         quarantined (ApplicationHandlerStop: no handler runs, and Telegram gets it confirmed)."""
         shared_strikes = None
-        if isinstance(update, Update) and self.shared is not None:
+        if isinstance(update, Update) and self.claims:
             mine, shared_strikes = await self.shared.claim(update.update_id)
             if not mine:  # Telegram delivered it again, and another replica took it first
                 self.duplicates += 1
@@ -175,7 +178,9 @@ def attach(application: Application, settings: Settings | None = None, *,
         from .shared import for_settings
 
         keeper.shared = for_settings(settings)
-        health.reporters.append(lambda: {"duplicates_skipped": keeper.duplicates})
+        keeper.claims = settings.telegram_mode == "webhook"
+        if keeper.claims:
+            health.reporters.append(lambda: {"duplicates_skipped": keeper.duplicates})
     if track(application, keeper.work):
         keeper.guard = Guard(settings, predecessor or {}, redact=health.redact, shared=keeper.shared)
         keeper.work.after_predecessor(predecessor)

@@ -144,3 +144,26 @@ def test_in_flight_sends_fill_the_window_until_answered(redis_url):  # noqa: F81
             await a.close()
 
     run(go())
+
+
+def test_redis_password_and_webhook_secret_are_secrets(tmp_path):
+    from botkeeper.config import Settings
+
+    s = Settings.from_env({"BOTKEEPER_HOME": str(tmp_path), "REDIS_URL": "redis://:pa55word@redis:6379/0",
+                           "TELEGRAM_MODE": "webhook", "WEBHOOK_URL": "https://bot.example.com/telegram",
+                           "WEBHOOK_SECRET": "hook-secret"})
+    assert {"pa55word", "hook-secret", "redis://:pa55word@redis:6379/0"} <= set(s.secrets())
+    shown = {row[0]: row[1] for row in s.describe()}
+    assert shown["REDIS_URL"] == shown["WEBHOOK_SECRET"] == "***"
+
+
+def test_webhook_mode_without_its_url_or_secret_is_one_clear_line(tmp_path):
+    import pytest
+
+    from botkeeper.config import ConfigError, Settings
+
+    base = {"BOTKEEPER_HOME": str(tmp_path), "TELEGRAM_MODE": "webhook"}
+    with pytest.raises(ConfigError, match="TELEGRAM_MODE=webhook needs WEBHOOK_URL"):
+        Settings.from_env(base)
+    with pytest.raises(ConfigError, match="TELEGRAM_MODE=webhook needs WEBHOOK_SECRET"):
+        Settings.from_env(base | {"WEBHOOK_URL": "https://bot.example.com/telegram"})

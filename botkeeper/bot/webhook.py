@@ -114,7 +114,7 @@ class WebhookServer:
         try:
             data = json.loads(body)
             update = Update.de_json(data, self.application.bot) if isinstance(data, dict) else None
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):  # JSON, but not an update
             update = None
         if update is None:
             return 400, keep
