@@ -29,6 +29,8 @@ class Cause(str, Enum):
     # Telegram's side
     TELEGRAM_OUTAGE = "telegram-outage"  # Telegram cannot be reached from here
     CONFLICT = "conflict"  # another program polls with this token (409)
+    STANDBY = "standby"  # polling with REDIS_URL: another copy holds the poller lock; this one waits
+    WEBHOOK_FAILING = "webhook-failing"  # Telegram cannot deliver to our webhook (getWebhookInfo)
     TOKEN_REJECTED = "token-rejected"  # Telegram answered 401/404 to the token
     NEEDS_CONFIG = "needs-config"  # a setting or command must be fixed (exit 78)
     # planned or asked for
@@ -96,6 +98,8 @@ LABELS = {
     Cause.STUCK: "not started in time",
     Cause.TELEGRAM_OUTAGE: "Telegram unreachable",
     Cause.CONFLICT: "another poller (409 Conflict)",
+    Cause.STANDBY: "standby (another copy polls)",
+    Cause.WEBHOOK_FAILING: "webhook deliveries failing",
     Cause.TOKEN_REJECTED: "token rejected by Telegram",
     Cause.NEEDS_CONFIG: "needs configuration",
     Cause.MAX_UPTIME: "planned restart (max uptime)",

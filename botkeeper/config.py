@@ -145,6 +145,7 @@ TEST = PRODUCTION | {
     "outbox_max_backoff": 2.0,
     "outbox_poll_interval": 0.2,
     "warm_standby": "off",  # a test that wants the fork server asks for it (one process less per test)
+    "webhook_check_interval": 0.5,
 }
 PROFILES = {"production": PRODUCTION, "development": DEVELOPMENT, "test": TEST}
 
@@ -375,6 +376,35 @@ def _file_path(raw: Any) -> str:
     return text
 
 
+def _webhook_secret(raw: Any) -> str:
+    """Telegram's secret_token: 1-256 characters A-Z, a-z, 0-9, _ and - (it travels in a header)."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", text):
+        raise ValueError("1 to 256 characters: letters, digits, _ or - (Telegram's secret_token)")
+    return text
+
+
+def _redis_url(raw: Any) -> str:
+    """redis://[user:password@]host[:port][/db] or rediss:// (TLS), as the redis client takes it."""
+    accepted = "a URL such as redis://:password@redis:6379/0 or rediss://... (TLS)"
+    text = raw.strip() if isinstance(raw, str) else ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(accepted) from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or any(ch.isspace() for ch in text):
+        raise ValueError(accepted)
+    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(accepted + " (the database is a number)")
+    return text
+
+
+def redis_password(url: str | None) -> str | None:
+    """The password inside REDIS_URL: a secret of its own for the redactor (it may appear alone)."""
+    return urlsplit(url).password if url else None
+
+
 BUILTIN_COMMAND_NAMES = ("start", "help", "ping", "status", "uptime")
 
 
@@ -473,6 +503,12 @@ KNOBS: dict[str, Knob] = {
     "outbox_max_age": Knob("OUTBOX_MAX_AGE", _seconds(1, 30 * 86400), 86400.0, False, "an outbox message older than this is dead-lettered, not sent late"),
     "outbox_max_backoff": Knob("OUTBOX_MAX_BACKOFF", _seconds(0.1, 86400), 60.0, False, "longest wait between retries after network errors/5xx"),
     "outbox_poll_interval": Knob("OUTBOX_POLL_INTERVAL", _seconds(0.05, 60), 1.0, False, "seconds between looks for messages queued by other processes"),
+    "telegram_mode": Knob("TELEGRAM_MODE", _choice("polling", "webhook"), "polling", False, "how updates arrive: polling (one copy per token) or webhook (Telegram POSTs to WEBHOOK_URL; several replicas may serve)"),
+    "webhook_url": Knob("WEBHOOK_URL", _url, None, False, "webhook mode: the public https URL Telegram POSTs updates to (routed to WEBHOOK_PORT, path /telegram)"),
+    "webhook_port": Knob("WEBHOOK_PORT", _port(), 8443, False, "webhook mode: the port the bot receives updates on (path /telegram)"),
+    "webhook_secret": Knob("WEBHOOK_SECRET", _webhook_secret, None, True, "webhook mode: the X-Telegram-Bot-Api-Secret-Token every delivery must carry"),
+    "webhook_check_interval": Knob("WEBHOOK_CHECK_INTERVAL", _seconds(0.1, 3600), 30.0, False, "webhook mode: seconds between getWebhookInfo checks (Telegram's side of the link)"),
+    "redis_url": Knob("REDIS_URL", _redis_url, None, True, "shared state for several replicas: update claims, send limits, poison strikes, the poller lock; unset = all local"),
     "outer": Knob("BOTKEEPER_OUTER", _choice("auto", "none", "systemd", "container", "pm2"), "auto", False,
                   "outer supervisor; auto = detected. Under one, start runs the supervisor alone in the foreground"),
     "crontab_file": Knob("CRONTAB_FILE", _text, None, False,
@@ -583,6 +619,12 @@ class Settings:
     update_trigger: str | None = None
     update_health_timeout: float = 60.0
     warm_standby: str = "auto"
+    telegram_mode: str = "polling"
+    webhook_url: str | None = None
+    webhook_port: int = 8443
+    webhook_secret: str | None = None
+    webhook_check_interval: float = 30.0
+    redis_url: str | None = None
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
@@ -673,7 +715,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redaction filter."""
-        return [v for v in (getattr(self, f) for f in SECRET_FIELDS) if v]
+        return [v for v in (getattr(self, f) for f in SECRET_FIELDS) if v] + [
+            p for p in (redis_password(self.redis_url),) if p]
 
     def component(self, name: str) -> ComponentSpec | None:
         return next((c for c in self.components if c.name == name), None)
@@ -819,6 +862,11 @@ def _check_relations(values: dict[str, Any]) -> None:
             f"RESTART_DELAY={values['restart_delay']:g} is not valid: expected at most MAX_RESTART_DELAY"
             f" ({values['max_restart_delay']:g})"
         )
+    if values["telegram_mode"] == "webhook":
+        for field_name in ("webhook_url", "webhook_secret"):
+            if not values[field_name]:
+                raise ConfigError(f"TELEGRAM_MODE=webhook needs {KNOBS[field_name].env}: expected it set"
+                                  f" ({KNOBS[field_name].help.split(': ', 1)[-1]})")
     if values["demo"] == "on" and values["token"] and values["token"] != DEMO_TOKEN:
         raise ConfigError("DEMO='on' is not valid together with TELEGRAM_BOT_TOKEN: expected DEMO=auto or off")
 

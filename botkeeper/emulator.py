@@ -3,7 +3,9 @@
 Bot side, `/bot<TOKEN>/<method>` (GET or POST, JSON, form or multipart bodies), answers like
 api.telegram.org: `{"ok": true, "result": ...}` or `{"ok": false, "error_code", "description",
 "parameters"}`. getUpdates long-polls for real and, like Telegram, answers an older poll with 409
-when a newer one arrives (two bots on one token).
+when a newer one arrives (two bots on one token). setWebhook registers a webhook like Telegram:
+pending updates are then POSTed to it with the X-Telegram-Bot-Api-Secret-Token header (getUpdates
+answers 409), and getWebhookInfo reports the pending count and the last delivery error.
 
 Control side, JSON under `/_emulator/` (see `Emulator.control`): inject a user message, read what
 the bot sent (optionally waiting), inject faults for the next N calls, restrict accepted tokens,
@@ -50,7 +52,7 @@ DESCRIPTIONS = {
 }
 TRUE_METHODS = {
     "deletemycommands", "sendchataction", "answercallbackquery", "close", "logout",
-    "setwebhook", "setmydescription", "setmyshortdescription", "setmyname", "setchatmenubutton",
+    "setmydescription", "setmyshortdescription", "setmyname", "setchatmenubutton",
 }
 
 
@@ -128,6 +130,25 @@ class State:
     limits: Limits | None = None  # None = no sending limits enforced
     blocked: set[int] = field(default_factory=set)  # chats whose user blocked the bot: 403
     rates: Rates = field(default_factory=Rates)
+    webhooks: dict[str, "Webhook"] = field(default_factory=dict)  # token -> its registered webhook
+
+
+@dataclass
+class Webhook:
+    """A webhook set with setWebhook: where updates go, with the secret header Telegram sends."""
+
+    url: str
+    secret: str | None = None
+    last_error_date: int | None = None
+    last_error_message: str | None = None
+    delivered: int = 0
+
+    def info(self, pending: int) -> dict[str, Any]:
+        info: dict[str, Any] = {"url": self.url, "has_custom_certificate": False, "pending_update_count": pending,
+                                "max_connections": 40}
+        if self.last_error_date is not None:
+            info |= {"last_error_date": self.last_error_date, "last_error_message": self.last_error_message}
+        return info
 
 
 def _now() -> int:
@@ -183,6 +204,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
+        self._pusher: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property
@@ -204,6 +226,8 @@ class Emulator:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="emulator-http", daemon=True)
         self._thread.start()
+        self._pusher = threading.Thread(target=self._push_webhooks, name="emulator-webhook", daemon=True)
+        self._pusher.start()
         return self.url
 
     def stop(self) -> None:
@@ -224,6 +248,8 @@ class Emulator:
         self._server = None
         if self._thread:
             self._thread.join(timeout=5)
+        if self._pusher:
+            self._pusher.join(timeout=5)
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._conn_lock:
@@ -233,6 +259,17 @@ class Emulator:
     def inject_message(self, text: str, chat_id: int = DEMO_CHAT_ID, user_id: int | None = None,
                        username: str = "demo_user", first_name: str = "Demo") -> dict[str, int]:
         """A user writes to the bot. Returns the update_id and message_id."""
+        st = self.state
+        with st.cond:
+            update = self.new_message_update(text, chat_id, user_id, username, first_name)
+            st.updates.append(update)
+            st.cond.notify_all()
+        return {"update_id": update["update_id"], "message_id": update["message"]["message_id"]}
+
+    def new_message_update(self, text: str, chat_id: int = DEMO_CHAT_ID, user_id: int | None = None,
+                           username: str = "demo_user", first_name: str = "Demo") -> dict[str, Any]:
+        """A user's message as the update Telegram would deliver (ids taken), not queued: for a test
+        that POSTs it to a webhook itself, as Telegram does."""
         st = self.state
         with st.cond:
             message_id = st.next_message_id
@@ -247,9 +284,7 @@ class Emulator:
             command = re.match(r"^/[A-Za-z0-9_]+(@\w+)?", text)
             if command:
                 message["entities"] = [{"type": "bot_command", "offset": 0, "length": command.end()}]
-            st.updates.append({"update_id": update_id, "message": message})
-            st.cond.notify_all()
-        return {"update_id": update_id, "message_id": message_id}
+            return {"update_id": update_id, "message": message}
 
     def inject_callback(self, data: str, chat_id: int = DEMO_CHAT_ID, message_id: int | None = None) -> dict[str, Any]:
         st = self.state
@@ -327,6 +362,50 @@ class Emulator:
         with self.state.cond:
             return {"counts": dict(self.state.calls), "recent": list(self.state.recent_calls)}
 
+    def webhooks(self) -> dict[str, dict[str, Any]]:
+        """The registered webhooks by bot id (never the token): url, whether a secret is set, errors."""
+        with self.state.cond:
+            return {t.split(":", 1)[0]: {"url": w.url, "secret_set": bool(w.secret), "delivered": w.delivered,
+                                         "last_error_date": w.last_error_date,
+                                         "last_error_message": w.last_error_message}
+                    for t, w in self.state.webhooks.items()}
+
+    def _push_webhooks(self) -> None:
+        """Like Telegram: pending updates are POSTed, in order, to the registered webhook with the
+        secret header; an update is dropped from the queue only on a 2xx answer, else retried."""
+        import urllib.error
+        import urllib.request
+
+        st = self.state
+        while True:
+            with st.cond:
+                while not st.closing and not (st.updates and st.webhooks):
+                    st.cond.wait(1.0)
+                if st.closing:
+                    return
+                hook = next(iter(st.webhooks.values()))
+                update = st.updates[0]
+            request = urllib.request.Request(hook.url, data=json.dumps(update).encode(), method="POST",
+                                             headers={"Content-Type": "application/json"})
+            if hook.secret:
+                request.add_header("X-Telegram-Bot-Api-Secret-Token", hook.secret)
+            error = None
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    answer.read()
+            except urllib.error.HTTPError as exc:
+                error = f"Wrong response from the webhook: {exc.code} {exc.reason}"
+            except (OSError, ValueError) as exc:
+                error = "Connection refused" if isinstance(exc, ConnectionRefusedError) else type(exc).__name__
+            with st.cond:
+                if error is None:
+                    if st.updates and st.updates[0] is update:
+                        st.updates.popleft()
+                    hook.delivered += 1
+                    continue
+                hook.last_error_date, hook.last_error_message = _now(), error
+                st.cond.wait(0.5)  # Telegram backs off too; the queue keeps the update
+
     def my_commands(self, token: str | None = None) -> list[dict[str, str]]:
         """The command menu a bot set with setMyCommands (the only bot's, without a token)."""
         with self.state.cond:
@@ -398,6 +477,10 @@ class Emulator:
             return 200, self.rates(reset=verb == "POST" and params.get("reset") not in (None, "", False))
         if action == "calls":
             return 200, self.calls()
+        if action == "updates/new" and verb == "POST":  # an update for the caller to deliver itself
+            return 200, self.new_message_update(str(params.get("text", "")), int(params.get("chat_id", DEMO_CHAT_ID)))
+        if action == "webhook":
+            return 200, {"webhooks": self.webhooks()}
         if action in ("", "state"):
             return 200, self.snapshot()
         return 404, {"error": f"unknown control action {verb} /_emulator/{action}"}
@@ -473,11 +556,37 @@ class Emulator:
     def _m_getwebhookinfo(self, token: str, params: dict[str, Any]) -> Any:
         with self.state.cond:
             pending = len(self.state.updates)
+            hook = self.state.webhooks.get(token)
+            if hook is not None:
+                return hook.info(pending)
         return {"url": "", "has_custom_certificate": False, "pending_update_count": pending}
 
+    def _m_setwebhook(self, token: str, params: dict[str, Any]) -> Any:
+        url = str(params.get("url") or "")
+        if not url:
+            return self._m_deletewebhook(token, params)
+        if not url.startswith(("http://", "https://")):
+            raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token") or None
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        with self.state.cond:
+            if str(params.get("drop_pending_updates", "")).lower() in ("true", "1"):
+                self.state.updates.clear()
+            old = self.state.webhooks.get(token)
+            hook = Webhook(url, str(secret) if secret else None)
+            if old is not None and old.url == url:  # the same URL again (another replica): keep its history
+                hook.last_error_date, hook.last_error_message, hook.delivered = (
+                    old.last_error_date, old.last_error_message, old.delivered)
+            self.state.webhooks[token] = hook
+            self.state.poll_generation[token] = self.state.poll_generation.get(token, 0) + 1  # ends a long poll
+            self.state.cond.notify_all()
+        return True
+
     def _m_deletewebhook(self, token: str, params: dict[str, Any]) -> Any:
-        if str(params.get("drop_pending_updates", "")).lower() in ("true", "1"):
-            with self.state.cond:
+        with self.state.cond:
+            self.state.webhooks.pop(token, None)
+            if str(params.get("drop_pending_updates", "")).lower() in ("true", "1"):
                 self.state.updates.clear()
         return True
 
@@ -488,6 +597,9 @@ class Emulator:
         timeout = max(0.0, min(float(params.get("timeout") or 0), 50.0))
         deadline = time.monotonic() + timeout
         with st.cond:
+            if token in st.webhooks:  # like Telegram: the two ways of receiving updates exclude each other
+                raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active;"
+                                    " use deleteWebhook to delete the webhook first")
             # Like Telegram: a newer getUpdates ends an older one still waiting with 409.
             generation = st.poll_generation.get(token, 0) + 1
             st.poll_generation[token] = generation

@@ -21,7 +21,7 @@ from typing import Any
 
 from .fsutil import NO_SPACE, atomic_write
 
-STATES = ("starting", "polling", "telegram-unreachable", "conflict", "stopping", "fatal", "alive")
+STATES = ("starting", "polling", "webhook", "standby", "telegram-unreachable", "conflict", "stopping", "fatal", "alive")
 SLOT = 4096  # bytes every beat is padded to: one block, reused in place when the disk is full
 
 

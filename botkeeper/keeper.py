@@ -56,6 +56,11 @@ class Keeper:
         # What the bot works on (heartbeat fields), the poison-update gate, the blocked-loop watchdog.
         self.work = Work(application, self.write_beat)
         self.guard: Guard | None = None
+        self.shared = None  # botkeeper.shared.Shared with REDIS_URL: claims, strikes across replicas
+        self.duplicates = 0  # updates another replica claimed first (not handled here)
+        # Claims only in webhook mode: a poller is alone (the lock), and an update it got again after
+        # its predecessor died mid-handling must run again (poison strikes decide), not be skipped.
+        self.claims = False
         self.watchdog: Watchdog | None = None
         self._pulse: asyncio.Task | None = None
 
@@ -112,12 +117,19 @@ class Keeper:
     async def count(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Group -1000, before every handler of the user: count the update, or skip it when it is
         quarantined (ApplicationHandlerStop: no handler runs, and Telegram gets it confirmed)."""
+        shared_strikes = None
+        if isinstance(update, Update) and self.claims:
+            mine, shared_strikes = await self.shared.claim(update.update_id)
+            if not mine:  # Telegram delivered it again, and another replica took it first
+                self.duplicates += 1
+                log.info("update %s is handled by another replica: not here", update.update_id)
+                raise ApplicationHandlerStop
         if isinstance(update, Update) and self.guard is not None:
             if self.work.already_done(update.update_id):
                 log.info("update %s was handled by the previous bot before it ended: not again", update.update_id)
                 raise ApplicationHandlerStop
             seen = self.work.in_flight.get(update.update_id) or {}
-            if self.guard.check(update.update_id, seen).action == "quarantine":
+            if self.guard.check(update.update_id, seen, shared_strikes).action == "quarantine":
                 raise ApplicationHandlerStop
         self.health.handled()
 
@@ -168,8 +180,15 @@ def attach(application: Application, settings: Settings | None = None, *,
                     else c[1] for c in commands}
     keeper = Keeper(application, settings, health, beat_file, descriptions, observed, menu)
     health.reporters.append(keeper.work.report)
+    if settings.redis_url:  # several replicas: imported only then (the single-VM path stays as it was)
+        from .shared import for_settings
+
+        keeper.shared = for_settings(settings)
+        keeper.claims = settings.telegram_mode == "webhook"
+        if keeper.claims:
+            health.reporters.append(lambda: {"duplicates_skipped": keeper.duplicates})
     if track(application, keeper.work):
-        keeper.guard = Guard(settings, predecessor or {}, redact=health.redact)
+        keeper.guard = Guard(settings, predecessor or {}, redact=health.redact, shared=keeper.shared)
         keeper.work.after_predecessor(predecessor)
         hold_polls(application)
     application.bot_data["botkeeper.settings"] = settings

@@ -84,6 +84,20 @@ def strike(book: Mapping[str, Any], beat: Mapping[str, Any] | None, cause: Any, 
     return _bounded(new, now)
 
 
+def with_strikes(book: Mapping[str, Any], update_id: int, strikes: int) -> dict[str, Any]:
+    """The book with the update's strikes raised to `strikes` (the total over all replicas, from
+    Redis): never lowered, so a replica's own count still holds when Redis forgot."""
+    new = dict(book)
+    struck = dict(new.get("struck") or {})
+    record = dict(struck.get(str(update_id)) or {"update_id": update_id, "strikes": 0})
+    if strikes <= int(record.get("strikes") or 0):
+        return new
+    record["strikes"] = strikes
+    struck[str(update_id)] = record
+    new["struck"] = struck
+    return new
+
+
 def decide(book: Mapping[str, Any], update_id: int, quarantine_after: int) -> Decision:
     """What the bot does with an update it is about to handle."""
     record = (book.get("struck") or {}).get(str(update_id))

@@ -30,8 +30,10 @@ STATE_WAIT = 3.0  # seconds to wait for the supervisor to write state.json namin
 
 class Guard:
     def __init__(self, settings: Any, predecessor: Mapping[str, Any] | None = None, component: str = "bot",
-                 redact: Callable[[str], str] = str, clock: Callable[[], float] = time.time):
+                 redact: Callable[[str], str] = str, clock: Callable[[], float] = time.time,
+                 shared: Any = None):
         self.settings = settings
+        self.shared = shared  # botkeeper.shared.Shared with REDIS_URL: strikes summed over replicas
         self.component = component
         self.redact = redact
         self.clock = clock
@@ -46,6 +48,11 @@ class Guard:
         cause = self._predecessor_cause() if poison.in_flight_of(self.predecessor) else None
         new = poison.strike(self.book, self.predecessor, cause, self.clock())
         if new.get("counted_beat") != self.book.get("counted_beat"):
+            if self.shared is not None:  # this replica's strikes join the others'; the totals count
+                struck_ids = [e["update_id"] for e in poison.in_flight_of(self.predecessor)
+                              if str(e["update_id"]) in new["struck"]]
+                for update_id, total in self.shared.add_strikes(struck_ids).items():
+                    new = poison.with_strikes(new, update_id, total)
             self.book = new
             self.book_file.save(new)
             struck = [new["struck"][str(e["update_id"])] for e in poison.in_flight_of(self.predecessor)
@@ -58,8 +65,12 @@ class Guard:
         self.book = new
         return []
 
-    def check(self, update_id: int, seen: Mapping[str, Any] | None = None) -> poison.Decision:
-        """Quarantine (and record) or let through; `seen`: chat, user, kind, handler of the update now."""
+    def check(self, update_id: int, seen: Mapping[str, Any] | None = None,
+              shared_strikes: int | None = None) -> poison.Decision:
+        """Quarantine (and record) or let through; `seen`: chat, user, kind, handler of the update now;
+        `shared_strikes`: its strikes over all replicas (from Redis), when shared."""
+        if shared_strikes:
+            self.book = poison.with_strikes(self.book, update_id, shared_strikes)
         decision = poison.decide(self.book, update_id, self.settings.quarantine_after)
         if decision.action == "quarantine":
             self.book, record = poison.quarantine(self.book, update_id, seen or {}, self.clock())

@@ -214,6 +214,11 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
         checks.append(Check("telegram", STARTING, "the bot is stopping", Cause.STARTING))
     elif state == "polling":
         checks.append(Check("telegram", HEALTHY, "polling", None, started))
+    elif state == "standby":
+        checks.append(Check("telegram", DEGRADED, detail or "another copy polls with this token", Cause.STANDBY,
+                            started))
+    elif state == "webhook":
+        checks.append(webhook_check(data, started))
     if data.get("disk_full"):
         checks.append(Check("disk", DEGRADED, "the disk is full: the heartbeat is written in place",
                             Cause.DISK_FULL, _num(data.get("disk_full_since"))))
@@ -272,3 +277,20 @@ def read_and_judge(settings: Any, **kwargs: Any) -> tuple[Snapshot, Verdict]:
 
     snap = read_snapshot(settings, **kwargs)
     return snap, judge(snap, Limits.from_settings(settings))
+
+
+def webhook_check(data: Mapping[str, Any], since: float | None = None) -> Check:
+    """Webhook mode: Telegram's side of the link, from the getWebhookInfo the bot last saw. Failing
+    when Telegram reports a delivery error newer than the last update this bot received while
+    updates wait, or when another URL is registered (someone else took the webhook)."""
+    info = data.get("webhook") if isinstance(data.get("webhook"), Mapping) else {}
+    pending = info.get("pending") if isinstance(info.get("pending"), int) else 0
+    if info.get("url_ok") is False:
+        return Check("telegram", DEGRADED, "Telegram delivers to another URL: setWebhook was called elsewhere",
+                     Cause.WEBHOOK_FAILING, _num(info.get("checked_at")))
+    error_at, received_at = _num(info.get("last_error_at")), _num(data.get("webhook_last_received_at"))
+    if error_at is not None and pending > 0 and (received_at is None or error_at > received_at):
+        why = str(info.get("last_error") or "delivery failed")[:200]
+        return Check("telegram", DEGRADED, f"Telegram cannot deliver to the webhook: {why} ({pending} pending)",
+                     Cause.WEBHOOK_FAILING, error_at)
+    return Check("telegram", HEALTHY, f"webhook ({pending} pending at Telegram)", None, since)

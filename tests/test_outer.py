@@ -421,3 +421,46 @@ def test_pm2_ecosystem_file_runs_the_supervisor_in_pm2_mode():
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"args": ["-m", "botkeeper", "start"], "interp": "none", "outer": "pm2",
                                       "kill": 20000, "stop": [78], "tree": False}
+
+
+def test_webhook_replica_manifests_validate_and_fit_together():
+    """deploy/k8s/webhook/: 2+ replicas that never all go away, /telegram routed to WEBHOOK_PORT,
+    readiness on /health, secrets from the Secret, a Redis the REDIS_URL points at."""
+    import yaml
+
+    from botkeeper.config import KNOBS
+
+    folder = ROOT / "deploy" / "k8s" / "webhook"
+    files = sorted(folder.glob("*.yaml"))
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run([str(validate), "--strict", *map(str, files)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for f in files for d in yaml.safe_load_all(f.read_text()) if d}
+    deployment = docs[("Deployment", "botkeeper-webhook")]
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = spec["template"]["metadata"]["labels"]
+    container = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TELEGRAM_MODE"]["value"] == "webhook" and env["WEBHOOK_URL"]["value"].endswith("/telegram")
+    for secret in ("TELEGRAM_BOT_TOKEN", "WEBHOOK_SECRET", "REDIS_URL"):
+        assert env[secret]["valueFrom"]["secretKeyRef"]["name"] == "botkeeper-webhook"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/live"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["telegram"] == int(env["WEBHOOK_PORT"]["value"]) == KNOBS["webhook_port"].default
+    assert all(v.get("emptyDir") is not None for v in spec["template"]["spec"]["volumes"])  # no shared RWO volume
+    service = docs[("Service", "botkeeper-webhook")]
+    assert service["spec"]["selector"] == labels
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}["telegram"] == "telegram"
+    path = docs[("Ingress", "botkeeper-webhook")]["spec"]["rules"][0]["http"]["paths"][0]
+    assert path["path"] == "/telegram" and path["backend"]["service"] == {"name": "botkeeper-webhook",
+                                                                       "port": {"name": "telegram"}}
+    pdb = docs[("PodDisruptionBudget", "botkeeper-webhook")]["spec"]
+    assert pdb["selector"]["matchLabels"] == labels and pdb["minAvailable"] >= 1
+    redis = docs[("StatefulSet", "botkeeper-redis")]["spec"]
+    assert redis["replicas"] == 1 and docs[("Service", "botkeeper-redis")]["spec"]["selector"] == \
+        redis["template"]["metadata"]["labels"]
+    url = docs[("Secret", "botkeeper-webhook")]["stringData"]["redis-url"]
+    assert "@botkeeper-redis:6379" in url
+    KNOBS["redis_url"].parse(url)

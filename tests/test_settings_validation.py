@@ -56,6 +56,10 @@ BAD_OTHERS = {
     "crontab_file": ["cron\ntab"],
     "update_command": ["git 'pull", "a-program-that-does-not-exist-here pull", "x\\"],
     "update_trigger": ["run/", ".", "run/update\ntrigger"],
+    "telegram_mode": ["webhooks", "", "push"],
+    "webhook_url": ["https://a b c", "example.com/telegram", "https://"],
+    "webhook_secret": ["has space", "semi;colon", "x" * 257, "ünïcode"],
+    "redis_url": ["http://redis:6379", "redis://", "redis://host:99999", "redis://host/db0", "redis://a b"],
 }
 
 

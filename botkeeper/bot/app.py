@@ -87,6 +87,22 @@ async def _start(application: Application, health: Health, settings) -> None:
             delay = min(delay * 2, MAX_START_DELAY)
     if application.post_init:  # as run_polling() does: attach()'s built-ins and menu, the user's hook
         await application.post_init(application)
+    if settings.telegram_mode == "webhook":
+        await _start_webhook(application, health, settings)
+        delivery.start(application, settings)
+        return
+    shared = application.bot_data["botkeeper.keeper"].shared
+    if shared is not None:  # REDIS_URL: one poller per token; the others stand by (no 409 fight)
+        await _wait_for_poller_lock(shared, health, settings)
+    await _start_polling(application, health, settings)
+    await application.start()
+    health.polling_started()
+    delivery.start(application, settings)  # the persistent outbox (botkeeper/outbox.py)
+    if shared is not None:
+        await _keep_poller_lock(application, shared, health, settings)
+
+
+async def _start_polling(application: Application, health: Health, settings) -> None:
     await application.updater.start_polling(
         timeout=dtm.timedelta(seconds=settings.poll_timeout),
         bootstrap_retries=-1,  # deleteWebhook retried with backoff; a rejected token still raises
@@ -94,12 +110,70 @@ async def _start(application: Application, health: Health, settings) -> None:
         allowed_updates=Update.ALL_TYPES,
         error_callback=health.poll_error,
     )
-    await application.start()
-    health.polling_started()
-    delivery.start(application, settings)  # the persistent outbox (botkeeper/outbox.py)
+
+
+def poller_lock_ttl(settings) -> float:
+    """How long the poller lock outlives its holder: a few heartbeats, so a killed poller's standby
+    takes over within seconds, and a slow beat never hands the token to a second poller."""
+    return max(3 * settings.heartbeat_interval, 1.0)
+
+
+async def _wait_for_poller_lock(shared, health: Health, settings) -> None:
+    while (holder := await shared.hold_poller(poller_lock_ttl(settings))) is not None:
+        health.standby(holder)
+        await asyncio.sleep(poller_lock_ttl(settings) / 3)
+    if health.state == "standby":
+        log.info("the poller lock is ours: polling Telegram from this copy")
+        health.state, health.detail = "starting", "took over polling"
+
+
+async def _keep_poller_lock(application: Application, shared, health: Health, settings) -> None:
+    """Renew the lock while polling; should it be lost (this loop blocked past its expiry and
+    another copy took over), stop polling and stand by again."""
+    while True:
+        await asyncio.sleep(poller_lock_ttl(settings) / 3)
+        holder = await shared.hold_poller(poller_lock_ttl(settings))
+        if holder is None or holder.startswith("unknown"):
+            continue
+        log.warning("poller lock lost to %s: polling stops here", holder)
+        await application.updater.stop()
+        health.standby(holder)
+        await _wait_for_poller_lock(shared, health, settings)
+        await _start_polling(application, health, settings)
+        health.polling_started()
+
+
+async def _start_webhook(application: Application, health: Health, settings) -> None:
+    """Serve /telegram first, then setWebhook (retried while Telegram is unreachable): the first
+    delivery finds us listening. Every replica registers the same URL; none deletes it at stop."""
+    from .webhook import WebhookServer, watch_webhook_info  # webhook mode only
+
+    await application.start()  # the update queue is processed from here on
+    server = WebhookServer(application, settings.webhook_secret, settings.webhook_port)
+    await server.start()
+    application.bot_data["botkeeper.webhook"] = server
+    health.reporters.append(server.report)
+    log.info("webhook server listening on port %s, path /telegram", server.port)
+    delay = 0.5
+    while True:
+        try:
+            await application.bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret,
+                                              allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+            break
+        except RetryAfter as exc:
+            await asyncio.sleep(exc.retry_after if isinstance(exc.retry_after, (int, float))
+                                else exc.retry_after.total_seconds())
+        except NetworkError:  # reported by the request layer
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_START_DELAY)
+    health.webhook_started(settings.webhook_url)
+    await watch_webhook_info(application, health, settings.webhook_url, settings.webhook_check_interval)
 
 
 async def _shutdown(application: Application) -> None:
+    server = application.bot_data.pop("botkeeper.webhook", None)
+    if server is not None:  # no new deliveries: Telegram retries them at another replica
+        await server.stop()
     await delivery.stop(application)  # first: sends on the wire finish and are recorded
     if application.updater is not None and application.updater.running:
         try:
@@ -113,6 +187,10 @@ async def _shutdown(application: Application) -> None:
     await application.shutdown()
     if application.post_shutdown:
         await application.post_shutdown(application)
+    shared = application.bot_data["botkeeper.keeper"].shared
+    if shared is not None:
+        await shared.release_poller()  # a standby takes over at once, not after the lock expires
+        await shared.close()
 
 
 def _rejected(settings, health: Health) -> int:

@@ -60,8 +60,11 @@ class _Waiter:
 class Gate:
     """Senders wait here for their turn: by priority, then arrival; within ratelimit's windows."""
 
-    def __init__(self, limits: ratelimit.Limits, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, limits: ratelimit.Limits, clock: Callable[[], float] = time.monotonic, shared: Any = None):
         self.limits, self.clock = limits, clock
+        self.shared = shared  # botkeeper.shared.Shared with REDIS_URL: the limits hold for all replicas
+        self._reserved: dict[int | str, deque] = {}  # chat -> its sends' places in Redis's windows
+        self._answering: set[asyncio.Task] = set()
         self.windows = ratelimit.Windows()
         self._waiting: list[_Waiter] = []
         self._seq = itertools.count()
@@ -82,6 +85,13 @@ class Gate:
         self._dispatch()
         try:
             await waiter.future
+            if self.shared is not None:
+                while True:
+                    wait, member = await self.shared.reserve_send(chat_id, self.limits)
+                    if not wait:
+                        break
+                    await asyncio.sleep(wait)  # another replica used the bot's budget: our turn comes
+                self._reserved.setdefault(chat_id, deque()).append(member)
         except asyncio.CancelledError:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
@@ -91,6 +101,13 @@ class Gate:
 
     def release(self, chat_id: int | str) -> None:
         ratelimit.answered(self.windows, chat_id, self.clock())
+        members = self._reserved.get(chat_id)
+        if members:
+            task = asyncio.get_running_loop().create_task(self.shared.answered(chat_id, members.popleft()))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+            if not members:
+                del self._reserved[chat_id]
         self._dispatch()
 
     def told_to_wait(self, chat_id: int | str | None, seconds: float) -> str:
@@ -131,7 +148,12 @@ class GateLimiter(BaseRateLimiter):
 
     @classmethod
     def from_settings(cls, settings: Any) -> "GateLimiter":
-        return cls(Gate(limits_of(settings)))
+        shared = None
+        if getattr(settings, "redis_url", None):  # several replicas: imported only then
+            from ..shared import for_settings
+
+            shared = for_settings(settings)
+        return cls(Gate(limits_of(settings), shared=shared))
 
     async def initialize(self) -> None:
         return None

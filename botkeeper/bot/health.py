@@ -25,7 +25,7 @@ from ..causes import Cause
 log = logging.getLogger("botkeeper.bot")
 
 # Methods whose failure says something about the token or the link, not about one chat.
-CORE_METHODS = {"getUpdates", "getMe", "deleteWebhook"}
+CORE_METHODS = {"getUpdates", "getMe", "deleteWebhook", "setWebhook", "getWebhookInfo"}
 REMIND_EVERY = 60.0  # seconds between repeated explanations of an ongoing conflict/outage
 # python-telegram-bot retries a failing getUpdates with backoff capped at 30 s and reports every
 # failure; this long without one (plus a long poll) means polling works again.
@@ -55,6 +55,9 @@ class Health:
         # More heartbeat fields, each a callable returning a dict merged into every beat (how the bot
         # reports its own work, e.g. updates in flight and event-loop lag).
         self.reporters: list[Callable[[], dict[str, Any]]] = []
+        self.mode = "polling"  # or "webhook": how updates arrive, and so what "receiving" is called
+        self.receiving = False  # polling, or the webhook registered and served
+        self.webhook: dict[str, Any] | None = None  # Telegram's side from getWebhookInfo (webhook mode)
 
     # --- what the request layer reports ----------------------------------------------------------
     def response(self, endpoint: str, code: int, payload: bytes) -> None:
@@ -62,7 +65,7 @@ class Health:
             self._rate_limit_over(endpoint)
             if endpoint == "getUpdates":
                 self._polled()
-            elif endpoint == "getMe" and self.state == "telegram-unreachable":
+            elif endpoint in ("getMe", "getWebhookInfo", "setWebhook") and self.state == "telegram-unreachable":
                 self._reachable_again()
             return
         if code == 429:
@@ -93,6 +96,26 @@ class Health:
         if self.state == "starting":
             self.state, self.detail = "polling", "polling Telegram for updates"
             log.info("polling Telegram for updates")
+
+    def webhook_started(self, url: str) -> None:
+        """setWebhook worked and our server listens: Telegram delivers to us from now on."""
+        self.mode, self.receiving = "webhook", True
+        if self.state in ("starting", "telegram-unreachable"):
+            self.unreachable_since = None
+            self.state, self.detail = "webhook", f"receiving updates by webhook ({url})"
+            log.info("receiving updates by webhook at %s", url)
+
+    def webhook_seen(self, info: dict[str, Any]) -> None:
+        """getWebhookInfo's answer: the verdict judges it (verdict.webhook_check)."""
+        self.webhook = info
+
+    def standby(self, holder: str) -> None:
+        """Polling with REDIS_URL: another copy holds the poller lock; we wait instead of a 409 fight."""
+        if self.state != "standby":
+            log.warning("standby: another copy polls Telegram with this token (%s holds the poller lock in"
+                        " Redis); taking over when it stops", holder)
+        self.receiving = False
+        self.state, self.detail = "standby", f"another copy polls with this token ({holder} holds the lock)"
 
     def handled(self) -> None:
         self.updates_handled += 1
@@ -140,7 +163,8 @@ class Health:
         since = self.unreachable_since or self.clock()
         log.info("Telegram reachable again after %.1f s", self.clock() - since)
         self.unreachable_since = None
-        self.state, self.detail = ("polling" if self.last_poll_at else "starting"), "Telegram reachable again"
+        receiving = self.mode if self.mode == "webhook" and self.receiving else "polling" if self.last_poll_at else "starting"
+        self.state, self.detail = receiving, "Telegram reachable again"
 
     def _unreachable(self, why: str) -> None:
         now = self.clock()
@@ -193,7 +217,7 @@ class Health:
             "updates_handled": self.updates_handled, "state": self.state,
             "unreachable_since": self.unreachable_since, "conflict_since": self.conflict_since,
             "detail": self.detail,
-        } | ({"cause": self.cause.value} if self.cause else {})
+        } | ({"cause": self.cause.value} if self.cause else {}) | ({"webhook": self.webhook} if self.webhook else {})
         for report in self.reporters:
             fields |= report()
         return fields
