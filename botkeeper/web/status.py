@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .. import runfiles
 from ..logs import Redactor
 from ..outbox import outbox_summary
 from ..poison import quarantine_summary
@@ -149,15 +148,17 @@ class StatusSource:
         /health then costs a few system calls, and the answer is never more than 0.25 s behind.
         """
         s = self.settings
-        key = (_file_key(s.state_file), _file_key(s.heartbeat_file), _file_key(runfiles.pidfile(s, "supervisor")),
-               _file_key(runfiles.stopping_path(s)), _proc_key(self._supervisor_pid), int(self.clock() * HEALTH_TICKS))
+        # The supervisor's PID file and run/stopping change only with the supervisor's own start or
+        # end, which its /proc entry already shows (or the next quarter second does).
+        key = (_file_key(s.state_file), _file_key(s.heartbeat_file), _proc_key(self._supervisor_pid),
+               int(self.clock() * HEALTH_TICKS))
         cached = self._health_cache
         if cached is not None and cached[0] == key:
             return cached[1]
         result = self._health()
         self._supervisor_pid = result[0].snapshot.supervisor_pid
         # Re-key with the supervisor pid just read (the hint may have been stale).
-        key = key[:4] + (_proc_key(self._supervisor_pid),) + key[5:]
+        key = key[:2] + (_proc_key(self._supervisor_pid),) + key[3:]
         self._health_cache = (key, result)
         return result
 
