@@ -83,6 +83,7 @@ class Component:
             "cause": self.cause.value if self.cause else None,
             "stopped_at": self.stopped_at if self.state == State.STOPPED else None,
             "stop_cause": self.stop_cause.value if self.state == State.STOPPING else None,
+            "after_stop": self.after_stop if self.state == State.STOPPING else None,  # restart | stopped
             "next_start_at": next_start, "heartbeat": self.spec.heartbeat, "command": list(self.spec.command),
         }
 

@@ -168,6 +168,8 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
                       _num(bot.get("stopped_at")))]
     if st == "stopping":
         cause = _cause(bot, "stop_cause", Cause.OPERATOR)
+        if bot.get("after_stop") == "stopped":  # a stop, not a restart
+            return [Check("component:bot", STOPPED, f"stopping: {cause.label}", cause)]
         return [Check("component:bot", STARTING if cause.planned else DOWN, f"restarting: {cause.label}", cause)]
     if st not in ("starting", "running"):
         return [Check("component:bot", DEGRADED, f"unknown state {st!r}", Cause.UNKNOWN)]

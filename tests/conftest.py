@@ -115,7 +115,14 @@ class Supervised:
     def start(self) -> "Supervised":
         self.proc = subprocess.Popen([sys.executable, "-m", "botkeeper", "supervise"], cwd=ROOT, env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: (self.home / "run" / "control.sock").exists(), 10, message="control socket")
+        try:  # generous: a first start compiles every module, and CI machines are busy
+            wait_for(lambda: (self.home / "run" / "control.sock").exists() or self.proc.poll() is not None, 30,
+                     message="control socket")
+        except AssertionError:
+            self.proc.kill()
+            raise AssertionError(f"no control socket; supervisor said: {self.proc.communicate()[0][-2000:]!r}") from None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the supervisor exited {self.proc.returncode}: {self.proc.communicate()[0][-2000:]!r}")
         return self
 
     def stop(self) -> None:

@@ -74,6 +74,8 @@ CASES = [
     ("restarting-for-a-hang", snap(state(comp(state="stopping", stop_cause="stale-heartbeat"))), "down",
      Cause.STALE_HEARTBEAT),
     ("restarting-on-request", snap(state(comp(state="stopping", stop_cause="operator"))), "starting", Cause.OPERATOR),
+    ("stopping-on-request", snap(state(comp(state="stopping", stop_cause="operator", after_stop="stopped"))),
+     "stopped", Cause.OPERATOR),
     ("bot-stopped-by-operator", snap(state(comp(state="stopped", cause="operator"), comp("web", pid=10))), "stopped",
      Cause.OPERATOR),
     ("web-crash-looping", snap(state(comp(), comp("web", state="backoff", cause="crash"))), "degraded",

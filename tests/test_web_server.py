@@ -72,7 +72,8 @@ def test_health_flips_with_the_bot_under_the_real_supervisor(home, supervised):
 
     settings = settings_for(home)
     control.call(settings, "stop", name="bot", cause="operator", reason="test stops the bot", by="test")
-    down = wait_for(status_is(f"{base}/health", 503), 10, 0.05, "/health 503")[0].json()
+    down = wait_for(lambda: (r := status_is(f"{base}/health", 503)()) and r[0].json()["status"] == "stopped" and r,
+                    10, 0.05, "/health 503, stopped")[0].json()
     assert (down["status"], down["cause"]) == ("stopped", "operator")  # on purpose: not "down"
     assert "component:bot" in {c["name"] for c in down["failing"]}
     assert get(f"{base}/health", "HEAD").status_code == 503
