@@ -24,6 +24,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from . import runfiles
+
 MAX_MESSAGE = 1 << 20
 
 
@@ -45,7 +47,8 @@ def call(settings_or_path: Any, cmd: str, timeout: float = 5.0, **args: Any) -> 
     sock.settimeout(timeout)
     try:
         try:
-            sock.connect(str(path))
+            with runfiles.socket_address(path) as address:
+                sock.connect(address)
             sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
             buf = b""
             while not buf.endswith(b"\n"):

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-from . import control
+from . import control, runfiles
 
 ACCEPT, CLIENT = "accept", "client"
 
@@ -31,7 +31,8 @@ class ControlServer:
         except FileNotFoundError:
             pass
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(self.path))
+        with runfiles.socket_address(self.path) as address:  # a deep home is longer than sun_path
+            server.bind(address)
         os.chmod(self.path, 0o600)
         server.listen(16)
         server.setblocking(False)

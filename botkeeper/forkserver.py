@@ -122,7 +122,8 @@ def serve(settings) -> int:
         pass
     old_umask = os.umask(0o077)
     try:
-        listener.bind(str(path))
+        with runfiles.socket_address(path) as address:
+            listener.bind(address)
     finally:
         os.umask(old_umask)
     listener.listen(4)

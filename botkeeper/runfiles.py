@@ -12,8 +12,9 @@ import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .causes import Cause
 from .fsutil import atomic_write_json, read_json, read_pidfile
@@ -71,6 +72,25 @@ def lock_held(settings: Any, name: str) -> bool:
         return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
     finally:
         os.close(fd)  # closing drops a probe lock we may have taken
+
+
+# --- Unix socket paths -------------------------------------------------------------------------
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes with its NUL: a deep BOTKEEPER_HOME does not fit
+
+
+@contextmanager
+def socket_address(path: Path | str) -> Iterator[str]:
+    """An address to bind or connect a Unix socket at `path`, however deep the bundle home is:
+    past the kernel's limit, the same file through /proc/self/fd/<fd of its directory>/<name>."""
+    path = Path(path)
+    if len(os.fsencode(str(path))) <= UNIX_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 # --- the stopping marker --------------------------------------------------------------------------

@@ -28,6 +28,8 @@ import socket
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from . import runfiles
+
 REQUEST_TIMEOUT = 1.0  # a fork takes milliseconds; a fork server this slow is restarted
 MAX_MESSAGE = 1 << 20
 GO = b"g"
@@ -75,7 +77,8 @@ def request(sock_path: Path, argv: Sequence[str], env: Mapping[str, str], cwd: P
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
             sock.settimeout(timeout)
             try:
-                sock.connect(str(sock_path))
+                with runfiles.socket_address(sock_path) as address:
+                    sock.connect(address)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 raise WarmRefused(f"the fork server is not listening ({exc.strerror})") from None
             message = json.dumps({"argv": list(argv), "env": dict(env), "cwd": str(cwd),

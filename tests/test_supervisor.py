@@ -1,5 +1,6 @@
 """The supervisor with real child processes, real signals and its real control socket."""
 
+import json
 import os
 import signal
 import subprocess
@@ -238,3 +239,22 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = [k.env for k in KNOBS.values() if f"`{k.env}`" not in readme]
     assert missing == [], f"README.md settings table lacks {missing}: regenerate with python -m botkeeper config --markdown"
+
+
+def test_a_deep_bundle_home_still_gets_its_control_socket(tmp_path):
+    """sun_path holds 107 bytes: a home deeper than that (a long project path) must still work."""
+    from conftest import Supervised
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "bk"
+    deep.mkdir(parents=True)
+    write_components(deep, bot={"command": SLEEPER, "heartbeat": False}, **ONLY)
+    assert len(str(deep / "run" / "control.sock")) > 108
+    sup = Supervised(deep, bk_env(deep)).start()
+    try:
+        state = control.call(deep / "run" / "control.sock", "status")
+        assert state["components"][0]["name"] == "bot"
+        status = subprocess.run([sys.executable, "-m", "botkeeper", "status", "--json"], cwd=ROOT, env=bk_env(deep),
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode in (0, 1) and json.loads(status.stdout)["components"][0]["name"] == "bot"
+    finally:
+        sup.stop()
