@@ -317,12 +317,12 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
     snap, verdict = current_health(settings, live_state=state)
     now = snap.now
     roots = {r: runfiles.root_process(settings, r) for r in bundle.ROOTS}
-    meter = ProcessStats(ttl=0.0)
+    meter, own = ProcessStats(ttl=0.0), ProcessStats(ttl=0.0, tree=False)  # roots: their own process only
     targets = [(c["name"], c.get("pid"), c.get("create_time")) for c in state["components"] if c.get("pid")]
-    targets += [(f"root:{r}", p.pid, p.create_time()) for r, p in roots.items() if p is not None]
-    meter.measure(targets)
+    root_targets = [(f"root:{r}", p.pid, p.create_time()) for r, p in roots.items() if p is not None]
+    meter.measure(targets), own.measure(root_targets)
     time.sleep(0.3)  # cpu_percent needs two looks
-    usage = meter.measure(targets)
+    usage = meter.measure(targets) | own.measure(root_targets)
     components = []
     for comp in state["components"]:
         use = usage.get(comp["name"]) or {}
@@ -379,7 +379,8 @@ def render_table(status: dict[str, Any]) -> str:
     headers = ("name", "pid", "state", "restarts", "uptime", "cpu", "memory", "last exit", "cause")
     rows = []
     for c in status["components"]:
-        why = f"{c['cause']}: {c.get('last_restart_reason') or '-'}" if c.get("cause") else "-"
+        started_once = c.get("cause") == "initial-start" and not c["restarts"]
+        why = "-" if not c.get("cause") or started_once else f"{c['cause']}: {c.get('last_restart_reason') or '-'}"
         rows.append((c["name"], str(c["pid"] or "-"), c["state"], str(c["restarts"]), fmt_duration(c["uptime_seconds"] or None),
                      f"{c['cpu_percent']:.1f}%", fmt_bytes(c["memory_bytes"] or None), c.get("last_exit") or "-",
                      _short(why, 60)))

@@ -32,8 +32,9 @@ def _process(pid: int | None, create_time: float | None) -> psutil.Process | Non
 class ProcessStats:
     """Memory (RSS of the whole process tree) and CPU % per component."""
 
-    def __init__(self, ttl: float = 1.0, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(self, ttl: float = 1.0, monotonic: Callable[[], float] = time.monotonic, tree: bool = True):
         self.ttl = ttl
+        self.tree = tree  # a component counts its whole tree; the supervisor is not its children
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._procs: dict[tuple[int, float], psutil.Process] = {}
@@ -57,7 +58,7 @@ class ProcessStats:
         if root is None:
             return None
         try:
-            tree = [root] + root.children(recursive=True)
+            tree = [root] + (root.children(recursive=True) if self.tree else [])
         except psutil.Error:
             return None
         rss, cpu, pids = 0, 0.0, []
