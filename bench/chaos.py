@@ -2,6 +2,7 @@
 
     python bench/chaos.py                 # 100 kills, gaps 0.1-1.5 s, at most 300 s of killing
     python bench/chaos.py -n 30 --max-gap 0.5 --pair-prob 0.3 --seed 7
+    python bench/chaos.py -n 100 --seed 42 --real-bot --warm   # main.py + the fork server
 
 A bundle runs in a temporary BOTKEEPER_HOME (test profile, loopback only) with a fake bot that writes
 heartbeats every 0.2 s, the real status page (keep_alive.py), the real monitor, run_24_7.sh, the
@@ -17,6 +18,17 @@ A kill never takes the last living root (run_24_7.sh, supervisor, auto_recovery)
 gone nothing is left to restart anything, which is a machine reboot, not a crash.
 The processes are found by the environment the bundle gives them: that is the bench's oracle, not
 something the product does.
+
+--real-bot: the bot is main.py (python-telegram-bot, handlers_example) against botkeeper's Bot API
+emulator run inside this process (loopback, a fake token); --warm adds WARM_STANDBY=auto, so the fork
+server is a piece too and most bots are forks of it. A forked bot's /proc/PID/environ is the fork
+server's, so bots are not found by environ there: the pollers are counted at the emulator
+(bench/pollwatch.py): living processes that hold an open connection on which they called getUpdates
+(a sample with two = a moment with two pollers), and every getUpdates cut short by a newer one (409)
+while the older caller's connection was still open (two pollers racing, between samples). Orphans:
+bundle processes (BOTKEEPER_HOME in the environ, which forks keep) other than the roots whose parent
+is no bundle process while the bundle runs (reparented to init) for longer than --orphan-grace, and
+any bundle process left after the final stop.
 """
 
 from __future__ import annotations
@@ -45,7 +57,11 @@ from botkeeper.fsutil import read_json, verified_process  # noqa: E402
 from botkeeper.store import Store  # noqa: E402
 from watchers import bots, bundle_processes, fake_bot_command, supervisors  # noqa: E402
 
+from pollwatch import Census, RecordingEmulator  # noqa: E402
+
 PIECES = ("bot", "web", "monitor", "supervisor", "runner", "recovery")
+COMPONENTS = ("bot", "web", "monitor", "forkserver")
+TOKEN = "123456789:AAH-fake-token-for-chaos-0123456789"
 LABEL = {"runner": "run_24_7.sh", "recovery": "auto_recovery"}
 
 
@@ -58,13 +74,14 @@ def free_port() -> int:
 
 
 class Bench:
-    def __init__(self, home: Path, profile: str):
-        self.home = home
+    def __init__(self, home: Path, profile: str, extra: dict[str, str] | None = None, pieces=PIECES):
+        self.home, self.pieces = home, pieces
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "BOTKEEPER_", "DEMO"))}
         env |= {"BOTKEEPER_HOME": str(home), "BOTKEEPER_ENV": profile, "DEMO": "off", "AUTO_RECOVERY": "on",
                 "HOST": "127.0.0.1", "PORT": str(free_port()), "SELF_PING": "off"}
         if profile == "test":
             env["HEALTH_GRACE"] = "1"
+        env |= extra or {}
         self.env = env
         self.settings = Settings.from_env(env, home=home)
 
@@ -84,7 +101,7 @@ class Bench:
         return proc.pid if proc else None
 
     def all_running(self) -> bool:
-        pids = [self.pid(p) for p in PIECES]
+        pids = [self.pid(p) for p in self.pieces]
         hb = read_json(self.settings.heartbeat_file) or {}
         return all(pids) and hb.get("pid") == pids[0] and time.time() - hb.get("written_at", 0) < 1.0
 
@@ -92,13 +109,15 @@ class Bench:
 class Sampler(threading.Thread):
     """Census every ~30 ms: moments with two bots/supervisors; when each killed piece is back."""
 
-    def __init__(self, bench: Bench):
+    def __init__(self, bench: Bench, census: Census | None = None, orphan_grace: float = 5.0):
         super().__init__(daemon=True)
         self.bench, self.stop_flag = bench, threading.Event()
+        self.census, self.orphan_grace = census, orphan_grace
+        self.reparented: dict[int, list] = {}  # pid -> [first seen, last seen, cmd, comp]
         self.lock = threading.Lock()
         self.pending: list[dict] = []  # kills not back yet
         self.done: list[dict] = []
-        self.two_bots = self.two_sups = self.samples = 0
+        self.two_bots = self.two_sups = self.samples = self.one_bot = 0
         self.examples: list = []
 
     def add(self, kill: dict) -> None:
@@ -107,9 +126,13 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_flag.is_set():
-            procs = bundle_processes(self.bench.home)
+            if self.census is None:
+                procs = bundle_processes(self.bench.home)
+                nb, ns = len(bots(procs)), len(supervisors(procs))
+            else:
+                nb, ns, procs = self.real_census()
             self.samples += 1
-            nb, ns = len(bots(procs)), len(supervisors(procs))
+            self.one_bot += nb == 1
             if nb > 1 or ns > 1:
                 self.two_bots += nb > 1
                 self.two_sups += ns > 1
@@ -125,6 +148,27 @@ class Sampler(threading.Thread):
                         self.done.append(kill)
             time.sleep(0.03)
 
+    def real_census(self) -> tuple[int, int, list]:
+        """(pollers, supervisors, what to show) from /proc and the emulator; notes reparented processes."""
+        census = self.census
+        procs = census.sample()
+        pollers = census.pollers()
+        sups = [pid for pid, p in procs.items() if " supervise" in p["cmd"] and p["root"]]
+        sups = [pid for pid in sups if procs[pid]["ppid"] not in sups]  # a supervisor's child before exec
+        now = time.monotonic()
+        for pid, p in procs.items():
+            if not p["root"] and p["ppid"] not in procs:
+                seen = self.reparented.setdefault(pid, [now, now, p["cmd"][:60], p["comp"]])
+                seen[1] = now
+        shown = [(pid, procs.get(pid, {}).get("comp"), ports) for pid, ports in pollers.items()]
+        if len(sups) > 1:
+            shown += [(pid, "supervisor", procs[pid]["ppid"]) for pid in sups]
+        return len(pollers), len(sups), shown
+
+    def orphans(self) -> list:
+        return [(pid, round(last - first, 1), cmd, comp) for pid, (first, last, cmd, comp) in self.reparented.items()
+                if last - first > self.orphan_grace]
+
 
 def match_history(kills: list[dict], events: list[dict]) -> list[dict]:
     """Kills with no history row at or after them: each kill needs its own row.
@@ -132,14 +176,14 @@ def match_history(kills: list[dict], events: list[dict]) -> list[dict]:
     bot/web/monitor: exit, restart, start or orphan-stopped of that component; the supervisor: the
     `exit` row its successor writes with its pid; run_24_7.sh / auto_recovery: their `relaunch` row."""
     def wanted(piece: str, e: dict) -> bool:
-        if piece in ("bot", "web", "monitor"):
+        if piece in COMPONENTS:
             return e["component"] == piece and e["kind"] in ("exit", "restart", "start", "orphan-stopped")
         return e["kind"] == "relaunch" and e["component"] == LABEL.get(piece, piece)
 
     # The next supervisor records the one that died, by pid.
     dead = {e["detail"].split()[1] for e in events if e["component"] == "supervisor" and e["kind"] == "exit"}
     missing = [k for k in kills if k["piece"] == "supervisor" and str(k["pid"]) not in dead]
-    for piece in PIECES[:3] + PIECES[4:]:
+    for piece in sorted({k["piece"] for k in kills} - {"supervisor"}):
         rows = sorted((e for e in events if wanted(piece, e)), key=lambda e: e["at"])
         used = 0
         for kill in sorted((k for k in kills if k["piece"] == piece), key=lambda k: k["wall"]):
@@ -155,8 +199,9 @@ def match_history(kills: list[dict], events: list[dict]) -> list[dict]:
 def idle_usage(bench: Bench, seconds: float) -> tuple[list[tuple], float, float, float]:
     """[(name, pid, pss, rss, cpu%)], total PSS, total RSS, total CPU % of non-bot processes."""
     procs = []
+    bot = bench.pid("bot")  # a forked bot's environ says forkserver
     for pid, comp, cmd, _ in bundle_processes(bench.home):
-        if comp == "bot":
+        if comp == "bot" or pid == bot:
             continue
         try:
             p = psutil.Process(pid)
@@ -196,26 +241,70 @@ def write_toml(home: Path) -> None:
     (home / "botkeeper.toml").write_text("[components.bot]\ncommand = [%s]\n" % ", ".join(f'"{c}"' for c in cmd))
 
 
+def end_leftovers(census: Census) -> list:
+    """SIGKILL, by pid and start time, whatever of this bundle outlived the final stop (the bench
+    must not leave processes behind; each one is reported)."""
+    procs = census.sample()
+    for pid in procs:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return [(pid, p["comp"], p["cmd"][:60], p["ppid"]) for pid, p in procs.items()]
+
+
 def chaos(args) -> int:
-    rng = random.Random(args.seed)
+    began = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="bk-chaos-")) / "bk"
     home.mkdir()
-    write_toml(home)
-    bench = Bench(home, "test")
+    emulator = None
+    try:
+        if args.real_bot:
+            emulator = RecordingEmulator(port=0)
+            emulator.start()
+        return _chaos(args, home, emulator)
+    finally:
+        leftovers = end_leftovers(Census(home, None))
+        if leftovers:
+            print("bench clean-up: SIGKILLed leftovers", leftovers)
+        if emulator is not None:
+            emulator.stop()
+        if not args.keep:
+            shutil.rmtree(home.parent, ignore_errors=True)
+        else:
+            print("home kept:", home)
+        print(f"total run time: {time.monotonic() - began:.0f} s")
+
+
+def _chaos(args, home: Path, emulator: RecordingEmulator | None) -> int:
+    rng = random.Random(args.seed)
+    pieces, extra = PIECES, {}
+    if emulator is None:
+        write_toml(home)
+    else:
+        # An installed bundle has its handlers.py already (the first start creates it, which
+        # would make the fork server reload once).
+        shutil.copyfile(ROOT / "botkeeper" / "bot" / "handlers_example.py", home / "handlers.py")
+        extra = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": emulator.url,
+                 "WARM_STANDBY": "auto" if args.warm else "off"}
+        if args.warm:
+            pieces = PIECES + ("forkserver",)
+    bench = Bench(home, "test", extra, pieces)
     started = bench.cli("start", "--detach")
     if started.returncode != 0:
         print(started.stdout, started.stderr)
         return 1
-    if not wait(bench.all_running, 30):
+    if not wait(bench.all_running, 60):
         print("the bundle did not come up")
         return 1
-    sampler = Sampler(bench)
+    census = Census(home, emulator) if emulator is not None else None
+    sampler = Sampler(bench, census, args.orphan_grace)
     sampler.start()
     kills: list[dict] = []
     spared = 0
     t_end = time.monotonic() + args.time_limit
     while len(kills) < args.kills and time.monotonic() < t_end:
-        running = {p: pid for p in PIECES if (pid := bench.pid(p))}
+        running = {p: pid for p in pieces if (pid := bench.pid(p))}
         if not running:
             time.sleep(0.05)
             continue
@@ -247,7 +336,7 @@ def chaos(args) -> int:
           f" {args.min_gap:g}-{args.max_gap:g} s, pairs {args.pair_prob:.0%}), census samples: {sampler.samples};"
           f" {spared} picks spared the last living root")
     print(f"{'piece':14} {'kills':>5} {'median s':>9} {'max s':>7}")
-    for piece in PIECES:
+    for piece in pieces:
         times = [k["back_after"] for k in sampler.done if k["piece"] == piece]
         n = sum(1 for k in kills if k["piece"] == piece)
         if times:
@@ -255,16 +344,35 @@ def chaos(args) -> int:
         else:
             print(f"{LABEL.get(piece, piece):14} {n:5d} {'-':>9} {'-':>7}")
     print(f"not back at the end: {len(sampler.pending)}  (everything running again: {back})")
-    print(f"moments with two bots: {sampler.two_bots}   with two supervisors: {sampler.two_sups}")
+    what = "pollers (census at the emulator)" if census else "bots"
+    print(f"moments with two {what}: {sampler.two_bots}   with two supervisors: {sampler.two_sups}"
+          f"   (samples with exactly one: {sampler.one_bot} of {sampler.samples})")
     for example in sampler.examples:
         print("  e.g.", example)
+    live_preempted = []
+    if emulator is not None:
+        live_preempted = list(emulator.live_preemptions)
+        print(f"getUpdates: {emulator.getupdates} calls, {emulator.preempted} ended by a newer one (409);"
+              f" of these while the older caller's connection was still open (two pollers): {len(live_preempted)}",
+              live_preempted[:5])
+        orphans = sampler.orphans()
+        brief = sorted(((pid, round(last - first, 1), comp) for pid, (first, last, _, comp)
+                        in sampler.reparented.items()), key=lambda r: -r[1])
+        print(f"orphans while running (non-root bundle processes without a bundle parent for more than"
+              f" {args.orphan_grace:g} s): {len(orphans)}", orphans[:5])
+        print(f"  (reparented at all: {len(brief)}, longest {brief[0][1] if brief else 0:g} s)", brief[:5])
     print(f"kills without a history row: {len(missing)}", [(k["piece"], round(k["wall"], 2)) for k in missing][:10])
 
     stopped = bench.cli("stop")
     left = []
     wait(lambda: not (left := bundle_processes(home)), 5)
     left = bundle_processes(home)
-    print(f"stop: exit {stopped.returncode}; processes left: {len(left)}", left[:5])
+    print(f"stop: exit {stopped.returncode}; processes left (orphans): {len(left)}", left[:5])
+    if census is not None:
+        ok = (not sampler.pending and sampler.two_bots == 0 and sampler.two_sups == 0 and not missing
+              and not left and not live_preempted and not sampler.orphans())
+        print("RESULT:", "ok" if ok else "FAILED")
+        return 0 if ok else 1
 
     # Idle footprint with the production profile (its intervals are what a user runs).
     idle = Bench(home, "production")
@@ -281,10 +389,6 @@ def chaos(args) -> int:
           f" (target <= 0.5)")
     idle.cli("stop")
     left = bundle_processes(home)
-    if not args.keep:
-        shutil.rmtree(home.parent, ignore_errors=True)
-    else:
-        print("home kept:", home)
     ok = (not sampler.pending and sampler.two_bots == 0 and sampler.two_sups == 0 and not missing and not left)
     print("RESULT:", "ok" if ok else "FAILED")
     return 0 if ok else 1
@@ -301,8 +405,13 @@ def main(argv=None) -> int:
     p.add_argument("--idle-seconds", type=float, default=20, help="length of the idle measurement")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the temporary home for inspection")
+    p.add_argument("--real-bot", action="store_true", help="main.py against the Bot API emulator (in this process)")
+    p.add_argument("--warm", action="store_true", help="with --real-bot: WARM_STANDBY=auto, the fork server a piece too")
+    p.add_argument("--orphan-grace", type=float, default=5.0,
+                   help="seconds a reparented bundle process may live before it counts as an orphan")
     args = p.parse_args(argv)
     args.kills = max(1, min(args.kills, 10_000))
+    args.real_bot = args.real_bot or args.warm
     return chaos(args)
 
 
