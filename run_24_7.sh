@@ -15,21 +15,30 @@ if ! flock -n 9; then
 fi
 echo $$ > "$run/runner.pid"
 
+# Waits without a child process: a child (sleep, a blocking flock) would outlive a SIGKILLed runner
+# as an orphan. `read -t` on a pipe only our traps write to is bash's own sleep; a signal's trap
+# writes a byte, so the pause ends at once.
+exec 8<> <(:)
+pause() { read -r -t "$1" -u 8 || :; }
+
 stopping=0
 child=""
-trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+trap 'stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; echo >&8' TERM INT
 # SIGHUP: the foreground start that launched us died (PR_SET_PDEATHSIG): the whole bundle stops.
-trap 'touch "$run/stopping"; stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' HUP
+trap 'touch "$run/stopping"; stopping=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; echo >&8' HUP
 delay_ms=500
 say() { echo "$(date '+%F %T') run_24_7.sh: $*"; }
 
 while [ "$stopping" = 0 ] && [ ! -e "$run/stopping" ]; do
-  # An older supervisor may still own the directory (its runner was killed): wait for its lock
-  # without polling, so that we never start a supervisor that can only exit 75.
-  flock "$run/supervisor.lock" true 9>&- & child=$!; wait "$child"; child=""
-  [ "$stopping" = 1 ] && break
+  # An older supervisor may still own the directory (its runner was killed): wait for its lock, so
+  # that we never start a supervisor that can only exit 75. One quick probe every half second.
+  until flock -n "$run/supervisor.lock" true 9>&- 8>&-; do
+    [ "$stopping" = 1 ] || [ -e "$run/stopping" ] && break
+    pause 0.5
+  done
+  [ "$stopping" = 1 ] || [ -e "$run/stopping" ] && break
   started=$SECONDS
-  "$py" -m botkeeper supervise 9>&- &   # the supervisor must not hold our lock
+  "$py" -m botkeeper supervise 9>&- 8>&- &   # the supervisor must not hold our lock (nor our pause pipe)
   child=$!
   wait "$child"; code=$?
   while kill -0 "$child" 2>/dev/null; do wait "$child"; code=$?; done  # a trapped signal ends wait early
@@ -42,7 +51,7 @@ while [ "$stopping" = 0 ] && [ ! -e "$run/stopping" ]; do
   esac
   [ $((SECONDS - started)) -ge 10 ] && delay_ms=500
   say "supervisor exited with code $code; restarting in $((delay_ms / 1000)).$((delay_ms % 1000 / 100)) s"
-  sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))" 9>&- & wait $!
+  pause "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
   delay_ms=$((delay_ms * 2)); [ $delay_ms -gt 30000 ] && delay_ms=30000
 done
 rm -f "$run/runner.pid"
