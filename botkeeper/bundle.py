@@ -13,7 +13,6 @@ from typing import Iterator
 
 from . import process, runfiles
 from .config import PACKAGE_ROOT, Settings
-from .fsutil import read_json
 from .runfiles import root_process
 
 ROOTS = ("runner", "supervisor", "recovery")
@@ -50,10 +49,7 @@ def stop(settings: Settings, say=print) -> bool:
             targets.append((proc.pid, proc.create_time(), timeout))
     stopped = bool(process.stop_all(targets))
     # Whatever the last supervisor recorded and did not stop itself (it was killed, say).
-    state = read_json(settings.state_file)
-    comps = state.get("components") if isinstance(state, dict) else None
-    for name, pid in runfiles.stop_leftovers(comps if isinstance(comps, list) else [], lambda _: grace,
-                                             process.stop_all):
+    for name, pid in runfiles.stop_leftovers(settings, lambda _: grace, process.stop_all):
         say(f"stopped leftover {name} (pid {pid})")
         stopped = True
     return stopped

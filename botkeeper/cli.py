@@ -19,6 +19,7 @@ from . import bundle, control, fmt, process, runfiles
 from .fmt import duration as fmt_duration, size as fmt_bytes
 from .config import ConfigError, EX_CONFIG, Settings
 from .fsutil import ensure_dirs_or_exit
+from .verdict import NEEDS_CONFIG, read_and_judge
 
 EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
 EX_NOT_RUNNING = 3
@@ -211,23 +212,13 @@ def print_banner(settings: Settings, mode: str = "none") -> None:
     print("\n".join(lines), flush=True)
 
 
-def current_health(settings: Settings, live_state: dict | None = None):
-    """(snapshot, verdict) from the one reader and the one judge. Pass the state the supervisor just
-    answered with (it is alive then); without it the files are read."""
-    from .verdict import read_and_judge
-
-    return read_and_judge(settings, answered_state=live_state)
-
-
 def wait_until_healthy(settings: Settings) -> int:
     """`start --detach`: 0 once healthy; 78 when the bot (or another component) needs configuration,
     with its own reason; 1 when it is not healthy by START_TIMEOUT."""
-    from .verdict import NEEDS_CONFIG
-
     deadline = time.monotonic() + settings.start_timeout
     verdict = None
     while time.monotonic() < deadline:
-        _, verdict = current_health(settings)
+        _, verdict = read_and_judge(settings)
         if verdict.healthy:
             print("botkeeper: healthy: every component is running and the bot's heartbeat is fresh")
             return 0
@@ -269,7 +260,7 @@ def follow_foreground(settings: Settings) -> int:
         now = time.monotonic()
         if now >= next_check:
             next_check = now + 1.0
-            _, verdict = current_health(settings)
+            _, verdict = read_and_judge(settings)
             if verdict.healthy and not announced:
                 print(f"botkeeper: healthy. Status page on port {settings.port}.", flush=True)
                 announced = True
@@ -314,7 +305,7 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         state = None
     if state is None:
         return None
-    snap, verdict = current_health(settings, live_state=state)
+    snap, verdict = read_and_judge(settings, answered_state=state)
     now = snap.now
     roots = {r: runfiles.root_process(settings, r) for r in bundle.ROOTS}
     meter, own = ProcessStats(ttl=0.0), ProcessStats(ttl=0.0, tree=False)  # roots: their own process only

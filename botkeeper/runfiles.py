@@ -177,14 +177,16 @@ def take_exit_note(path: Path, pid: int | None) -> tuple[Cause, str] | None:
 
 
 # --- leftovers ------------------------------------------------------------------------------------
-def stop_leftovers(components: Iterable[Mapping[str, Any]], timeout_for: Callable[[str], float],
+def stop_leftovers(settings: Any, timeout_for: Callable[[str], float],
                    stop_all: Callable[[list[tuple[int, float, float]]], Iterable[int]]) -> list[tuple[str, int]]:
-    """Stop every process a (dead) supervisor recorded in its state, verified by PID + create
+    """Stop every process a (dead) supervisor recorded in run/state.json, verified by PID + create
     time, all at once (process.stop_all); [(name, pid)] of those that were still there. Used by a
     new supervisor and by `stop`."""
+    state = read_json(Path(settings.state_file))
+    components = state.get("components") if isinstance(state, dict) else None
     names: dict[int, str] = {}
     targets = []
-    for comp in components:
+    for comp in components if isinstance(components, list) else []:
         if not isinstance(comp, Mapping):
             continue
         pid, ctime, name = comp.get("pid"), comp.get("create_time"), str(comp.get("name") or "?")

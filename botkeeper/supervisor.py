@@ -150,11 +150,8 @@ class Supervisor:
 
     def cleanup_leftovers(self) -> None:
         """End what a previous (killed) supervisor left running, before starting anything."""
-        old = read_json(self.settings.state_file)
-        comps = old.get("components") if isinstance(old, dict) else None
         timeout = lambda name: (self.settings.component(name) or self.settings).kill_timeout  # noqa: E731
-        for name, pid in runfiles.stop_leftovers(comps if isinstance(comps, list) else [], timeout,
-                                                 self.os.stop_all):
+        for name, pid in runfiles.stop_leftovers(self.settings, timeout, self.os.stop_all):
             log.warning("%s: stopped pid %s left behind by a previous supervisor", name, pid)
             self.store_event("orphan-stopped", name, f"pid {pid} left by a previous supervisor",
                              cause=Cause.SUPERVISOR_DOWN)

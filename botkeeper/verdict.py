@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .causes import Cause
-from .snapshot import Snapshot
+from .snapshot import Snapshot, read_snapshot
 
 HEALTHY, STARTING, DEGRADED, DOWN, NEEDS_CONFIG, STOPPED = (
     "healthy", "starting", "degraded", "down", "needs-config", "stopped")
@@ -275,8 +275,6 @@ def judge(snap: Snapshot, limits: Limits) -> Verdict:
 
 def read_and_judge(settings: Any, **kwargs: Any) -> tuple[Snapshot, Verdict]:
     """The snapshot and its verdict in one call, for readers that need nothing else."""
-    from .snapshot import read_snapshot
-
     snap = read_snapshot(settings, **kwargs)
     return snap, judge(snap, Limits.from_settings(settings))
 
