@@ -245,7 +245,7 @@ def _become_bot(request: dict, fds: list[int], conn: socket.socket, listener: so
     except BaseException:  # noqa: BLE001 - a process boundary: say what happened, exit 1
         try:
             traceback.print_exc()
-        except Exception:
+        except OSError:  # stderr is gone: nowhere is left to tell, and exit 1 still says it
             pass
     try:
         atexit._run_exitfuncs()  # what a normal interpreter exit would run (logging's flush)
