@@ -10,7 +10,7 @@ python-telegram-bot imports, getMe, deleteWebhook, getUpdates, handler, sendMess
 Both paths in one run: WARM_STANDBY=off (cold: a new interpreter) and WARM_STANDBY=auto (warm: a
 fork of the fork server, botkeeper/forkserver.py), then the fork server's PSS.
 
-    python bench/bot_recovery.py [--kills 20] [--min-uptime 2] [--only cold|warm]
+    python bench/bot_recovery.py [--kills 20] [--min-uptime 2] [--only cold|warm] [--settle 10]
 Targets (2-core machine): cold median <= 1.0 s; warm median <= 0.25 x cold and <= 150 ms; fork
 server PSS <= 15 MiB.
 """
@@ -68,20 +68,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pss_mib(pid: int) -> float | None:
-    """Proportional set size: shared pages count by the share (the fork server's pages shared with
-    the bot it forked count half)."""
+def memory(pid: int) -> dict[str, float]:
+    """The process's smaps_rollup in MiB. Pss is the proportional set size: shared pages count by
+    the share (the fork server's pages shared with the bot it forked count half)."""
+    figures = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    figures[parts[0].rstrip(":")] = int(parts[1]) / 1024
     except OSError:
-        return None
+        pass
+    return figures
     return None
 
 
-def run_path(warm: bool, kills: int, min_uptime: float) -> dict:
+def run_path(warm: bool, kills: int, min_uptime: float, settle: float) -> dict:
     """One supervisor with WARM_STANDBY=auto or off: `kills` SIGKILLs of a healthy bot, each timed
     from the kill to the pong of a /ping sent at the same moment."""
     home = Path(tempfile.mkdtemp(prefix="botkeeper-bench-"))
@@ -103,7 +106,7 @@ def run_path(warm: bool, kills: int, min_uptime: float) -> dict:
     spawn: list[float] = []
     cpu: list[float] = []
     warm_starts = 0
-    pss: dict[str, float | None] = {}
+    pss: dict[str, dict[str, float]] = {}
     try:
         if warm:  # the fork server has loaded everything (the first bot start was cold)
             wait_until(lambda: "ready:" in (home / "logs" / "forkserver.log").read_text()
@@ -137,11 +140,18 @@ def run_path(warm: bool, kills: int, min_uptime: float) -> dict:
             spawn.append(max(0.0, (new.get("started_at") or killed_at_wall) - killed_at_wall))
             print(f"{label} kill {round_no + 1:2d}: pid {comp['pid']} -> {new['pid']}: pong after"
                   f" {elapsed * 1000:6.0f} ms (respawned after {spawn[-1] * 1000:4.0f} ms)", flush=True)
-        time.sleep(1.0)  # the last bot settles (its pages diverge from the fork server's as it runs)
+        # The last bot works for a while before memory is read: its pages diverge from the fork
+        # server's as it runs, so a PSS read at once would flatter the fork server.
+        settle_until = time.monotonic() + settle
+        while time.monotonic() < settle_until:
+            for command in ("/ping", "/start", "/help", "/status", "hello"):
+                emulator.inject_message(command, chat_id=5000)
+            time.sleep(0.5)
+        time.sleep(1.0)
         state = read_json(home / "run" / "state.json")
         for c in state.get("components", []):
             if c.get("name") in ("bot", "forkserver") and c.get("pid"):
-                pss[c["name"]] = pss_mib(c["pid"])
+                pss[c["name"]] = memory(c["pid"])
     finally:
         sup.send_signal(signal.SIGTERM)
         try:
@@ -167,12 +177,14 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs per path")
     parser.add_argument("--min-uptime", type=float, default=2.0, help="MIN_UPTIME for the run (seconds)")
     parser.add_argument("--only", choices=("cold", "warm"), help="run one path only")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="seconds the last bot handles messages before memory is read")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     results = {}
     for path in ("cold", "warm"):
         if args.only in (None, path):
-            results[path] = run_path(path == "warm", args.kills, args.min_uptime)
+            results[path] = run_path(path == "warm", args.kills, args.min_uptime, args.settle)
     print()
     for path, result in results.items():
         if result["times"]:
@@ -181,12 +193,20 @@ def main() -> int:
         warm = results["warm"]
         print(f"warm starts: {warm['warm_starts']} of {len(warm['times'])} restarts came from the fork server")
         pss = warm["pss"]
-        print("PSS after the run: fork server " + (f"{pss['forkserver']:.1f} MiB" if pss.get("forkserver") else "?")
-              + ", the bot it forked " + (f"{pss['bot']:.1f} MiB" if pss.get("bot") else "?")
-              + "; target: fork server <= 15 MiB")
-        cold_bot = results.get("cold", {}).get("pss", {}).get("bot")
-        if cold_bot and pss.get("forkserver") and pss.get("bot"):
-            extra = pss["forkserver"] + pss["bot"] - cold_bot
+        server, bot = pss.get("forkserver", {}), pss.get("bot", {})
+        if server.get("Pss"):
+            print(f"fork server PSS {server['Pss']:.1f} MiB (anonymous {server.get('Pss_Anon', 0):.1f}, files"
+                  f" {server.get('Pss_File', 0):.1f}); target <= 15 MiB: {'met' if server['Pss'] <= 15 else 'MISSED'}")
+            # Its pages the bot wrote since the fork are the server's alone now; the rest count half.
+            # Even a bot that wrote none would leave half of the server's anonymous memory to it.
+            print(f"  RSS {server.get('Rss', 0):.1f} MiB: {server.get('Private_Dirty', 0):.1f} its own (written by the"
+                  f" bot or by it since the fork), {server.get('Shared_Dirty', 0) + server.get('Shared_Clean', 0):.1f}"
+                  f" shared; floor if the bot wrote nothing: {server.get('Anonymous', 0) / 2 + server.get('Pss_File', 0):.1f} MiB")
+        if bot.get("Pss"):
+            print(f"the bot it forked: PSS {bot['Pss']:.1f} MiB (RSS {bot.get('Rss', 0):.1f})")
+        cold_bot = results.get("cold", {}).get("pss", {}).get("bot", {}).get("Pss")
+        if cold_bot and server.get("Pss") and bot.get("Pss"):
+            extra = server["Pss"] + bot["Pss"] - cold_bot
             print(f"a cold-started bot's PSS {cold_bot:.1f} MiB: warm standby costs {extra:.1f} MiB more in all")
         if "cold" in results and results["cold"]["times"]:
             cold_median = statistics.median(results["cold"]["times"])
