@@ -80,13 +80,14 @@ def changed(stamps: dict[str, tuple[int, int, int]], began_ns: int, stamped_ns: 
 def preload(settings) -> None:
     """Everything a bot start imports, once: python-telegram-bot, httpx and what their first
     request imports lazily, botkeeper's bot, and the user's handlers (without registering them)."""
+    from botkeeper.bot import app, delivery, userhandlers  # noqa: F401 - first: it trims httpx's imports
+
     import asyncio  # noqa: F401
     import httpx  # noqa: F401
     import telegram  # noqa: F401
     import telegram.ext  # noqa: F401
 
     from botkeeper import keeper  # noqa: F401
-    from botkeeper.bot import app, delivery, userhandlers  # noqa: F401
 
     for lazy in ("httpcore._async.http11", "httpcore._backends.anyio", "anyio._backends._asyncio", "h11",
                  "asyncio.unix_events", "telegram._utils.datetime", "sqlite3", "json.decoder"):
