@@ -15,7 +15,7 @@ from botfixtures import *  # noqa: F401,F403
 from botfixtures import FAKE_TOKEN, ask, emulator, heartbeat_of, wait_for  # noqa: F401
 from conftest import bk_env, component, read_state, write_components
 
-from botkeeper import forkserver, warm
+from botkeeper import forkserver, importscan, warm
 from botkeeper.config import Settings
 
 HANDLERS = '''
@@ -159,6 +159,26 @@ def test_killed_fork_server_means_cold_starts_until_it_is_back(warm_bundle, emul
     assert ask(emulator, "/ping", "pong", chat_id=6)
 
 
+def test_attach_based_module_bot_is_warm_started(supervised, emulator, home):
+    """A bot of its own (examples/ptb_bot: ApplicationBuilder + botkeeper.attach) run as `-m coffee`:
+    forked by the fork server with python-telegram-bot preloaded, its module run fresh in the fork."""
+    write_components(home, web={"enabled": False}, monitor={"enabled": False})
+    (home / "coffee.py").write_text((Path(__file__).parent.parent / "examples" / "ptb_bot" / "bot.py").read_text())
+    supervised(TELEGRAM_API_BASE_URL=emulator.url, TELEGRAM_BOT_TOKEN=FAKE_TOKEN, WARM_STANDBY="auto",
+               MIN_UPTIME="0.3", BOT_COMMAND=f"{sys.executable} -m coffee")
+    def polling_bot(after_pid: int | None = None) -> dict:  # an attached bot's heartbeat has no poll times
+        return wait_for(lambda: (b := component(home, "bot")).get("pid") not in (None, after_pid)
+                        and heartbeat_of(home).get("pid") == b["pid"] and heartbeat_of(home).get("state") == "polling"
+                        and b, 20, message="the attached bot polling")
+    first = polling_bot()
+    wait_for(lambda: fork_server_ready(home), 20, message="the fork server ready")
+    os.kill(first["pid"], signal.SIGKILL)
+    bot = polling_bot(after_pid=first["pid"])
+    assert warm_started(bot["pid"])
+    assert ask(emulator, "/price", "2.50 EUR", chat_id=9)  # its own handler
+    assert ask(emulator, "/ping", "pong", chat_id=10)  # attach()'s
+
+
 def test_warm_standby_off_is_todays_behaviour(supervised, emulator, home):
     write_components(home, web={"enabled": False}, monitor={"enabled": False})
     supervised(TELEGRAM_API_BASE_URL=emulator.url, TELEGRAM_BOT_TOKEN=FAKE_TOKEN, WARM_STANDBY="off",
@@ -188,7 +208,44 @@ def test_fork_server_component_only_where_it_helps(home):
     assert "forkserver" not in names(WARM_STANDBY="off")
     assert "forkserver" not in names()  # the test profile: off unless asked for
     assert "forkserver" not in names(WARM_STANDBY="auto", BOT_COMMAND="/bin/sleep 100")
+    (home / "mybot.py").write_text("import botkeeper\nbotkeeper.attach(application)\n")
     assert "forkserver" in names(WARM_STANDBY="auto", BOT_COMMAND=f"{sys.executable} -m mybot")
+    (home / "plainbot.py").write_text("import asyncio\nfrom botkeeper import heartbeat\n")
+    assert "forkserver" not in names(WARM_STANDBY="auto", BOT_COMMAND=f"{sys.executable} plainbot.py")
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("files, argv, expected", [
+    ({"bot.py": "from telegram.ext import Application\n"}, ["bot.py"], True),
+    ({"bot.py": "import asyncio, json\n"}, ["bot.py"], False),
+    ({"bot.py": "def main():\n    import telegram\n"}, ["bot.py"], True),  # an import inside a function
+    # its own modules are followed: bot -> helpers -> telegram
+    ({"bot.py": "import helpers\n", "helpers.py": "from telegram import Update\n"}, ["bot.py"], True),
+    ({"bot.py": "from lib import tools\n", "lib/__init__.py": "", "lib/tools.py": "import telegram.ext\n"},
+     ["bot.py"], True),
+    # -m package: its __main__, relative imports from there
+    ({"mybot/__init__.py": "", "mybot/__main__.py": "from .app import run\n",
+      "mybot/app.py": "from telegram.ext import ApplicationBuilder\n"}, ["-m", "mybot"], True),
+    ({"mybot/__init__.py": "", "mybot/__main__.py": "from . import app\n", "mybot/app.py": "import aiohttp\n"},
+     ["-m", "mybot"], False),
+    # botkeeper.attach(), spelled either way; botkeeper's heartbeat alone is not python-telegram-bot
+    ({"bot.py": "import botkeeper\nbotkeeper.attach(app)\n"}, ["bot.py"], True),
+    ({"bot.py": "from botkeeper import attach\n"}, ["bot.py"], True),
+    ({"bot.py": "from botkeeper import heartbeat\n",  # botkeeper next to it (a checkout) is not followed
+      "botkeeper/__init__.py": "def __getattr__(n):\n    from .keeper import attach\n"}, ["bot.py"], False),
+    ({"a.py": "import b\n", "b.py": "import a\n"}, ["a.py"], False),  # a cycle ends
+    ({"bot.py": "import helpers\n", "helpers.py": "def broken(:\n"}, ["bot.py"], False),  # its own error
+    ({}, ["missing.py"], True),  # cannot tell: the fork server runs as before
+    ({"bot.py": "def broken(:\n"}, ["bot.py"], True),
+])
+def test_fork_server_only_for_a_bot_that_imports_telegram(tmp_path, files, argv, expected):
+    assert importscan.imports_telegram(argv, write_tree(tmp_path, files)) is expected
 
 
 def test_changed_reports_an_edited_or_removed_file(tmp_path):
