@@ -6,7 +6,8 @@ asyncio loop) gains about 20 ms of interpreter start from a fork and would keep 
 memory for nothing, so it gets cold starts and no fork server.
 
 Read: the bot's script (or the module of `-m`), and the modules it imports that live next to it
-(its own code), following their imports too, up to MAX_FILES files. Libraries are not followed.
+(its own code), following their imports too, up to MAX_FILES files (more: "yes"). Libraries,
+botkeeper included, are not followed.
 What this cannot see (an import by a string, a library that imports telegram for the bot) is a
 bot the fork server does not help much either way; a bot file that cannot be found or read is
 answered "yes": the fork server runs as it did before this check existed.
@@ -47,7 +48,7 @@ def imports_telegram(argv: Sequence[str], cwd: Path) -> bool:
             local = None if name.split(".", 1)[0] == "botkeeper" else _local_file(name, root)  # a library here
             if local is not None and local not in seen:
                 queue.append(local)
-    return False
+    return bool(queue)  # files left unread (more than MAX_FILES): we cannot tell
 
 
 def _entry(argv: Sequence[str], cwd: Path) -> tuple[Path | None, Path]:

@@ -261,3 +261,13 @@ def test_changed_reports_an_edited_or_removed_file(tmp_path):
     assert "changed" in forkserver.changed(stamps, *after)
     path.unlink()
     assert "removed" in forkserver.changed(stamps, *after)
+
+
+def test_a_bot_with_more_files_than_are_read_counts_as_importing_telegram(tmp_path):
+    count = importscan.MAX_FILES + 6
+    for i in range(count):  # m0 -> m1 -> ... -> the last imports telegram, past what is read
+        (tmp_path / f"m{i}.py").write_text(f"import m{i + 1}\n" if i < count - 1 else "import telegram\n")
+    assert importscan.imports_telegram(["m0.py"], tmp_path) is True
+    (tmp_path / f"m{count - 1}.py").write_text("import json\n")
+    (tmp_path / "m10.py").write_text("import json\n")  # a short chain, all read: no
+    assert importscan.imports_telegram(["m0.py"], tmp_path) is False
