@@ -81,7 +81,6 @@ def memory(pid: int) -> dict[str, float]:
     except OSError:
         pass
     return figures
-    return None
 
 
 def run_path(warm: bool, kills: int, min_uptime: float, settle: float) -> dict:
