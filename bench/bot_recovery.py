@@ -83,6 +83,19 @@ def memory(pid: int) -> dict[str, float]:
     return figures
 
 
+def tear_down(sup: subprocess.Popen, emulator: Emulator, home: Path) -> None:
+    """Stop the bench's supervisor (SIGTERM, then its group SIGKILLed after 20 s) and emulator;
+    remove its home."""
+    sup.send_signal(signal.SIGTERM)
+    try:
+        sup.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(sup.pid, signal.SIGKILL)
+        sup.wait(5)
+    emulator.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def run_path(warm: bool, kills: int, min_uptime: float, settle: float) -> dict:
     """One supervisor with WARM_STANDBY=auto or off: `kills` SIGKILLs of a healthy bot, each timed
     from the kill to the pong of a /ping sent at the same moment."""
@@ -152,14 +165,7 @@ def run_path(warm: bool, kills: int, min_uptime: float, settle: float) -> dict:
             if c.get("name") in ("bot", "forkserver") and c.get("pid"):
                 pss[c["name"]] = memory(c["pid"])
     finally:
-        sup.send_signal(signal.SIGTERM)
-        try:
-            sup.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(sup.pid, signal.SIGKILL)
-            sup.wait(5)
-        emulator.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        tear_down(sup, emulator, home)
     return {"times": times, "spawn": spawn, "cpu": cpu, "warm_starts": warm_starts, "pss": pss}
 
 

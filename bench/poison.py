@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot_recovery import TOKEN, bot_component, free_port, read_json, wait_until  # noqa: E402
+from bot_recovery import TOKEN, bot_component, free_port, read_json, tear_down, wait_until  # noqa: E402
 
 from botkeeper.emulator import Emulator  # noqa: E402
 
@@ -55,14 +53,7 @@ def one(command: str, args: argparse.Namespace, chat: int) -> tuple[float, int]:
         took = time.perf_counter() - t0
         return took, bot_component(home).get("restarts", 0) - before
     finally:
-        sup.send_signal(signal.SIGTERM)
-        try:
-            sup.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(sup.pid, signal.SIGKILL)
-            sup.wait(5)
-        emulator.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        tear_down(sup, emulator, home)
 
 
 def main() -> int:
