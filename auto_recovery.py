@@ -1,7 +1,7 @@
 """auto_recovery: the outer watchdog beside run_24_7.sh (start_24_7.sh starts it; the supervisor
 relaunches it if it is gone). One copy per bundle: a second one exits 0 at once.
 
-See botkeeper/recovery.py. Logs to logs/auto_recovery.log; SIGTERM ends it cleanly (exit 0).
+See botkeeper/supervise/recovery.py. Logs to logs/auto_recovery.log; SIGTERM ends it cleanly (exit 0).
 """
 
 from botkeeper import logs
@@ -13,7 +13,7 @@ def main() -> int:
     settings = load_or_exit()
     ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
     logs.setup(settings, "auto_recovery", to_file=True)
-    from botkeeper.recovery import main as run
+    from botkeeper.supervise.recovery import main as run
 
     return run(settings)
 

@@ -1,6 +1,6 @@
 """The `monitor` component (the supervisor runs it): bot heartbeat freshness, memory/CPU/uptime limits.
 
-See botkeeper/monitor.py. SIGTERM ends it cleanly (exit 0).
+See botkeeper/alerting/monitor.py. SIGTERM ends it cleanly (exit 0).
 """
 
 from botkeeper import logs
@@ -12,7 +12,7 @@ def main() -> int:
     settings = load_or_exit()
     ensure_dirs_or_exit(settings.data_dir)
     logs.setup(settings, "monitor")
-    from botkeeper.monitor import main as run
+    from botkeeper.alerting.monitor import main as run
 
     return run(settings)
 

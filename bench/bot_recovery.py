@@ -8,7 +8,7 @@ kill to the bot's "pong" arriving at the emulator: reap, policy, fork/exec, Pyth
 python-telegram-bot imports, getMe, deleteWebhook, getUpdates, handler, sendMessage.
 
 Both paths in one run: WARM_STANDBY=off (cold: a new interpreter) and WARM_STANDBY=auto (warm: a
-fork of the fork server, botkeeper/forkserver.py), then the fork server's PSS.
+fork of the fork server, botkeeper/bot/forkserver.py), then the fork server's PSS.
 
     python bench/bot_recovery.py [--kills 20] [--min-uptime 2] [--only cold|warm] [--settle 10]
 Targets (2-core machine): cold median <= 1.0 s; warm median <= 0.25 x cold and <= 150 ms; fork

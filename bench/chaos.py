@@ -51,7 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import psutil  # noqa: E402
 
-from botkeeper import bundle  # noqa: E402
+from botkeeper.supervise import bundle  # noqa: E402
 from botkeeper.config import Settings  # noqa: E402
 from botkeeper.fsutil import read_json, verified_process  # noqa: E402
 from botkeeper.store import Store  # noqa: E402

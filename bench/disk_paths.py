@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from botkeeper import heartbeat  # noqa: E402
+from botkeeper.health import heartbeat  # noqa: E402
 from botkeeper.fsutil import atomic_write  # noqa: E402
 from botkeeper.store import Store  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Where the fork server's memory goes (not a test: it prints figures).
 
-Preloads what the fork server preloads (botkeeper/forkserver.py: python-telegram-bot, httpx, the
+Preloads what the fork server preloads (botkeeper/bot/forkserver.py: python-telegram-bot, httpx, the
 bot), then forks a child three ways and reads the parent's memory while the child lives:
   idle    the child only sleeps: the pages stay shared (the floor of copy-on-write)
   gc      the child runs a full collection (gc.freeze keeps it off the inherited objects)
@@ -47,9 +47,9 @@ def child(mode: str) -> None:
 def main() -> int:
     os.environ.setdefault("BOTKEEPER_HOME", tempfile.mkdtemp(prefix="bk-fsmem-"))
     os.environ.setdefault("HANDLERS", "none")
-    from botkeeper import forkserver
+    from botkeeper.bot import forkserver
     from botkeeper.config import load_or_exit
-    from botkeeper.process import release_free_memory
+    from botkeeper.supervise.process import release_free_memory
 
     forkserver.preload(load_or_exit())
     gc.collect()

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from botkeeper.emulator import Emulator, Limits  # noqa: E402
-from botkeeper.outbox import Outbox  # noqa: E402
+from botkeeper.bot.outbox import Outbox  # noqa: E402
 
 TOKEN = "123456789:AAH-fake-token-for-bench-0123456789"
 

@@ -1,5 +1,5 @@
-"""`python -m botkeeper COMMAND ...`: see botkeeper/cli.py for the commands."""
+"""`python -m botkeeper COMMAND ...`: see botkeeper/ops/cli.py for the commands."""
 
-from .cli import main
+from .ops.cli import main
 
 raise SystemExit(main())

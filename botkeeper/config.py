@@ -927,7 +927,7 @@ def _builtin_commands(settings: Settings) -> dict[str, tuple[str, ...]]:
         "bot": settings.bot_command or (py, str(root / "main.py")),
         "web": (py, str(root / "keep_alive.py")),
         "monitor": (py, str(root / "bot_monitor.py")),
-        "forkserver": (py, str(root / "botkeeper" / "forkserver.py")),
+        "forkserver": (py, str(root / "botkeeper" / "bot" / "forkserver.py")),
     }
 
 
@@ -980,8 +980,8 @@ def _warm_capable(specs: list[ComponentSpec], forkserver: ComponentSpec, ours: t
     """Our fork server only where it can help: a bot that is our interpreter running a script or a
     module that imports python-telegram-bot (what the fork server preloads). A BOT_COMMAND in another
     language or interpreter, or a Python bot without telegram, keeps cold starts only."""
-    from .importscan import imports_telegram
-    from .warm import python_argv
+    from .supervise.importscan import imports_telegram
+    from .supervise.warm import python_argv
 
     if forkserver.command != ours:
         return True

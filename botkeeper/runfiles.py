@@ -133,7 +133,7 @@ def read_pid_record(settings: Any, root: str) -> dict[str, Any] | None:
 
 # --- exit notes: a component states why it exits, nobody guesses from its last log line ----------
 def forkserver_socket(settings: Any) -> Path:
-    """The fork server's request socket (botkeeper/forkserver.py listens, botkeeper/warm.py asks)."""
+    """The fork server's request socket (botkeeper/bot/forkserver.py listens, botkeeper/supervise/warm.py asks)."""
     return run_dir(settings) / "forkserver.sock"
 
 

@@ -115,7 +115,7 @@ CREATE TABLE IF NOT EXISTS watched (   -- periods the monitor was watching: upti
 );
 CREATE INDEX IF NOT EXISTS watched_ended ON watched(ended_at);
 
-CREATE TABLE IF NOT EXISTS errors (    -- handler errors grouped by fingerprint (botkeeper/errorstats.py)
+CREATE TABLE IF NOT EXISTS errors (    -- handler errors grouped by fingerprint (botkeeper/bot/errorstats.py)
     fingerprint TEXT PRIMARY KEY,  -- 10 hex digits of sha1(type + top user frame)
     type TEXT NOT NULL,            -- the exception's class, module-qualified unless a builtin
     location TEXT NOT NULL,        -- file:function of the innermost frame of user code

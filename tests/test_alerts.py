@@ -10,16 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from botkeeper.alert_channels import Delivery
-from botkeeper.alerts import Alerter
+from botkeeper.alerting.alert_channels import Delivery
+from botkeeper.alerting.alerts import Alerter
 from botkeeper.causes import Cause
 from botkeeper.config import Settings
 from botkeeper.emulator import Emulator
-from botkeeper.incidents import (DOWN, STOPPED, UNKNOWN, UP, Alert, Close, Failure, Observation, Open, Rules,
-                                 Tracker, decide, failures_from_events, fmt_duration, observe)
-from botkeeper.snapshot import Heartbeat, Snapshot
+from botkeeper.alerting.incidents import DOWN, STOPPED, UNKNOWN, UP, Alert, Close, Failure, Observation, Open, Rules, Tracker, decide, failures_from_events, fmt_duration, observe
+from botkeeper.health.snapshot import Heartbeat, Snapshot
 from botkeeper.store import Store
-from botkeeper.verdict import Limits as VerdictLimits, judge
+from botkeeper.health.verdict import Limits as VerdictLimits, judge
 from conftest import FAKE_TOKEN, bk_env, component, free_port, py_command, wait_for
 
 RULES = Rules(confirm_after=60.0, stable_after=10.0, flap_window=600.0)
@@ -606,7 +605,7 @@ def test_history_lists_incidents_and_restarts_newest_first(home):
 
 
 def test_status_table_shows_uptime_and_the_open_incident():
-    from botkeeper.cli import render_table
+    from botkeeper.ops.cli import render_table
 
     status = {
         "components": [], "overall": "down", "demo": False, "heartbeat_age_seconds": None, "checks": [],

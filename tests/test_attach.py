@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT, wait_for
 
-from botkeeper.snapshot import read_heartbeat
+from botkeeper.health.snapshot import read_heartbeat
 
 
 @pytest.fixture

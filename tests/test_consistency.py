@@ -120,7 +120,7 @@ def test_every_surface_reports_the_same_overall_and_cause(home, emulator, superv
 
     # starting: Telegram is slow to answer getMe, so the new bot is not polling yet
     emulator.add_fault("getMe", "delay", count=None, seconds=30)
-    from botkeeper import control
+    from botkeeper.supervise import control
     from botkeeper.config import Settings
 
     settings = Settings.from_env(env, home=home)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import ROOT, bk_env, py_command, wait_for
-from botkeeper.doctor import FAIL, OK, check_history
+from botkeeper.ops.doctor import FAIL, OK, check_history
 from botkeeper.store import Store
 from test_alerts import Receiver
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from botkeeper import heartbeat
-from botkeeper.snapshot import read_heartbeat
+from botkeeper.health import heartbeat
+from botkeeper.health.snapshot import read_heartbeat
 from conftest import ROOT, bk_env, py_command, read_state, wait_for
 from mounts import fill, tmpfs
 
@@ -120,10 +120,10 @@ def test_a_bot_that_still_beats_on_a_full_disk_is_not_restarted(home, supervised
 def test_a_full_disk_prunes_old_logs_oldest_first_records_and_alerts_once(home):
     """auto_recovery's disk pass on a real full tmpfs: old logs go (oldest first) until
     MIN_FREE_DISK_MB is free, one disk-full event is recorded and one alert is delivered."""
-    from botkeeper import control
-    from botkeeper.alerts import Alerter
+    from botkeeper.supervise import control
+    from botkeeper.alerting.alerts import Alerter
     from botkeeper.config import Settings
-    from botkeeper.recovery import Recovery
+    from botkeeper.supervise.recovery import Recovery
     from botkeeper.store import Store
     from test_alerts import Receiver
 

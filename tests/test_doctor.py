@@ -11,7 +11,7 @@ import threading
 import pytest
 import requests
 
-from botkeeper import doctor
+from botkeeper.ops import doctor
 from botfixtures import emulator  # noqa: F401 - fixture
 from conftest import FAKE_TOKEN, ROOT, bk_env
 

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 from botfixtures import FAKE_TOKEN, ask, bot, emulator, secret_forms  # noqa: F401 - fixtures
-from botkeeper.alerts import Alerter
+from botkeeper.alerting.alerts import Alerter
 from botkeeper.config import Settings
-from botkeeper.errorstats import ErrorLog, fingerprint
+from botkeeper.bot.errorstats import ErrorLog, fingerprint
 from botkeeper.logs import Redactor
 from botkeeper.store import Store
 from botkeeper.web import create_app

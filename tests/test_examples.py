@@ -13,7 +13,7 @@ import urllib.request
 
 from conftest import ROOT, component, free_port, supervised, wait_for  # noqa: F401
 
-from botkeeper.snapshot import read_heartbeat
+from botkeeper.health.snapshot import read_heartbeat
 
 
 def emulator_call(port: int, action: str, method: str = "GET", timeout: float = 15, **params) -> dict:

@@ -14,10 +14,10 @@ import pytest
 from conftest import ROOT, SLEEPER, bk_env, component, read_state, wait_for
 from watchers import fake_bot_command
 
-from botkeeper import control
+from botkeeper.supervise import control
 from botkeeper.causes import Cause
 from botkeeper.config import Settings
-from botkeeper.monitor import Monitor
+from botkeeper.alerting.monitor import Monitor
 from botkeeper.store import Store
 
 

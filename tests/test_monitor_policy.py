@@ -1,14 +1,13 @@
-"""The watchers' pure decisions (botkeeper/watch_policy.py) with plain numbers and a fake clock.
+"""The watchers' pure decisions (botkeeper/health/watch_policy.py) with plain numbers and a fake clock.
 
-The monitor's observation carries the verdict's judgement of the heartbeat (botkeeper/verdict.py
+The monitor's observation carries the verdict's judgement of the heartbeat (botkeeper/health/verdict.py
 decides whose beat it is and whether the bot is hung), so each check here is built the way the
 monitor builds it: a snapshot, judged, then handed to `decide()`."""
 
 from botkeeper.causes import Cause
-from botkeeper.snapshot import Heartbeat, Snapshot
-from botkeeper.verdict import HeartbeatView, Limits as VerdictLimits, belongs, judge
-from botkeeper.watch_policy import (MIB, NOTHING, RELAUNCH, REPLACE_RUNNER, WAIT, Limits, Memory, Observation,
-                                    decide, older_than, prune_plan, roots_action, stuck_components, web_check)
+from botkeeper.health.snapshot import Heartbeat, Snapshot
+from botkeeper.health.verdict import HeartbeatView, Limits as VerdictLimits, belongs, judge
+from botkeeper.health.watch_policy import MIB, NOTHING, RELAUNCH, REPLACE_RUNNER, WAIT, Limits, Memory, Observation, decide, older_than, prune_plan, roots_action, stuck_components, web_check
 
 LIMITS = Limits(max_memory_mb=400, max_cpu_percent=80, cpu_window=300, max_uptime_hours=168,
                 outage_restart_interval=600, cooldown=60, stale_after=60)

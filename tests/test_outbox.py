@@ -17,7 +17,7 @@ from conftest import ROOT, bk_env
 
 from botkeeper.config import Settings
 from botkeeper.emulator import Limits
-from botkeeper.outbox import Outbox, enqueue_sync, outbox_summary, status
+from botkeeper.bot.outbox import Outbox, enqueue_sync, outbox_summary, status
 
 RETRY_AFTER = int(os.environ.get("BOTKEEPER_TEST_RETRY_AFTER", "3"))  # 20 for the full case
 REAL = {"OUTBOX_CHAT_INTERVAL": "1",  # Telegram's real per-chat limit (the test profile shortens it)

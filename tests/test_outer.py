@@ -21,7 +21,7 @@ import requests
 from conftest import ROOT, SLEEPER, bk_env, free_port, read_state, wait_for, write_components
 from test_bundle import FAKE_BOT, bundle_processes
 
-from botkeeper import outer, sdnotify
+from botkeeper.supervise import outer, sdnotify
 
 TEST_KILL_TIMEOUT = 3.0  # KILL_TIMEOUT of the test profile
 BOUND = TEST_KILL_TIMEOUT + 2  # the bound: slowest kill timeout + 2 s

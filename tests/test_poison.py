@@ -1,8 +1,8 @@
-"""The pure poison-update decisions (botkeeper.poison): strikes, quarantine, bounds; fake clock."""
+"""The pure poison-update decisions (botkeeper.bot.poison): strikes, quarantine, bounds; fake clock."""
 
 from __future__ import annotations
 
-from botkeeper import poison
+from botkeeper.bot import poison
 from botkeeper.causes import Cause
 
 

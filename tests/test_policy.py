@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from botkeeper import policy
+from botkeeper.supervise import policy
 from botkeeper.causes import Cause
 from botkeeper.states import IllegalTransition, State, check_transition
 

@@ -44,7 +44,7 @@ def test_start_refuses_a_port_held_by_another_bundle_and_names_it(home, tmp_path
 
 
 def test_a_free_port_is_not_refused(home):
-    from botkeeper import ports
+    from botkeeper.supervise import ports
 
     port = free_port()
     assert ports.refusal("0.0.0.0", port, "PORT", "status page") is None

@@ -1,10 +1,10 @@
-"""The pure sending-limit decisions (botkeeper/ratelimit.py) on a fake clock."""
+"""The pure sending-limit decisions (botkeeper/bot/ratelimit.py) on a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from botkeeper import ratelimit as rl
+from botkeeper.bot import ratelimit as rl
 
 LIMITS = rl.Limits(per_second=3, chat_interval=1.0, group_per_minute=2)
 

@@ -15,12 +15,12 @@ import pytest
 from conftest import ROOT, bk_env, read_state, wait_for, write_components
 from watchers import bots, bundle_processes, fake_bot_command, supervisors, web_stub_command
 
-from botkeeper import bundle, control
+from botkeeper.supervise import bundle, control
 from botkeeper.config import Settings
 from botkeeper.fsutil import read_json, verified_process
-from botkeeper.recovery import Recovery
+from botkeeper.supervise.recovery import Recovery
 from botkeeper.store import Store
-from botkeeper.watch_policy import MIB
+from botkeeper.health.watch_policy import MIB
 
 DAY = 86400
 
@@ -252,7 +252,7 @@ def test_a_stopped_supervisor_is_replaced(home):
 
 def test_plain_logs_of_the_runner_are_kept_within_log_max_bytes(tmp_path):
     from botkeeper.config import Settings
-    from botkeeper.recovery import Recovery
+    from botkeeper.supervise.recovery import Recovery
 
     home = tmp_path / "bk"
     (home / "logs").mkdir(parents=True)

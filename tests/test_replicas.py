@@ -162,8 +162,8 @@ def test_polling_without_redis_url_imports_nothing_new(tmp_path, emulator: Emula
         assert emulator.sent_messages(chat_id=4244, after=sent["message_id"], wait=10)
     finally:
         bot.stop()
-    code = ("import sys, botkeeper.bot.app, botkeeper.keeper, botkeeper.bot.delivery; import json;"
-            "print(json.dumps([m for m in ('redis', 'tornado', 'botkeeper.shared', 'botkeeper.bot.webhook')"
+    code = ("import sys, botkeeper.bot.app, botkeeper.bot.keeper, botkeeper.bot.delivery; import json;"
+            "print(json.dumps([m for m in ('redis', 'tornado', 'botkeeper.bot.shared', 'botkeeper.bot.webhook')"
             " if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert json.loads(out.stdout) == [], out.stderr

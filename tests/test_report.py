@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from botkeeper.alerts import Alerter
+from botkeeper.alerting.alerts import Alerter
 from botkeeper.config import Settings
-from botkeeper.errorstats import ErrorLog
+from botkeeper.bot.errorstats import ErrorLog
 from botkeeper.logs import Redactor
-from botkeeper.report import due
+from botkeeper.alerting.report import due
 from conftest import bk_env
 
 

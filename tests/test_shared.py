@@ -1,4 +1,4 @@
-"""botkeeper/shared.py against a real redis-server, with a fake clock for the sending windows; the
+"""botkeeper/bot/shared.py against a real redis-server, with a fake clock for the sending windows; the
 pure webhook verdict; poison strikes raised from the shared total."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import asyncio
 
 from redisfixtures import redis_url  # noqa: F401 - fixture
 
-from botkeeper import poison
+from botkeeper.bot import poison
 from botkeeper.causes import Cause
-from botkeeper.ratelimit import Limits
-from botkeeper.shared import Shared
-from botkeeper.verdict import HEALTHY, DEGRADED, webhook_check
+from botkeeper.bot.ratelimit import Limits
+from botkeeper.bot.shared import Shared
+from botkeeper.health.verdict import HEALTHY, DEGRADED, webhook_check
 
 
 def run(coro):

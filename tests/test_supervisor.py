@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from botkeeper import control
+from botkeeper.supervise import control
 from botkeeper.config import Settings
 from conftest import (ROOT, SLEEPER, bk_env, component, pid_alive, py_command, read_state, wait_for,
                       write_components)

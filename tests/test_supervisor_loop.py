@@ -14,12 +14,13 @@ import signal
 
 import pytest
 
-from botkeeper import process, runfiles
+from botkeeper.supervise import process
+from botkeeper import runfiles
 from botkeeper.causes import Cause
 from botkeeper.config import Settings
 from botkeeper.states import State
 from botkeeper.store import Store
-from botkeeper.supervisor import STATE_CHECK_INTERVAL, Supervisor
+from botkeeper.supervise.supervisor import STATE_CHECK_INTERVAL, Supervisor
 from conftest import bk_env, write_components
 
 

@@ -18,7 +18,7 @@ from botfixtures import FAKE_TOKEN, ask, emulator  # noqa: F401 - fixture
 from conftest import ROOT, SLEEPER, bk_env, component, read_state, wait_for
 
 from botkeeper.config import Settings
-from botkeeper.recovery import Recovery
+from botkeeper.supervise.recovery import Recovery
 from botkeeper.store import Store
 
 FILES = ("main.py", "keep_alive.py", "bot_monitor.py", "auto_recovery.py", "start_24_7.sh", "run_24_7.sh",

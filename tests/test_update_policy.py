@@ -8,8 +8,8 @@ from conftest import bk_env
 
 from botkeeper.causes import Cause
 from botkeeper.config import Settings
-from botkeeper.reload_plan import plan
-from botkeeper.update_policy import KEEP, ROLL_BACK, WAIT, Look, Watch, decide
+from botkeeper.supervise.reload_plan import plan
+from botkeeper.ops.update_policy import KEEP, ROLL_BACK, WAIT, Look, Watch, decide
 
 WATCH = Watch(old_pid=100, base_restarts=3, deadline=60.0, timeout=60.0)
 

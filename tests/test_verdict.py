@@ -12,8 +12,8 @@ import pytest
 from botkeeper import runfiles
 from botkeeper.causes import Cause
 from botkeeper.fsutil import create_time, write_pidfile
-from botkeeper.snapshot import Heartbeat, Snapshot, read_snapshot
-from botkeeper.verdict import Limits, judge
+from botkeeper.health.snapshot import Heartbeat, Snapshot, read_snapshot
+from botkeeper.health.verdict import Limits, judge
 
 NOW = 1_000_000.0
 BOT_PID = 4242

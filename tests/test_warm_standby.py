@@ -15,7 +15,8 @@ from botfixtures import *  # noqa: F401,F403
 from botfixtures import FAKE_TOKEN, ask, emulator, heartbeat_of, wait_for  # noqa: F401
 from conftest import bk_env, component, read_state, write_components
 
-from botkeeper import forkserver, importscan, warm
+from botkeeper.bot import forkserver
+from botkeeper.supervise import importscan, warm
 from botkeeper.config import Settings
 
 HANDLERS = '''

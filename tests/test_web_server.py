@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from botkeeper import control
+from botkeeper.supervise import control
 from botkeeper.web.selfping import SelfPinger
 from conftest import ROOT, bk_env, free_port, py_command, wait_for
 from web_helpers import settings_for

@@ -34,7 +34,7 @@ def build_application(settings, health: Health | None = None, user_handlers: boo
     """The bot: the user's handlers (HANDLERS), then botkeeper.attach() (heartbeat, error handler,
     built-ins where the user has none), rate limiting, and a request layer that reports every Bot
     API outcome to `health` (the heartbeat's source)."""
-    from ..keeper import attach  # here: botkeeper.keeper imports this package
+    from .keeper import attach  # here: botkeeper.bot.keeper imports this package
 
     if health is None:
         health = Health(logs.Redactor(settings.secrets() + [settings.bot_token or ""]))
@@ -97,7 +97,7 @@ async def _start(application: Application, health: Health, settings) -> None:
     await _start_polling(application, health, settings)
     await application.start()
     health.polling_started()
-    delivery.start(application, settings)  # the persistent outbox (botkeeper/outbox.py)
+    delivery.start(application, settings)  # the persistent outbox (botkeeper/bot/outbox.py)
     if shared is not None:
         await _keep_poller_lock(application, shared, health, settings)
 

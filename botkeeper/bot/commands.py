@@ -147,7 +147,7 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 def status_text(settings: Any, health: Any, now: float) -> str:
     """A few lines for /status, from the one snapshot and verdict the page and `status` use."""
-    from ..verdict import read_and_judge
+    from ..health.verdict import read_and_judge
 
     snap, verdict = read_and_judge(settings, now=now)
     lines = ["DEMO mode (offline emulator)"] if settings.demo_active else []

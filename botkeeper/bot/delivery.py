@@ -1,9 +1,9 @@
 """Delivery inside the bot process: one gate that keeps every message within Telegram's limits, the
 python-telegram-bot rate limiter that puts the bot's direct sends (replies) through that gate, and
-the worker that delivers the persistent outbox (botkeeper/outbox.py) through it.
+the worker that delivers the persistent outbox (botkeeper/bot/outbox.py) through it.
 
 The decisions (who may send when, how long to back off) are the pure functions of
-botkeeper/ratelimit.py; this module only waits, sends and records.
+botkeeper/bot/ratelimit.py; this module only waits, sends and records.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, AsyncIterator, Callable, Coroutine
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, BaseRateLimiter
 
-from .. import outbox, ratelimit
-from ..outbox import Message, Outbox, Priority
+from . import outbox, ratelimit
+from .outbox import Message, Outbox, Priority
 
 log = logging.getLogger("botkeeper.outbox")
 
@@ -62,7 +62,7 @@ class Gate:
 
     def __init__(self, limits: ratelimit.Limits, clock: Callable[[], float] = time.monotonic, shared: Any = None):
         self.limits, self.clock = limits, clock
-        self.shared = shared  # botkeeper.shared.Shared with REDIS_URL: the limits hold for all replicas
+        self.shared = shared  # botkeeper.bot.shared.Shared with REDIS_URL: the limits hold for all replicas
         self._reserved: dict[int | str, deque] = {}  # chat -> its sends' places in Redis's windows
         self._answering: set[asyncio.Task] = set()
         self.windows = ratelimit.Windows()
@@ -150,7 +150,7 @@ class GateLimiter(BaseRateLimiter):
     def from_settings(cls, settings: Any) -> "GateLimiter":
         shared = None
         if getattr(settings, "redis_url", None):  # several replicas: imported only then
-            from ..shared import for_settings
+            from .shared import for_settings
 
             shared = for_settings(settings)
         return cls(Gate(limits_of(settings), shared=shared))

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 from telegram.request import HTTPXRequest
 
-from .. import heartbeat
+from ..health import heartbeat
 from ..causes import Cause
 
 log = logging.getLogger("botkeeper.bot")

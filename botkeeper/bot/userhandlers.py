@@ -63,7 +63,7 @@ PRELOADED = "__botkeeper_preloaded__"  # set on a module the fork server importe
 
 
 def preload(settings) -> Path | None:
-    """Import the user's handlers without registering them (the fork server, botkeeper/forkserver.py):
+    """Import the user's handlers without registering them (the fork server, botkeeper/bot/forkserver.py):
     a bot forked from it then only calls register(). The fork server checks the file's mtime first."""
     path = find(settings)
     if path is None:

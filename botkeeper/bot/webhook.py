@@ -8,7 +8,7 @@ update, in the bot's event loop.
 The secret header is checked before anything else: a request without it, or with a wrong one, gets
 403 and never reaches a handler (nor the JSON parser). A good update is put on the application's
 update queue and confirmed with 200 at once, as Telegram expects; which replica handles it is
-decided by the claim in Redis (botkeeper/shared.py), in the group that runs before every handler.
+decided by the claim in Redis (botkeeper/bot/shared.py), in the group that runs before every handler.
 """
 
 from __future__ import annotations

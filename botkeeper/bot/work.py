@@ -2,7 +2,7 @@
 watchdog thread that shows where a blocked event loop hangs.
 
 This is what the heartbeat reports (a `Health.reporters` entry), so that a bot which hangs or dies
-on one update leaves behind which update it was (botkeeper.poison strikes it), and the owner sees
+on one update leaves behind which update it was (botkeeper.bot.poison strikes it), and the owner sees
 which handler, at which line of their code, blocks.
 
 Updates are seen through python-telegram-bot's update processor (`TrackingProcessor` wraps the
@@ -32,7 +32,7 @@ from telegram import Update
 from telegram.ext import Application, BaseUpdateProcessor
 from telegram.request import BaseRequest
 
-from .. import heartbeat
+from ..health import heartbeat
 
 log = logging.getLogger("botkeeper.bot")
 TICK = 0.25  # seconds between the event loop's proofs of life to the watchdog

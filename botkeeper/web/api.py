@@ -7,7 +7,7 @@ import re
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import control
+from ..supervise import control
 from ..logs import Redactor
 from . import logtail, params
 from .errors import error_response

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any, Callable, Iterable
 
-from .. import control
+from ..supervise import control
 
 from .status import StatusSource
 

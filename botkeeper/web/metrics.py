@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..causes import Cause
-from ..verdict import OVERALLS
+from ..health.verdict import OVERALLS
 from .reasons import REASONS
 from .status import StatusSource
 

@@ -1,7 +1,7 @@
 """What the page and the APIs report, all from one snapshot and one verdict.
 
-`StatusSource.health()` is the cheap path (/health: botkeeper.snapshot.read_snapshot, a few small
-files and /proc entries, and the pure botkeeper.verdict.judge); `snapshot()` adds process and host
+`StatusSource.health()` is the cheap path (/health: botkeeper.health.snapshot.read_snapshot, a few small
+files and /proc entries, and the pure botkeeper.health.verdict.judge); `snapshot()` adds process and host
 usage (cached by procstats), restarts, and uptime and the open incident from data/history.db
 (cached for HISTORY_TTL). The CLI, the monitor, the alerter and doctor call the same two functions.
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..logs import Redactor
-from ..outbox import outbox_summary
-from ..poison import quarantine_summary
-from ..procstats import HostStats, ProcessStats
-from ..snapshot import Snapshot, read_snapshot
+from ..bot.outbox import outbox_summary
+from ..bot.poison import quarantine_summary
+from ..health.procstats import HostStats, ProcessStats
+from ..health.snapshot import Snapshot, read_snapshot
 from ..states import LIVE, State
 from ..causes import Cause
-from ..verdict import Limits, Verdict, judge
+from ..health.verdict import Limits, Verdict, judge
 from .history import DAY, RingHistory, Sample, StoreHistory, StoreReader, no_summary
 from .reasons import RestartCounter, reason_label
 

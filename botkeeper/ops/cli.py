@@ -1,0 +1,584 @@
+"""`python -m botkeeper COMMAND`: start, stop, status, restart, logs, config, supervise, ...
+
+Every command loads the settings first, so a bad setting is one clear line and exit 78.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..supervise import bundle, control, process
+from .. import fmt, runfiles
+from ..fmt import duration as fmt_duration, size as fmt_bytes
+from ..config import ConfigError, EX_CONFIG, Settings
+from ..fsutil import ensure_dirs_or_exit
+from ..health.verdict import NEEDS_CONFIG, read_and_judge
+
+EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
+EX_NOT_RUNNING = 3
+# Commands that create files under run/, logs/ and data/: checked first, one line if they cannot.
+WRITES_HOME = ("start", "stop", "supervise")
+
+# Commands implemented in their own modules: name -> "module:function(settings, argv) -> int".
+DELEGATED = {
+    "emulator": "botkeeper.emulator:main",
+    "doctor": "botkeeper.ops.doctor:main",
+    "history": "botkeeper.ops.history:main",
+    "errors": "botkeeper.bot.errorstats:main",
+    "alert-test": "botkeeper.alerting.alerts:main_test",
+    "outbox": "botkeeper.ops.outbox_cli:main",
+    "install": "botkeeper.ops.install:main_install",
+    "uninstall": "botkeeper.ops.install:main_uninstall",
+    "probe": "botkeeper.ops.probe:main",
+    "update": "botkeeper.ops.update:main",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, early = global_options(argv)
+    if early is not None:
+        return early
+    if argv and argv[0] in DELEGATED:
+        module, func = DELEGATED[argv[0]].split(":")
+        try:
+            target = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError):
+            print(f"botkeeper: the {argv[0]!r} command is not available in this version", file=sys.stderr)
+            return 2
+        return int(target(argv[1:]) or 0)
+    args = parser().parse_args(argv)
+    if args.command not in ("supervise", "start"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends quietly, no traceback
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        kept = "reload refused, the running settings are kept: " if args.command == "reload" else ""
+        print(f"botkeeper: {kept}configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    for notice in settings.notices:
+        print(f"botkeeper: notice: {notice}", file=sys.stderr)
+    if args.command in WRITES_HOME:
+        ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
+    return int(args.func(settings, args) or 0)
+
+
+def global_options(argv: list[str]) -> tuple[list[str], int | None]:
+    """`--version` and `--home DIR` before the command. --home becomes BOTKEEPER_HOME, so every
+    command, delegated ones and the processes they start included, uses that bundle. Without it the
+    home is BOTKEEPER_HOME or the nearest directory from here upwards that holds a bundle."""
+    while argv and argv[0].startswith("--"):
+        option = argv.pop(0)
+        if option == "--version":
+            from .. import __version__
+
+            print(f"botkeeper {__version__}")
+            return argv, 0
+        name, _, value = option.partition("=")
+        if name != "--home":
+            argv.insert(0, option)
+            break
+        if not value:
+            value = argv.pop(0) if argv else ""
+        if not value or not Path(value).is_dir():
+            print(f"botkeeper: --home {value!r} is not valid: expected an existing directory", file=sys.stderr)
+            return argv, EX_CONFIG
+        os.environ["BOTKEEPER_HOME"] = str(Path(value).resolve())
+    return argv, None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="botkeeper", description="Keep a Telegram bot alive 24/7.",
+                                epilog="global options (before COMMAND): --home DIR (the bundle; default:"
+                                       " BOTKEEPER_HOME or the nearest directory upwards holding one), --version")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("start", cmd_start, "start the bundle (stops an earlier copy first)")
+    sp.add_argument("--detach", action="store_true", help="return once healthy instead of streaming logs")
+    add("ensure", cmd_ensure, "start the bundle (detached) only if it is not running; for cron")
+    add("stop", cmd_stop, "stop every process of the bundle")
+    sp = add("status", cmd_status, "show the components like pm2 status")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--watch", action="store_true", help="redraw every second until Ctrl+C")
+    sp = add("restart", cmd_restart, "restart one component through the supervisor")
+    sp.add_argument("name")
+    sp.add_argument("--reason", default="requested from the command line")
+    add("reload", cmd_reload, "re-read .env and botkeeper.toml; restart only what changed (also: SIGHUP to the supervisor)")
+    sp = add("logs", cmd_logs, "print a component's log")
+    sp.add_argument("name")
+    sp.add_argument("-n", type=int, default=40, help="number of lines (default 40)")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    sp = add("config", cmd_config, "print the effective settings (secrets masked)")
+    sp.add_argument("--markdown", action="store_true", help="print the settings table of README.md")
+    add("supervise", cmd_supervise, "run the supervisor (run_24_7.sh does this)")
+    sp = add("beat", cmd_beat, "write one heartbeat for a bot that is not python-telegram-bot")
+    sp.add_argument("--state", default="alive", help="heartbeat state (default alive)")
+    sp.add_argument("--detail", default=None, help="a short text shown on the status page")
+    for name in DELEGATED:
+        sub.add_parser(name, help=f"see `python -m botkeeper {name} --help`")
+    return p
+
+
+# --- start / stop ---------------------------------------------------------------------------------
+def cmd_start(settings: Settings, args) -> int:
+    from ..supervise import outer
+    from ..config import PACKAGE_ROOT
+
+    if not (PACKAGE_ROOT / "run_24_7.sh").is_file():  # pip-installed: library, CLI and plugin only
+        print("botkeeper: start needs the project directory (start_24_7.sh, run_24_7.sh, main.py), which a pip"
+              " install does not include: run `bash start_24_7.sh` in your copy of the project", file=sys.stderr)
+        return EX_CONFIG
+    # --detach asks for a background bundle on a bare machine: the bundle's own layers keep it alive.
+    mode = "none" if args.detach else outer.mode(settings)
+    os.environ["BOTKEEPER_OUTER"] = mode  # the supervisor and everything it starts use the same mode
+    try:
+        with bundle.start_lock(settings, timeout=settings.start_timeout * 2 + 60):
+            if bundle.is_running(settings):
+                print("botkeeper: stopping the copy that is already running in this directory")
+                bundle.stop(settings)
+            busy = bundle.ports_busy(settings)
+            if busy:
+                print(f"botkeeper: {busy}", file=sys.stderr)
+                return EX_CONFIG
+            if mode != "none":
+                runfiles.clear_stopping(settings)
+                print_banner(settings, mode)
+                return exec_supervisor(settings)
+            bundle.spawn_roots(settings, follow_us=not args.detach)
+            print_banner(settings)
+            if args.detach:
+                return wait_until_healthy(settings)
+    except TimeoutError as exc:
+        print(f"botkeeper: {exc}", file=sys.stderr)
+        return 1
+    return follow_foreground(settings)
+
+
+def cmd_ensure(settings: Settings, args) -> int:
+    """cron's 5-minute check: start the bundle if nothing of it runs, else do nothing at all."""
+    try:
+        with bundle.start_lock(settings, timeout=settings.start_timeout * 2 + 60):
+            if bundle.is_running(settings):
+                return 0
+            os.environ["BOTKEEPER_OUTER"] = "none"
+            print(f"botkeeper: {time.strftime('%F %T')} the bundle was not running: starting it")
+            bundle.spawn_roots(settings)
+            return wait_until_healthy(settings)
+    except TimeoutError as exc:
+        print(f"botkeeper: {exc}", file=sys.stderr)
+        return 1
+
+
+def exec_supervisor(settings: Settings) -> int:
+    """Become the supervisor (same PID: systemd's main process, the container's PID 1, PM2's child)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.environ["BOTKEEPER_HOME"] = str(settings.home)
+    os.chdir(bundle.PACKAGE_ROOT)  # where `-m botkeeper` is importable, as for run_24_7.sh
+    os.execv(sys.executable, [sys.executable, "-m", "botkeeper", "supervise"])
+    return 1  # not reached
+
+
+def print_banner(settings: Settings, mode: str = "none") -> None:
+    host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+    lines = [
+        "botkeeper: keeping your Telegram bot alive",
+        f"  status page : http://{host}:{settings.port}/   (health: /health)",
+        f"  logs        : {settings.logs_dir}/<component>.log   (python -m botkeeper logs bot -f)",
+        "  status      : python -m botkeeper status",
+        "  stop        : Ctrl+C here, or bash stop_24_7.sh",
+    ]
+    if mode != "none":
+        from ..supervise.outer import describe
+
+        lines[-1:] = [f"  supervised  : by {describe(mode)}"]
+    if settings.demo_active:
+        lines[1:1] = [
+            "  *** DEMO *** no TELEGRAM_BOT_TOKEN is set: running against the built-in offline Telegram emulator.",
+            "  To go live: add TELEGRAM_BOT_TOKEN (from @BotFather) in Replit Secrets or .env and run again.",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+def wait_until_healthy(settings: Settings) -> int:
+    """`start --detach`: 0 once healthy; 78 when the bot (or another component) needs configuration,
+    with its own reason; 1 when it is not healthy by START_TIMEOUT."""
+    deadline = time.monotonic() + settings.start_timeout
+    verdict = None
+    while time.monotonic() < deadline:
+        _, verdict = read_and_judge(settings)
+        if verdict.healthy:
+            print("botkeeper: healthy: every component is running and the bot's heartbeat is fresh")
+            return 0
+        if verdict.overall == NEEDS_CONFIG:
+            print(f"botkeeper: needs configuration ({verdict.cause.value}): {verdict.detail}", file=sys.stderr)
+            print("  fix it, then run `python -m botkeeper restart bot` (or start again);"
+                  " `python -m botkeeper doctor` checks the setup", file=sys.stderr)
+            return EX_CONFIG
+        time.sleep(0.1)
+    print(f"botkeeper: not healthy after {settings.start_timeout:g} s: {verdict.overall}"
+          f" ({verdict.cause.value if verdict.cause else '-'}): {verdict.detail}", file=sys.stderr)
+    failing = verdict.failing if verdict else []
+    for check in failing:
+        print(f"  {check.name}: {check.detail}", file=sys.stderr)
+    names = [c.name.split(":", 1)[1] for c in failing if c.name.startswith("component:")]
+    if any(c.name in ("heartbeat", "telegram") for c in failing):
+        names.append("bot")
+    for name in dict.fromkeys(names or ["supervisor"]):
+        print(f"--- last lines of logs/{name}.log ---", file=sys.stderr)
+        for line in tail_lines(settings.logs_dir / f"{name}.log", 10):
+            print("  " + line, file=sys.stderr)
+    return 1
+
+
+def follow_foreground(settings: Settings) -> int:
+    """Stream the combined log until Ctrl+C/SIGTERM, then stop everything."""
+    stop_requested = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: stop_requested.append(signum))
+    path = settings.logs_dir / "combined.log"
+    follower = LogFollower(path, from_end=False)
+    announced = False
+    next_check = 0.0
+    gone_since = None
+    while not stop_requested:
+        process.reap_any()  # the runner and auto_recovery are our children: no zombies
+        for line in follower.read():
+            print(line, flush=True)
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 1.0
+            _, verdict = read_and_judge(settings)
+            if verdict.healthy and not announced:
+                print(f"botkeeper: healthy. Status page on port {settings.port}.", flush=True)
+                announced = True
+            if bundle.is_running(settings):
+                gone_since = None
+            elif gone_since is None:
+                gone_since = now
+            elif now - gone_since > max(5.0, settings.recovery_interval * 3):
+                print("botkeeper: the bundle is no longer running (see logs/runner.log)", file=sys.stderr)
+                return 1
+        time.sleep(0.2)
+    print("\nbotkeeper: stopping everything ...", flush=True)
+    with bundle.start_lock(settings, timeout=120):
+        bundle.stop(settings)
+    print("botkeeper: stopped", flush=True)
+    return 0
+
+
+def cmd_stop(settings: Settings, args) -> int:
+    with bundle.start_lock(settings, timeout=settings.kill_timeout * 4 + 60):
+        if bundle.stop(settings):
+            print("botkeeper: stopped")
+        else:
+            print("botkeeper: nothing was running")
+    return 0
+
+
+def cmd_supervise(settings: Settings, args) -> int:
+    from ..supervise import supervisor
+
+    return supervisor.main(settings)
+
+
+# --- status ---------------------------------------------------------------------------------------
+def gather_status(settings: Settings) -> dict[str, Any] | None:
+    """The status document behind `status --json` and the table, or None if nothing runs."""
+    from ..health.procstats import ProcessStats
+
+    try:
+        state = control.call(settings, "status", timeout=3.0)
+    except control.SupervisorUnavailable:
+        state = None
+    if state is None:
+        return None
+    snap, verdict = read_and_judge(settings, answered_state=state)
+    now = snap.now
+    roots = {r: runfiles.root_process(settings, r) for r in bundle.ROOTS}
+    meter, own = ProcessStats(ttl=0.0), ProcessStats(ttl=0.0, tree=False)  # roots: their own process only
+    targets = [(c["name"], c.get("pid"), c.get("create_time")) for c in state["components"] if c.get("pid")]
+    root_targets = [(f"root:{r}", p.pid, p.create_time()) for r, p in roots.items() if p is not None]
+    meter.measure(targets), own.measure(root_targets)
+    time.sleep(0.3)  # cpu_percent needs two looks
+    usage = meter.measure(targets) | own.measure(root_targets)
+    components = []
+    for comp in state["components"]:
+        use = usage.get(comp["name"]) or {}
+        started = comp.get("started_at")
+        components.append({
+            "name": comp["name"], "pid": comp.get("pid"), "state": comp["state"], "restarts": comp["restarts"],
+            "uptime_seconds": round(now - started, 1) if started and comp["state"] in ("running", "starting") else 0.0,
+            "memory_bytes": use.get("memory_bytes", 0), "cpu_percent": use.get("cpu_percent", 0.0),
+            "last_exit_code": comp.get("last_exit_code"), "last_exit": comp.get("last_exit"),
+            "cause": comp.get("cause"), "last_restart_reason": comp.get("last_restart_reason"),
+        })
+
+    def root_info(name: str, proc) -> dict[str, Any]:
+        if proc is None:
+            return {"pid": None, "running": False}
+        use = usage.get(f"root:{name}") or {}
+        return {"pid": proc.pid, "running": True, "uptime_seconds": round(now - proc.create_time(), 1),
+                "memory_bytes": use.get("memory_bytes", 0), "cpu_percent": use.get("cpu_percent", 0.0)}
+
+    return {
+        "healthy": verdict.healthy, "overall": verdict.overall,
+        "cause": verdict.cause.value if verdict.cause else None, "detail": verdict.detail,
+        "demo": state["supervisor"].get("demo", False), "outer": state["supervisor"].get("outer", "none"),
+        "version": state["supervisor"].get("version"),
+        "supervisor": root_info("supervisor", roots["supervisor"]) | {"pid": state["supervisor"]["pid"], "running": True},
+        "runner": root_info("runner", roots["runner"]), "auto_recovery": root_info("recovery", roots["recovery"]),
+        "heartbeat": verdict.heartbeat.as_dict(),
+        "heartbeat_age_seconds": None if verdict.heartbeat.age is None else round(verdict.heartbeat.age, 1),
+        "components": components,
+        "checks": [c.as_dict() for c in verdict.checks],
+        "recent_restarts": state.get("recent_restarts", [])[-10:],
+        "history": history_summary(settings, now),
+    }
+
+
+def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
+    """Uptime % and the open incident from data/history.db (None before there is a history)."""
+    import sqlite3
+
+    from ..store import Store
+
+    if not settings.history_db.exists():
+        return None
+    store = Store(settings.history_db, readonly=True)
+    try:
+        return store.summary(now)
+    except sqlite3.Error:
+        return None
+    finally:
+        store.close()
+
+
+def render_table(status: dict[str, Any]) -> str:
+    headers = ("name", "pid", "state", "restarts", "uptime", "cpu", "memory", "last exit", "cause")
+    rows = []
+    for c in status["components"]:
+        started_once = c.get("cause") == "initial-start" and not c["restarts"]
+        why = "-" if not c.get("cause") or started_once else f"{c['cause']}: {c.get('last_restart_reason') or '-'}"
+        rows.append((c["name"], str(c["pid"] or "-"), c["state"], str(c["restarts"]), fmt_duration(c["uptime_seconds"] or None),
+                     f"{c['cpu_percent']:.1f}%", fmt_bytes(c["memory_bytes"] or None), c.get("last_exit") or "-",
+                     _short(why, 60)))
+    layers = (("run_24_7.sh", "runner"), ("auto_recovery", "auto_recovery")) if status.get("outer", "none") == "none" else ()
+    for label, key in (("supervisor", "supervisor"),) + layers:
+        r = status[key]
+        rows.append((label, str(r.get("pid") or "-"), "running" if r.get("running") else "missing", "-",
+                     fmt_duration(r.get("uptime_seconds")), f"{r.get('cpu_percent', 0.0):.1f}%",
+                     fmt_bytes(r.get("memory_bytes") or None), "-", "-"))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    out = [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    word = status["overall"].upper() + (" (DEMO)" if status.get("demo") else "")
+    hb = status.get("heartbeat") or {}
+    beat = "-" if hb.get("age") is None else f"{hb['age']:.1f} s old ({hb.get('status')})"
+    if hb.get("enabled") is False:
+        beat = "not used by this bot"
+    out.append("")
+    out.append(f"overall: {word}   heartbeat: {beat}")
+    if status.get("cause"):
+        out.append(f"cause:   {status['cause']}: {status.get('detail') or ''}")
+    from ..supervise.outer import describe
+
+    out.append(f"outer supervisor: {describe(status.get('outer', 'none'))}")
+    if status.get("version"):
+        out.append(f"version: {status['version']} (git commit of the bundle)")
+    hist = status.get("history")
+    if hist:
+        up, seen = hist["uptime"], hist.get("observed_seconds") or {}
+        out.append("uptime:  " + "   ".join(
+            f"{k} {fmt.uptime(v)}" + (f" (of {fmt_duration(seen[k])})" if v is not None and seen.get(k) else "")
+            for k, v in up.items()))
+        inc = hist.get("open_incident")
+        if inc:
+            out.append(f"  ! open incident: {inc['cause']} for {fmt_duration(inc['duration_seconds'])}")
+    for check in status["checks"]:
+        if not check["ok"]:
+            out.append(f"  ! {check['name']}: {check['detail']}")
+    return "\n".join(out)
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def not_running(settings: Settings) -> int:
+    print(f"botkeeper is not running in {settings.home} (start it with: bash start_24_7.sh)", file=sys.stderr)
+    return EX_NOT_RUNNING
+
+
+def cmd_status(settings: Settings, args) -> int:
+    if args.watch:
+        try:
+            while True:
+                status = gather_status(settings)
+                text = render_table(status) if status else "botkeeper is not running"
+                sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  (Ctrl+C to quit)\n\n") + text + "\n")
+                sys.stdout.flush()
+                time.sleep(0.7)
+        except KeyboardInterrupt:
+            return 0
+    status = gather_status(settings)
+    if status is None:
+        return not_running(settings)
+    print(json.dumps(status, indent=2) if args.json else render_table(status))
+    return 0 if status["healthy"] else EX_NOT_HEALTHY
+
+
+def cmd_restart(settings: Settings, args) -> int:
+    try:
+        comp = control.call(settings, "restart", name=args.name, cause="operator", reason=args.reason, by="cli",
+                            timeout=5.0)
+    except control.SupervisorUnavailable:
+        return not_running(settings)
+    except control.ControlError as exc:
+        print(f"botkeeper: {exc}", file=sys.stderr)
+        return 2
+    print(f"botkeeper: restarting {args.name} (state {comp['state']})")
+    return 0
+
+
+def cmd_reload(settings: Settings, args) -> int:
+    """The supervisor re-reads the files over the environment it started with; 78 if it refuses them."""
+    try:
+        done = control.call(settings, "reload", by="cli", timeout=10.0)
+    except control.SupervisorUnavailable:
+        return not_running(settings)
+    if done.get("error"):
+        print(f"botkeeper: reload refused, the running settings are kept: {done['error']}", file=sys.stderr)
+        return EX_CONFIG
+    if not any(done.values()):
+        print("botkeeper: reloaded: nothing changed")
+        return 0
+    parts = [f"{what} {', '.join(names)}" for what, names in done.items() if names]
+    print("botkeeper: reloaded: " + "; ".join(parts))
+    return 0
+
+
+# --- logs and config ------------------------------------------------------------------------------
+def tail_lines(path: Path, n: int) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            block = min(size, max(4096, n * 300))
+            while True:
+                fh.seek(size - block)
+                data = fh.read()
+                if data.count(b"\n") > n or block == size:
+                    break
+                block = min(size, block * 2)
+    except OSError:
+        return []
+    return [line.decode("utf-8", "replace") for line in data.splitlines()[-n:]] if n > 0 else []
+
+
+class LogFollower:
+    """Reads new lines of a log that may be rotated (renamed) under us, like `tail -F`."""
+
+    def __init__(self, path: Path, from_end: bool = True):
+        self.path, self.fh, self.inode, self.buf = path, None, None, b""
+        self._open(from_end)
+
+    def _open(self, at_end: bool) -> None:
+        try:
+            self.fh = self.path.open("rb")
+        except OSError:
+            self.fh = None
+            return
+        self.inode = os.fstat(self.fh.fileno()).st_ino
+        if at_end:
+            self.fh.seek(0, os.SEEK_END)
+
+    def read(self) -> list[str]:
+        if self.fh is None:
+            self._open(False)
+            if self.fh is None:
+                return []
+        data = self.fh.read()
+        try:
+            rotated = os.stat(self.path).st_ino != self.inode
+        except OSError:
+            rotated = False
+        if rotated:
+            data += self.fh.read()
+            self.fh.close()
+            self._open(False)
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        return [line.decode("utf-8", "replace") for line in lines]
+
+
+def cmd_logs(settings: Settings, args) -> int:
+    known = {c.name for c in settings.components} | {"supervisor", "combined", "auto_recovery", "runner"}
+    if args.name not in known:
+        print(f"botkeeper: unknown log {args.name!r}: expected one of {', '.join(sorted(known))}", file=sys.stderr)
+        return 2
+    path = settings.logs_dir / f"{args.name}.log"
+    if not path.exists() and not args.follow:
+        print(f"botkeeper: {path} does not exist yet", file=sys.stderr)
+        return 1
+    for line in tail_lines(path, args.n):
+        print(line)
+    if args.follow:
+        follower = LogFollower(path, from_end=True)
+        try:
+            while True:
+                for line in follower.read():
+                    print(line, flush=True)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def cmd_beat(settings: Settings, args) -> int:
+    """One heartbeat, to BOTKEEPER_HEARTBEAT_FILE (set by the supervisor) or the bundle's file."""
+    from ..health import heartbeat
+
+    path = heartbeat.default_path(settings)
+    fields = {"detail": args.detail} if args.detail else {}
+    try:
+        heartbeat.write(path, pid=os.getppid(), state=args.state, **fields)  # the bot is our parent
+    except OSError as exc:
+        print(f"botkeeper: cannot write heartbeat {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_config(settings: Settings, args) -> int:
+    if args.markdown:
+        from ..config import KNOBS, PROFILES, knob_range
+
+        print("| variable | default | development | test | accepted | what it does |")
+        print("|---|---|---|---|---|---|")
+        for name, knob in KNOBS.items():
+            cells = [PROFILES[p].get(name, knob.default) for p in ("production", "development", "test")]
+            cells = [",".join(v) if isinstance(v, tuple) else v for v in cells]
+            shown = ["" if v in (None, "") else f"`{v}`" for v in cells]
+            dev = shown[1] if cells[1] != cells[0] else ""
+            test = shown[2] if cells[2] != cells[0] else ""
+            print(f"| `{knob.env}` | {shown[0]} | {dev} | {test} | {knob_range(knob)} | {knob.help}{' (secret)' if knob.secret else ''} |")
+        return 0
+    rows = settings.describe()
+    width = max(len(r[0]) for r in rows)
+    vwidth = min(50, max(len(r[1]) for r in rows))
+    for name, value, help in rows:
+        print(f"{name.ljust(width)}  {value.ljust(vwidth)}  {help}")
+    return 0
