@@ -1,4 +1,4 @@
-"""Number and time formatting shared by the CLI and the page (static/app.js mirrors it for refreshes)."""
+"""Number and time formatting shared by the CLI and the page (web/static/app.js mirrors `duration` "short" for refreshes)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,27 @@ import math
 import time
 
 
-def duration(seconds: float | None) -> str:
+_UNITS = {"short": ("d", "h", "m", "s"), "words": (" d", " h", " min", " s")}
+
+
+def duration(seconds: float | None, style: str = "short") -> str:
+    """The one duration formatter. "short" for tables and the page (2m 5s, 3h 4m), "words" for
+    sentences in alerts and history (2 min 5 s, 2.5 s: tenths under 10 s). Whole seconds are cut,
+    never rounded, so every surface shows the same figure for the same moment."""
     if seconds is None:
         return "–"
+    day, hour, minute, sec = _UNITS[style]
+    seconds = max(0.0, float(seconds))
+    if style == "words" and seconds < 10:
+        return f"{seconds:.1f}{sec}"
     s = int(seconds)
     if s < 60:
-        return f"{s}s"
+        return f"{s}{sec}"
     if s < 3600:
-        return f"{s // 60}m {s % 60}s"
+        return f"{s // 60}{minute} {s % 60}{sec}"
     if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
+        return f"{s // 3600}{hour} {s % 3600 // 60}{minute}"
+    return f"{s // 86400}{day} {s % 86400 // 3600}{hour}"
 
 
 def size(n: float | None) -> str:

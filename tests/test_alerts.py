@@ -15,7 +15,8 @@ from botkeeper.alerting.alerts import Alerter
 from botkeeper.causes import Cause
 from botkeeper.config import Settings
 from botkeeper.emulator import Emulator
-from botkeeper.alerting.incidents import DOWN, STOPPED, UNKNOWN, UP, Alert, Close, Failure, Observation, Open, Rules, Tracker, decide, failures_from_events, fmt_duration, observe
+from botkeeper.alerting.incidents import DOWN, STOPPED, UNKNOWN, UP, Alert, Close, Failure, Observation, Open, Rules, Tracker, decide, failures_from_events, observe
+from botkeeper import fmt
 from botkeeper.health.snapshot import Heartbeat, Snapshot
 from botkeeper.store import Store
 from botkeeper.health.verdict import Limits as VerdictLimits, judge
@@ -50,11 +51,11 @@ def ev(id, at, kind, cause=None, detail="", by="supervisor"):
 
 # --- formatting and typed causes -----------------------------------------------------------------
 def test_durations_read_like_the_issue_example():
-    assert fmt_duration(192) == "3 min 12 s"
-    assert fmt_duration(45) == "45 s"
-    assert fmt_duration(2.46) == "2.5 s"
-    assert fmt_duration(2 * 3600 + 5 * 60) == "2 h 5 min"
-    assert fmt_duration(3 * 86400 + 4 * 3600) == "3 d 4 h"
+    assert fmt.duration(192, "words") == "3 min 12 s"
+    assert fmt.duration(45, "words") == "45 s"
+    assert fmt.duration(2.46, "words") == "2.5 s"
+    assert fmt.duration(2 * 3600 + 5 * 60, "words") == "2 h 5 min"
+    assert fmt.duration(3 * 86400 + 4 * 3600, "words") == "3 d 4 h"
 
 
 def test_restart_causes_come_from_the_cause_column_never_from_the_sentence():
@@ -522,7 +523,7 @@ def test_crash_loop_on_the_real_supervisor_gives_one_down_and_one_recovered_aler
     restarts = Store(home / "data" / "history.db").events(kinds=("restart",), component="bot")
     assert len(restarts) == 3 and {r["cause"] for r in restarts} <= {"crash", "crash-loop"}
     assert 0.3 < incident["duration_seconds"] < 8
-    assert back["text"].startswith(f"✅ Your bot is back up after {fmt_duration(incident['duration_seconds'])};"
+    assert back["text"].startswith(f"✅ Your bot is back up after {fmt.duration(incident['duration_seconds'], 'words')};"
                                    " cause: crash loop")
     assert back["duration_seconds"] == pytest.approx(incident["duration_seconds"], abs=0.1)
     assert back["incident_id"] == down["incident_id"] == incident["id"]

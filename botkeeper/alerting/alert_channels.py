@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..config import Settings, mask_secret
-from .incidents import fmt_duration, fmt_time
+from .. import fmt
+from .incidents import fmt_time
 from ..logs import Redactor
 
 HTTP_TIMEOUT = (3.05, 5.0)  # connect, read: a dead network must not stall the monitor for long
@@ -132,4 +133,4 @@ def webhook_payload(kind: str, text: str, data: Mapping[str, Any], created_at: f
 
 
 def with_delay_note(text: str, created_at: float, now: float) -> str:
-    return f"(delayed: raised {fmt_time(created_at)}, sent {fmt_duration(now - created_at)} later)\n{text}"
+    return f"(delayed: raised {fmt_time(created_at)}, sent {fmt.duration(now - created_at, 'words')} later)\n{text}"

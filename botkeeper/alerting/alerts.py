@@ -26,12 +26,12 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from . import notices, report
-from .. import runfiles
+from .. import fmt, runfiles
 from .alert_channels import channels, make_redactor, webhook_payload, with_delay_note
 from ..causes import Cause
 from ..config import ConfigError, Settings
 from .incidents import (Action, Alert, Close, Incident, Open, Rules, Tracker, Update, decide,
-                        failures_from_events, fmt_duration, fmt_time, observe)
+                        failures_from_events, fmt_time, observe)
 from ..health.snapshot import Snapshot
 from ..store import Store
 from ..health.verdict import Verdict, read_and_judge
@@ -159,7 +159,7 @@ class Alerter:
                 inc = act.incident
                 if inc.id is not None:
                     self.store.close_incident(inc.id, act.ended_at, act.end_cause)
-                log.info("bot: incident %s closed after %s: %s%s", inc.id, fmt_duration(act.ended_at - inc.started_at),
+                log.info("bot: incident %s closed after %s: %s%s", inc.id, fmt.duration(act.ended_at - inc.started_at, "words"),
                          inc.cause.value, " (stopped by an operator)" if act.end_cause else "")
             elif isinstance(act, Alert):
                 inc = act.incident

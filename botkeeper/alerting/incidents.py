@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .. import fmt
 from ..causes import Cause
 from ..health.verdict import DEGRADED, DOWN as V_DOWN, HEALTHY, NEEDS_CONFIG as V_NEEDS_CONFIG, STOPPED as V_STOPPED, Verdict
 
@@ -55,21 +56,6 @@ HINTS = {
 
 
 # --- formatting ----------------------------------------------------------------------------------
-def fmt_duration(seconds: float) -> str:
-    """3 min 12 s, 45 s, 2.5 s, 2 h 5 min, 3 d 4 h."""
-    s = max(0.0, float(seconds))
-    if s < 10:
-        return f"{s:.1f} s"
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
 def fmt_time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
@@ -134,7 +120,7 @@ def observe(verdict: Verdict, now: float, unreachable_alert_after: float) -> Obs
     if overall == DEGRADED and cause == Cause.TELEGRAM_OUTAGE:
         began = since if since is not None else now
         if now - began >= unreachable_alert_after:
-            return Observation(DOWN, cause, f"for {fmt_duration(now - began)}", True, began)
+            return Observation(DOWN, cause, f"for {fmt.duration(now - began, 'words')}", True, began)
     if overall == DEGRADED and cause == Cause.DISK_FULL:
         return Observation(DOWN, cause, verdict.detail[:200], True, since)
     return Observation(UNKNOWN)  # starting, a late beat, state unknown for a moment, a secondary component
@@ -242,9 +228,9 @@ def decide(tracker: Tracker, obs: Observation, failures: Sequence[Failure], now:
             t.flapping = True
             new.alerted = True  # the flapping alert speaks for this incident
             span = now - recent[0][0]
-            text = (f"⚠️ Your bot is flapping: {len(recent)} outages in {fmt_duration(span)}; latest cause:"
+            text = (f"⚠️ Your bot is flapping: {len(recent)} outages in {fmt.duration(span, 'words')}; latest cause:"
                     f" {cause.label}. Alerts for single outages are paused; a summary follows once it has been"
-                    f" stable for {fmt_duration(rules.flap_window)}.")
+                    f" stable for {fmt.duration(rules.flap_window, 'words')}.")
             acts.append(Alert("flapping", text, cause, {"outages": len(recent)}, new))
         return new
 
@@ -294,7 +280,7 @@ def decide(tracker: Tracker, obs: Observation, failures: Sequence[Failure], now:
             if inc.alerted and not t.flapping:
                 took = ended - inc.started_at
                 extra = f" ({inc.failures} restarts during the outage)" if inc.failures > 1 else ""
-                text = f"✅ Your bot is back up after {fmt_duration(took)}; cause: {inc.cause.label}{extra}."
+                text = f"✅ Your bot is back up after {fmt.duration(took, 'words')}; cause: {inc.cause.label}{extra}."
                 acts.append(Alert("recovered", text, inc.cause,
                                   {"ended_at": ended, "duration_seconds": round(took, 1)}, inc))
             inc = None
@@ -326,7 +312,7 @@ def down_text(inc: Incident, now: float) -> str:
     detail = f" ({inc.detail})" if inc.detail else ""
     hint = HINTS.get(inc.cause, "")
     return (f"🔴 Your bot is DOWN: {inc.cause.label}{detail}. Down since {fmt_time(inc.started_at)}"
-            f" ({fmt_duration(now - inc.started_at)} ago).{(' ' + hint) if hint else ''}")
+            f" ({fmt.duration(now - inc.started_at, 'words')} ago).{(' ' + hint) if hint else ''}")
 
 
 def flap_summary(recent: Sequence[Sequence[Any]], stable: bool = True) -> str:
@@ -337,4 +323,4 @@ def flap_summary(recent: Sequence[Sequence[Any]], stable: bool = True) -> str:
     listed = ", ".join(f"{c} ×{n}" for c, n in causes.most_common())
     span = f"{fmt_time(recent[0][0])} to {fmt_time(recent[-1][1] or recent[-1][0])}"
     head = "✅ Your bot is stable again after flapping" if stable else "Flapping has ended"
-    return f"{head}: {len(recent)} outages from {span}, {fmt_duration(down)} down in total; causes: {listed}."
+    return f"{head}: {len(recent)} outages from {span}, {fmt.duration(down, 'words')} down in total; causes: {listed}."

@@ -18,6 +18,8 @@ from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, BaseHandler, CommandHandler, ContextTypes, ConversationHandler, PrefixHandler
 
+from .. import fmt
+
 
 BUILTIN_HELP = {
     "start": "say hello",
@@ -26,20 +28,6 @@ BUILTIN_HELP = {
     "status": "health of the bot and the bundle keeping it alive",
     "uptime": "how long the bot has been running",
 }
-
-
-def human_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h {minutes:02d}m"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 log = logging.getLogger("botkeeper.bot")
@@ -128,7 +116,7 @@ async def uptime(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     health = context.bot_data["botkeeper.health"]
     started = datetime.fromtimestamp(health.started_at).strftime("%Y-%m-%d %H:%M")
     await update.effective_message.reply_text(
-        f"Up {human_duration(time.time() - health.started_at)} (since {started})."
+        f"Up {fmt.duration(time.time() - health.started_at)} (since {started})."
     )
 
 
@@ -139,7 +127,7 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if settings.admin_chat_id is not None and (chat is None or chat.id != settings.admin_chat_id):
         # Operational detail (restart reasons, memory) is for the owner only.
         await update.effective_message.reply_text(
-            f"The bot is up ({human_duration(time.time() - health.started_at)}). Details go to the admin only."
+            f"The bot is up ({fmt.duration(time.time() - health.started_at)}). Details go to the admin only."
         )
         return
     await update.effective_message.reply_text(status_text(settings, health, time.time()))
@@ -151,7 +139,7 @@ def status_text(settings: Any, health: Any, now: float) -> str:
 
     snap, verdict = read_and_judge(settings, now=now)
     lines = ["DEMO mode (offline emulator)"] if settings.demo_active else []
-    lines.append(f"Bot: up {human_duration(now - health.started_at)}, {health.state},"
+    lines.append(f"Bot: up {fmt.duration(now - health.started_at)}, {health.state},"
                  f" {health.updates_handled} updates handled")
     cause = f" ({verdict.cause.label}: {verdict.detail})" if verdict.cause else ""
     lines.append(f"Overall: {verdict.overall}{cause}")

@@ -10,7 +10,6 @@ import sys
 import time
 from typing import Any
 
-from ..alerting.incidents import fmt_duration
 from .. import fmt
 from ..bot import poison
 from ..causes import Cause
@@ -46,18 +45,18 @@ def cause_label(value: str) -> str:
 def render(summary: dict[str, Any], incidents: list[dict[str, Any]], events: list[dict[str, Any]], now: float,
            since_label: str, quarantined: list[dict[str, Any]] = ()) -> str:
     up, seen = summary["uptime"], summary.get("observed_seconds") or {}
-    out = ["uptime: " + "   ".join(f"{w} {fmt.uptime(up[w])}" + (f" (of {fmt_duration(seen[w])} watched)"
+    out = ["uptime: " + "   ".join(f"{w} {fmt.uptime(up[w])}" + (f" (of {fmt.duration(seen[w], 'words')} watched)"
                                                                       if up[w] is not None and seen.get(w) else "")
                                    for w in ("24h", "7d", "30d"))]
     cur = summary.get("open_incident")
     if cur:
-        out.append(f"OPEN INCIDENT: {cause_label(cur['cause'])} for {fmt_duration(now - cur['started_at'])}"
+        out.append(f"OPEN INCIDENT: {cause_label(cur['cause'])} for {fmt.duration(now - cur['started_at'], 'words')}"
                    f" (since {when(cur['started_at'])})")
     out += ["", f"incidents (last {since_label}, newest first):"]
     if not incidents:
         out.append("  none")
     for inc in incidents:
-        took = "ongoing " + fmt_duration(now - inc["started_at"]) if inc["ended_at"] is None else fmt_duration(inc["duration_seconds"])
+        took = "ongoing " + fmt.duration(now - inc["started_at"], "words") if inc["ended_at"] is None else fmt.duration(inc["duration_seconds"], "words")
         extra = f"; {inc['failures']} restarts" if inc["failures"] > 1 else ""
         alerted = f"; alert {inc['alert_status']}" if inc.get("alert_status") else ""
         stopped = "; ended by a stop" if inc.get("end_cause") else ""
@@ -95,7 +94,7 @@ def main(argv: list[str]) -> int:
         return 0
     now = time.time()
     since = 0.0 if args.since == float("inf") else now - args.since
-    label = "all time" if args.since == float("inf") else fmt_duration(args.since).replace(".0 s", " s")
+    label = "all time" if args.since == float("inf") else fmt.duration(args.since, 'words').replace(".0 s", " s")
     store = Store(settings.history_db)
     try:
         summary = store.summary(now)

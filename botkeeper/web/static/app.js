@@ -14,7 +14,7 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  function dur(s) {
+  function dur(s) {  // fmt.duration(s, "short"): whole seconds cut, never rounded
     if (s === null || s === undefined) return "–";
     s = Math.floor(s);
     if (s < 60) return s + "s";
