@@ -1,4 +1,5 @@
-"""The status page and health API (served by keep_alive.py through waitress).
+"""web: the status page, health API and metrics (served by keep_alive.py through waitress). Imports
+the base, health, supervise (the control channel) and bot (outbox and poison summaries), never alerting.
 
 `create_app(settings, clock=..., history=...)` builds the Flask app; every data source is the
 bundle's own files (run/state.json, bot_health.txt, logs/) plus psutil, so tests drive it by
