@@ -275,6 +275,19 @@ def url_scheme(url: str) -> str:
     return m.group(0)[:-3].lower() if m else ""
 
 
+def url_secret_parts(url: str) -> list[str]:
+    """What an Apprise or dead man's switch URL holds that may turn up without the URL around it:
+    the part after the scheme (discord://ID/TOKEN is sent to https://discord.com/api/webhooks/ID/TOKEN),
+    its password and its long path segments (a webhook token, a check's UUID)."""
+    rest = url.split("://", 1)[-1]
+    parts = [rest] if len(rest) >= 8 else []
+    user, _, host_path = rest.rpartition("@")
+    if ":" in user and len(user.split(":", 1)[1]) >= 6:
+        parts.append(user.split(":", 1)[1])
+    parts += [seg for seg in re.split(r"[/?&=#]", host_path) if len(seg) >= 16]
+    return parts
+
+
 def _alert_urls(raw: Any) -> tuple[str, ...]:
     """ALERT_URLS: one or more Apprise URLs. A comma or blank starts a new URL only before
     `scheme://`, so the commas inside one (mailto://…?to=a@x.org,b@y.org) stay. Errors name the
@@ -764,9 +777,8 @@ class Settings:
         found: list[str] = []
         for value in (getattr(self, f) for f in SECRET_FIELDS):
             found.extend(v for v in (value if isinstance(value, tuple) else (value,)) if v)
-        # An Apprise URL may be rewritten with another scheme (discord:// -> https://discord.com/api/webhooks/…):
-        # what follows the scheme is the secret too.
-        found.extend(u.split("://", 1)[1] for u in self.alert_urls or () if len(u.split("://", 1)[1]) >= 8)
+        for url in (*(self.alert_urls or ()), self.deadman_url or ""):
+            found.extend(url_secret_parts(url) if url else ())
         return found + [p for p in (redis_password(self.redis_url),) if p]
 
     def component(self, name: str) -> ComponentSpec | None:
