@@ -315,3 +315,13 @@ def metric_names(base: str) -> set[str] | None:
     except requests.RequestException:
         return None
     return {f.name for f in text_string_to_metric_families(text)}
+
+
+def test_apprise_is_imported_only_when_alert_urls_is_set(home):
+    code = ("import sys; from botkeeper.config import Settings; from botkeeper.alerting.alerts import Alerter;"
+            " from botkeeper.alerting.monitor import Monitor; s = Settings.from_env();"
+            " a = Alerter(s); m = Monitor(s); print('apprise' in sys.modules)")
+    for env, loaded in (({}, "False"), ({"ALERT_URLS": "json://127.0.0.1:9/x"}, "False")):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=bk_env(home, **env), capture_output=True,
+                             text=True, timeout=30)
+        assert out.stdout.strip() == loaded, out.stderr  # with ALERT_URLS: at the first alert, not before
