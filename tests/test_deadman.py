@@ -325,3 +325,19 @@ def test_apprise_is_imported_only_when_alert_urls_is_set(home):
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=bk_env(home, **env), capture_output=True,
                              text=True, timeout=30)
         assert out.stdout.strip() == loaded, out.stderr  # with ALERT_URLS: at the first alert, not before
+
+
+def test_the_redactor_masks_both_urls_in_every_form_and_config_shows_schemes_only(home):
+    from botkeeper.logs import Redactor
+
+    token = "AbCdEf0123456789_webhook-token-xyz"
+    uuid = "0b8e2c51-aaaa-bbbb-cccc-1234567890ab"
+    settings = Settings.from_env(bk_env(home, ALERT_URLS=f"discord://1234567890/{token}, mailto://me:{PASSWORD}@x.org",
+                                        DEADMAN_URL=f"https://hc-ping.com/{uuid}"))
+    redact = Redactor(settings.secrets())
+    for text in (f"POST https://discord.com/api/webhooks/1234567890/{token}", f"check {uuid} failed",
+                 f"login as me with {PASSWORD}", f"GET https://hc-ping.com/{uuid}/fail"):
+        out = redact(text)
+        assert token not in out and uuid not in out and PASSWORD not in out, out
+    shown = dict((k, v) for k, v, _ in settings.describe())
+    assert shown["ALERT_URLS"] == "discord://***, mailto://***" and shown["DEADMAN_URL"] == "***"
