@@ -264,6 +264,57 @@ def _url(raw: Any) -> str:
     return text
 
 
+APPRISE_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://")
+ALERT_URLS_ACCEPTED = ("Apprise URLs such as discord://…, slack://…, ntfys://…, mailto://…, json://…,"
+                       " separated by spaces or commas")
+
+
+def url_scheme(url: str) -> str:
+    """The scheme of an Apprise URL (`discord`), the only part of it any message may show."""
+    m = APPRISE_SCHEME.match(url)
+    return m.group(0)[:-3].lower() if m else ""
+
+
+def url_secret_parts(url: str) -> list[str]:
+    """What an Apprise or dead man's switch URL holds that may turn up without the URL around it:
+    the part after the scheme (discord://ID/TOKEN is sent to https://discord.com/api/webhooks/ID/TOKEN),
+    its password and its long path segments (a webhook token, a check's UUID)."""
+    rest = url.split("://", 1)[-1]
+    parts = [rest] if len(rest) >= 8 else []
+    user, _, host_path = rest.rpartition("@")
+    if ":" in user and len(user.split(":", 1)[1]) >= 6:
+        parts.append(user.split(":", 1)[1])
+    parts += [seg for seg in re.split(r"[/?&=#]", host_path) if len(seg) >= 16]
+    return parts
+
+
+def _alert_urls(raw: Any) -> tuple[str, ...]:
+    """ALERT_URLS: one or more Apprise URLs. A comma or blank starts a new URL only before
+    `scheme://`, so the commas inside one (mailto://…?to=a@x.org,b@y.org) stay. Errors name the
+    entry and its scheme, never the rest (it holds the webhook token or the password)."""
+    if isinstance(raw, list):
+        if not all(isinstance(item, str) for item in raw):
+            raise ValueError(ALERT_URLS_ACCEPTED)
+        items = [item.strip() for item in raw]
+    else:
+        text = _plain_text(raw) if isinstance(raw, str) else None
+        if text is None:
+            raise ValueError(ALERT_URLS_ACCEPTED)
+        items = re.split(r"[\s,]+(?=[A-Za-z][A-Za-z0-9+.-]{0,31}://)", text)
+    urls = []
+    for n, item in enumerate((i.strip().rstrip(",") for i in items), 1):
+        if not item:
+            continue
+        scheme = url_scheme(item)
+        if not scheme or len(item) <= len(scheme) + 3 or any(ch.isspace() or not ch.isprintable() for ch in item):
+            what = f"{scheme}://…" if scheme else "no scheme://"
+            raise ValueError(f"{ALERT_URLS_ACCEPTED}; entry {n} ({what}) is not one")
+        urls.append(item)
+    if not urls:
+        raise ValueError(ALERT_URLS_ACCEPTED)
+    return tuple(urls)
+
+
 def _host(raw: Any) -> str:
     """An address to listen on: an IP literal or `localhost`. Names would need DNS at start-up,
     and a typo there turned into a web component crash-looping on a resolver error."""
@@ -452,6 +503,10 @@ KNOBS: dict[str, Knob] = {
     "trusted_proxies": Knob("TRUSTED_PROXIES", _networks, (), False, "proxy addresses/networks whose X-Forwarded-For is believed"),
     "monitoring_webhook": Knob("MONITORING_WEBHOOK", _url, None, True, "URL that receives alert JSON"),
     "alert_bot_token": Knob("ALERT_BOT_TOKEN", _token, None, True, "separate bot token for alerts"),
+    "alert_urls": Knob("ALERT_URLS", _alert_urls, None, True, "Apprise URLs every alert, recovery and daily report also goes to (discord://, slack://, ntfys://, mailto://, json://, ...)"),
+    "deadman_url": Knob("DEADMAN_URL", _url, None, True, "dead man's switch (healthchecks.io, Uptime Kuma push, Better Stack heartbeat): pinged while the bot is healthy or degraded, <url>/fail when it is down"),
+    "deadman_interval": Knob("DEADMAN_INTERVAL", _seconds(0.1, 86400), 60.0, False, "seconds between dead man's switch pings"),
+    "deadman_start": Knob("DEADMAN_START", _bool, False, False, "also GET <DEADMAN_URL>/start when the monitor starts (healthchecks.io)"),
     "bot_command": Knob("BOT_COMMAND", _command, None, False, "run this bot program instead of main.py"),
     "warm_standby": Knob("WARM_STANDBY", _choice("auto", "off"), "auto", False, "auto = a fork server keeps a python-telegram-bot bot warm (imports done) for restarts in tens of ms (about 25 MiB); off = every start is a cold start"),
     "handlers": Knob("HANDLERS", _handlers_path, "handlers.py", False, "your handlers for main.py: a .py file or package directory in BOTKEEPER_HOME, or none"),
@@ -625,6 +680,10 @@ class Settings:
     webhook_secret: str | None = None
     webhook_check_interval: float = 30.0
     redis_url: str | None = None
+    alert_urls: tuple[str, ...] | None = None
+    deadman_url: str | None = None
+    deadman_interval: float = 60.0
+    deadman_start: bool = False
     replit_dev_domain: str | None = None
     replit_deployment: bool = False
     components: tuple[ComponentSpec, ...] = field(default=())
@@ -715,8 +774,12 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redaction filter."""
-        return [v for v in (getattr(self, f) for f in SECRET_FIELDS) if v] + [
-            p for p in (redis_password(self.redis_url),) if p]
+        found: list[str] = []
+        for value in (getattr(self, f) for f in SECRET_FIELDS):
+            found.extend(v for v in (value if isinstance(value, tuple) else (value,)) if v)
+        for url in (*(self.alert_urls or ()), self.deadman_url or ""):
+            found.extend(url_secret_parts(url) if url else ())
+        return found + [p for p in (redis_password(self.redis_url),) if p]
 
     def component(self, name: str) -> ComponentSpec | None:
         return next((c for c in self.components if c.name == name), None)
@@ -726,7 +789,9 @@ class Settings:
         rows = [("BOTKEEPER_HOME", str(self.home), "bundle directory"), ("BOTKEEPER_ENV", self.env_name, "profile")]
         for name, knob in KNOBS.items():
             value = getattr(self, name)
-            if knob.secret:
+            if knob.secret and isinstance(value, tuple):
+                shown = ", ".join(f"{url_scheme(v)}://***" for v in value)
+            elif knob.secret:
                 shown = mask_secret(value)
             elif knob.parse is _command and value:
                 shown = shlex.join(value)

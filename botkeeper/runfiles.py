@@ -137,6 +137,11 @@ def forkserver_socket(settings: Any) -> Path:
     return run_dir(settings) / "forkserver.sock"
 
 
+def deadman_file(settings: Any) -> Path:
+    """run/deadman.json: the monitor's dead man's switch pings (alerting/deadman.py), read by the snapshot."""
+    return run_dir(settings) / "deadman.json"
+
+
 def exit_note_path(settings: Any, component: str) -> Path:
     return run_dir(settings) / f"exit-note.{component}.json"
 

@@ -1,4 +1,5 @@
-"""Where alerts go: a Telegram chat and/or a webhook (Slack/Discord/any JSON receiver).
+"""Where alerts go: a Telegram chat, a webhook (Slack/Discord/any JSON receiver), and any service
+Apprise speaks (ALERT_URLS: discord://, slack://, ntfys://, mailto://, json://, ...), one channel per URL.
 
 Each channel's `send()` returns a `Delivery` saying whether it worked and whether retrying can
 help. Texts and errors pass through the log redactor: a token or webhook URL never leaves here.
@@ -6,11 +7,13 @@ help. Texts and errors pass through the log redactor: a token or webhook URL nev
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..config import Settings, mask_secret
+from ..config import ConfigError, Settings, mask_secret, url_scheme
 from .. import fmt
 from .incidents import fmt_time
 from ..logs import Redactor
@@ -105,6 +108,101 @@ class WebhookChannel:
         return Delivery(False, error, permanent=400 <= resp.status_code < 500 and resp.status_code != 408)
 
 
+class _Captured(logging.Handler):
+    """Apprise says why a notification failed only in its log: keep its warnings for the Delivery."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(record.getMessage())
+        except Exception:  # a bad %-format in a library's record must not fail the send
+            pass
+
+
+URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+|/\S{6,}")  # a URL or a path may carry the token
+NOTIFY_TYPES = {"down": "failure", "flapping": "failure", "recovered": "success", "test": "info",
+                "daily-report": "info", "flap-summary": "info"}
+
+
+def apprise_module():
+    """Apprise, imported on first use only (45 ms, plus 120 ms and 15 MB at the first alert:
+    bench/apprise_cost.py). Its own
+    log lines stop at its logger: they reach us only as a Delivery's error, scrubbed and redacted."""
+    import apprise
+
+    logger = logging.getLogger("apprise")
+    if logger.propagate:
+        logger.propagate = False
+        logger.addHandler(logging.NullHandler())  # not Python's last resort (stderr) either
+    return apprise
+
+
+class AppriseChannel:
+    """One Apprise URL. The URL is the secret: only its scheme is ever shown."""
+
+    def __init__(self, url: str, name: str, redact: Callable[[str], str]):
+        self._url, self.name, self.redact = url, name, redact
+        self.scheme = url_scheme(url)
+        self._app: Any = None
+
+    def describe(self) -> str:
+        return f"Apprise {self.scheme}://*** ({self.name})"
+
+    def _apprise(self) -> Any:
+        if self._app is None:
+            apprise = apprise_module()
+            app = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
+            self._app = app if app.add(self._url) else False
+        return self._app
+
+    def send(self, text: str, payload: Mapping[str, Any]) -> Delivery:
+        app = self._apprise()
+        if not app:
+            return Delivery(False, f"Apprise does not accept the {self.scheme}:// URL in ALERT_URLS", permanent=True)
+        kind = str(payload.get("event") or "alert")
+        title = f"botkeeper {kind}" + (f" on {payload['host']}" if payload.get("host") else "")
+        captured = _Captured()
+        logger = logging.getLogger("apprise")
+        logger.addHandler(captured)
+        try:
+            ok = app.notify(body=text, title=title, notify_type=NOTIFY_TYPES.get(kind, "warning"))
+        except Exception as exc:  # a plugin's bug must not take the monitor down; the alert is retried
+            ok, captured.lines = False, captured.lines + [type(exc).__name__]
+        finally:
+            logger.removeHandler(captured)
+        if ok:
+            return Delivery(True)
+        why = URL_LIKE.sub("…", captured.lines[-1]) if captured.lines else "no reason given"
+        return Delivery(False, self.redact(f"Apprise {self.scheme}:// not delivered: {why}")[:200])
+
+
+def apprise_names(urls: tuple[str, ...]) -> list[str]:
+    """Outbox channel names, stable while ALERT_URLS keeps its order: `discord`, `discord-2`, `json`."""
+    names, seen = [], {}
+    for url in urls:
+        scheme = url_scheme(url)
+        seen[scheme] = seen.get(scheme, 0) + 1
+        names.append(scheme if seen[scheme] == 1 else f"{scheme}-{seen[scheme]}")
+    return names
+
+
+def check_alert_urls(settings: Settings) -> None:
+    """ConfigError naming the entry and its scheme when Apprise does not accept an ALERT_URLS entry
+    (an unknown service, a missing part). Imports Apprise only when ALERT_URLS is set."""
+    if not settings.alert_urls:
+        return
+    apprise = apprise_module()
+    for n, url in enumerate(settings.alert_urls, 1):
+        if apprise.Apprise.instantiate(url) is None:
+            scheme = url_scheme(url)
+            raise ConfigError(f"ALERT_URLS entry {n} ({scheme}://***) is not valid: expected a URL Apprise accepts;"
+                              f" {scheme!r} is not a service it knows, or the URL lacks a part that service needs"
+                              " (see https://github.com/caronc/apprise/wiki)")
+
+
 def make_redactor(settings: Settings) -> Redactor:
     return Redactor(settings.secrets() + [settings.bot_token or ""])
 
@@ -118,6 +216,8 @@ def channels(settings: Settings, redact: Callable[[str], str] | None = None) -> 
         found.append(TelegramChannel(settings.bot_api_base_url, token, settings.admin_chat_id, redact))
     if settings.monitoring_webhook:
         found.append(WebhookChannel(settings.monitoring_webhook, redact))
+    urls = settings.alert_urls or ()
+    found.extend(AppriseChannel(url, name, redact) for url, name in zip(urls, apprise_names(urls)))
     return found
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 
 from . import notices, report
 from .. import fmt, runfiles
-from .alert_channels import channels, make_redactor, webhook_payload, with_delay_note
+from .alert_channels import channels, check_alert_urls, make_redactor, webhook_payload, with_delay_note
 from ..causes import Cause
 from ..config import ConfigError, Settings
 from .incidents import (Action, Alert, Close, Incident, Open, Rules, Tracker, Update, decide,
@@ -205,8 +205,8 @@ class Alerter:
             if not self.settings.alerts:
                 log.info("alerts: %s alert not sent (ALERTS=off): %s", kind, text)
             else:
-                log.warning("alerts: %s alert not sent, no channel configured (set ADMIN_CHAT_ID or"
-                            " MONITORING_WEBHOOK): %s", kind, text)
+                log.warning("alerts: %s alert not sent, no channel configured (set ADMIN_CHAT_ID,"
+                            " MONITORING_WEBHOOK or ALERT_URLS): %s", kind, text)
             return False
         with self.store.transaction() as conn:
             for ch in self.channels:
@@ -270,6 +270,7 @@ def main_test(argv: list[str]) -> int:
     parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        check_alert_urls(settings)
     except ConfigError as exc:
         print(f"botkeeper: configuration error: {exc}", file=sys.stderr)
         return 78
@@ -277,7 +278,8 @@ def main_test(argv: list[str]) -> int:
     if not chans:
         print("botkeeper: no alert channel is configured. Set ADMIN_CHAT_ID (your Telegram chat id; alerts are"
               " sent with ALERT_BOT_TOKEN or the bot's token) and/or MONITORING_WEBHOOK (a URL that receives"
-              " JSON, e.g. a Slack or Discord webhook).", file=sys.stderr)
+              " JSON, e.g. a Slack or Discord webhook) and/or ALERT_URLS (Apprise URLs: discord://, slack://, ntfys://,"
+              " mailto://, json://, ...).", file=sys.stderr)
         return 1
     if not settings.alerts:
         print("note: ALERTS is off, so real incidents are not sent; this test is sent anyway.")

@@ -49,6 +49,7 @@ class Monitor:
         # Alerts are sent from this process so the supervisor stays small; the one call site is in
         # step(), which hands the alerter the same snapshot and verdict it judged by.
         self.alerter: Any = None
+        self.deadman: Any = None  # DEADMAN_URL: alerting/deadman.py, one call per tick (never blocks)
 
     # --- one check ---------------------------------------------------------------------------------
     def step(self) -> Decision:
@@ -80,6 +81,8 @@ class Monitor:
         if now >= self.next_sample:
             self.next_sample = now + self.settings.sample_interval
             self.sample(obs.rss_bytes, obs.cpu_percent, now)
+        if self.deadman is not None:  # before the alerter: its deliveries may take seconds
+            self.deadman.step(now, verdict)
         if self.alerter is not None:  # the single alert call site, every tick
             self.alerter.step(now, snap, verdict)
         return decision
@@ -140,6 +143,10 @@ def main(settings: Settings) -> int:
 
         monitor = Monitor(settings)
         monitor.alerter = Alerter(settings, store=monitor.store)  # incidents + alerts, every tick
+        if settings.deadman_url:
+            from .deadman import DeadMan
+
+            monitor.deadman = DeadMan(settings, monitor.alerter.redact)
         return monitor.run()
     except Exception:  # process boundary: the supervisor restarts us
         log.exception("monitor crashed")

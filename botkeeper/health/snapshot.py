@@ -50,6 +50,7 @@ class Snapshot:
     answered: bool = False  # the state came from the supervisor's own answer on the control socket
     took: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    deadman: dict[str, Any] | None = None  # run/deadman.json (DEADMAN_URL set): the last pings and their answers
 
     def component(self, name: str) -> dict[str, Any] | None:
         for comp in (self.state or {}).get("components", []):
@@ -165,6 +166,43 @@ def process_matches(pid: Any, recorded_create_time: Any) -> bool:
     return created is not None and abs(created - float(recorded_create_time)) <= 0.05
 
 
+MAX_DEADMAN_BYTES = 16 * 1024
+
+
+def read_deadman(settings: Any) -> dict[str, Any] | None:
+    """The monitor's dead man's switch figures, or None (not configured, not written yet, unreadable)."""
+    if not getattr(settings, "deadman_url", None):
+        return None
+    raw, _, _, _ = _read_capped(runfiles.deadman_file(settings), MAX_DEADMAN_BYTES)
+    try:
+        doc = json.loads(raw.decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def deadman_view(doc: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """What the page, `status` and /metrics show of the dead man's switch, from the snapshot's figures."""
+    doc = doc or {}
+    last = doc.get("last") if isinstance(doc.get("last"), dict) else None
+    num = lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
+    counts = {k: int(num(doc.get(k)) or 0) for k in ("sent", "ok", "failed", "dropped")}
+    at = num(last.get("at")) if last else None
+    view = {"service": doc.get("service"), "interval": num(doc.get("interval")),
+            "last_kind": last.get("kind") if last else None, "last_at": at,
+            "last_age": None if at is None else round(max(0.0, now - at), 1),
+            "last_ok": bool(last.get("ok")) if last else None,
+            "last_answer": str(last.get("answer"))[:100] if last else None,
+            "last_ok_at": num(doc.get("last_ok_at"))} | counts
+    if last is None:
+        view["text"] = "no ping sent yet"
+    else:
+        view["text"] = (f"{view['last_kind']} ping {'answered' if view['last_ok'] else 'failed'}: {view['last_answer']}"
+                        f"; {counts['sent']} sent, {counts['failed']} failed"
+                        + (f", {counts['dropped']} dropped" if counts["dropped"] else ""))
+    return view
+
+
 def read_supervisor(settings: Any) -> tuple[bool, int | None]:
     """(alive, pid) from run/supervisor.pid, verified by create time (a reused PID is not ours)."""
     record = runfiles.read_pid_record(settings, "supervisor")
@@ -205,6 +243,7 @@ def read_snapshot(settings: Any, now: float | None = None, answered_state: dict 
             # leftovers and the "since", but it is not the truth about now.
             state_error = None
     beat = read_heartbeat(Path(settings.heartbeat_file))
+    deadman = read_deadman(settings)
     now = clock() if now is None else now
     return Snapshot(now, state, state_error, alive, pid if isinstance(pid, int) else None, stopping, beat,
-                    answered=answered_state is not None, took=time.perf_counter() - started)
+                    answered=answered_state is not None, took=time.perf_counter() - started, deadman=deadman)

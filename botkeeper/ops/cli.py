@@ -20,6 +20,7 @@ from .. import fmt, runfiles
 from ..fmt import duration as fmt_duration, size as fmt_bytes
 from ..config import ConfigError, EX_CONFIG, Settings
 from ..fsutil import ensure_dirs_or_exit
+from ..health.snapshot import deadman_view
 from ..health.verdict import NEEDS_CONFIG, read_and_judge
 
 EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
@@ -42,6 +43,9 @@ DELEGATED = {
 }
 
 
+CHECKS_ALERT_URLS = ("start", "ensure", "reload")  # not `supervise`: Apprise would stay in its memory
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, early = global_options(argv)
@@ -60,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` ends quietly, no traceback
     try:
         settings = Settings.from_env()
+        if args.command in CHECKS_ALERT_URLS and settings.alert_urls:
+            from ..alerting.alert_channels import check_alert_urls
+
+            check_alert_urls(settings)  # Apprise's own check (imported only here): a bad URL is 78 now
     except ConfigError as exc:
         kept = "reload refused, the running settings are kept: " if args.command == "reload" else ""
         print(f"botkeeper: {kept}configuration error: {exc}", file=sys.stderr)
@@ -347,6 +355,7 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         "checks": [c.as_dict() for c in verdict.checks],
         "recent_restarts": state.get("recent_restarts", [])[-10:],
         "history": history_summary(settings, now),
+        "deadman": deadman_view(snap.deadman, now) if settings.deadman_url else None,
     }
 
 
@@ -408,6 +417,10 @@ def render_table(status: dict[str, Any]) -> str:
         inc = hist.get("open_incident")
         if inc:
             out.append(f"  ! open incident: {inc['cause']} for {fmt_duration(inc['duration_seconds'])}")
+    dm = status.get("deadman")
+    if dm:
+        when = "" if dm.get("last_age") is None else f"{fmt_duration(dm['last_age'])} ago, "
+        out.append(f"dead man's switch: {when}{dm['text']}")
     for check in status["checks"]:
         if not check["ok"]:
             out.append(f"  ! {check['name']}: {check['detail']}")

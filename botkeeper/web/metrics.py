@@ -36,6 +36,8 @@ class BotkeeperCollector(Collector):
             yield from _outbox(snap["outbox"])
         yield from _errors(self.source.errors_summary(self.source.clock())["counts"])
         yield from _work(snap["work"], snap["quarantined_updates"])
+        if snap.get("deadman"):
+            yield from _deadman(snap["deadman"])
 
 
 def _gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
@@ -135,6 +137,20 @@ def _outbox(box: dict[str, Any]) -> Iterator[Metric]:
     for name, doc in (("sent", "Outbox messages delivered"), ("retried", "Outbox send attempts to be retried"),
                       ("dead", "Outbox messages dead-lettered")):
         yield CounterMetricFamily(f"botkeeper_outbox_{name}", doc, value=box[name])
+
+
+def _deadman(dm: dict[str, Any]) -> Iterator[Metric]:
+    """DEADMAN_URL: the monitor's pings to the dead man's switch (run/deadman.json via the snapshot)."""
+    pings = CounterMetricFamily("botkeeper_deadman_pings", "Dead man's switch pings since the monitor started,"
+                                " by result (dropped: not sent, the queue was full)", labels=["result"])
+    for result in ("ok", "failed", "dropped"):
+        pings.add_metric([result], dm[result])
+    yield pings
+    yield from _gauge("botkeeper_deadman_last_ping_timestamp_seconds", "When the last dead man's switch ping was"
+                      " answered or failed (Unix time)", dm["last_at"])
+    if dm["last_ok"] is not None:
+        yield GaugeMetricFamily("botkeeper_deadman_last_ping_ok", "1 when the last dead man's switch ping was"
+                                " answered with 2xx", value=int(dm["last_ok"]))
 
 
 ERROR_LABELS = 10  # fingerprints with a label of their own; the rest are summed as "other"

@@ -19,7 +19,7 @@ from ..logs import Redactor
 from ..bot.outbox import outbox_summary
 from ..bot.poison import quarantine_summary
 from ..health.procstats import HostStats, ProcessStats
-from ..health.snapshot import Snapshot, read_snapshot
+from ..health.snapshot import Snapshot, deadman_view, read_snapshot
 from ..states import LIVE, State
 from ..causes import Cause
 from ..health.verdict import Limits, Verdict, judge
@@ -235,6 +235,7 @@ class StatusSource:
             "errors": self.errors_summary(now)["top"],
             "work": self._work(reading),  # issue 10: what the bot works on, where it hangs, what fails
             "quarantined_updates": self._quarantined(),
+            "deadman": deadman_view(reading.snapshot.deadman, now) if self.settings.deadman_url else None,
         }
         return data
 

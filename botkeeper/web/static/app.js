@@ -111,6 +111,11 @@
       counts.appendChild(document.createElement("br"));
       counts.appendChild(document.createTextNode("sent " + ob.sent + " · retried " + ob.retried + " · dead " + ob.dead));
     }
+    var dm = s.deadman;
+    if (dm && $("deadman-age")) {
+      $("deadman-age").textContent = dm.last_age === null ? "–" : dur(dm.last_age) + " ago";
+      $("deadman-text").textContent = dm.text;
+    }
   }
 
   function renderComponents(s) {
