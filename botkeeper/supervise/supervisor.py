@@ -28,7 +28,7 @@ from .childlogs import OutputFanout
 from ..config import EX_CONFIG, ComponentSpec, ConfigError, Settings
 from .control_server import ControlServer
 from ..fsutil import atomic_write_json, create_time, make_private, read_json, write_pidfile
-from ..logs import Redactor
+from ..logs import Redactor, escape
 from ..states import LIVE, State, check_transition
 from ..store import Store
 
@@ -492,8 +492,10 @@ class Supervisor:
     # --- control channel: botkeeper/supervise/control_server.py serves it, this answers ------------------------
     def handle(self, request: dict[str, Any]) -> Any:
         cmd = request.get("cmd")
-        by = str(request.get("by") or "control")[:40]
-        reason = str(request.get("reason") or f"requested by {by}")[:300]
+        by = escape(str(request.get("by") or "control"), 40)
+        # Operator-typed text (restart --reason) lands in state.json, history and logs: masked and
+        # escaped here, once, whoever sent it.
+        reason = escape(self.redact(str(request.get("reason") or f"requested by {by}")), 300)
         default = Cause.OPERATOR if by in OPERATORS else Cause.UNKNOWN
         cause = Cause.parse(request.get("cause"), default) if request.get("cause") else default
         if cmd == "status":
