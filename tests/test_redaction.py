@@ -154,3 +154,26 @@ def test_an_operator_reason_is_masked_and_escaped_everywhere(home, supervised):
         for needle in (RESTART_SECRET, FAKE_TOKEN.split(":")[1]):
             assert needle.encode() not in data, f"{needle!r} leaked into {path}"
         assert b"\nFAKE 00:00" not in data, f"a forged line in {path}"
+
+
+def test_client_values_are_escaped_and_refusals_summarised_once_a_minute():
+    from botkeeper.logs import Refusals, escape
+
+    assert escape("/a\nb\r\x1b[31m\\x\u2028") == "/a\\nb\\r\\x1b[31m\\\\x\\u2028"
+    assert escape("z" * 500) == "z" * 200 + "...(+300 chars)"
+    now = [0.0]
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("test.refusals")
+    logger.addHandler(Keep())
+    refusals = Refusals(logger, "refused", every=60.0, clock=lambda: now[0])
+    for i in range(1000):
+        now[0] = i * 0.1  # 1000 refusals over 100 s
+        refusals.note(f"latest from 10.0.0.{i % 7}")
+    assert len(lines) == 2 and lines[0] == "refused (latest from 10.0.0.0)"
+    assert lines[1].startswith("refused: 600 in the last 60 s, 601 in all")
+    assert refusals.total == 1000
