@@ -62,16 +62,19 @@ async def _discard(reader: asyncio.StreamReader, length: int) -> bool:
     can be kept), a chunk at a time; False when it did not come in time or is too large."""
     if length > DRAIN_MAX:
         return False
+
+    async def drain(left: int) -> bool:
+        while left > 0:
+            chunk = await reader.read(min(left, READ_CHUNK))
+            if not chunk:
+                return False
+            left -= len(chunk)
+        return True
+
     try:
-        async with asyncio.timeout(DRAIN_TIMEOUT):
-            while length > 0:
-                chunk = await reader.read(min(length, READ_CHUNK))
-                if not chunk:
-                    return False
-                length -= len(chunk)
-    except TimeoutError:
+        return await asyncio.wait_for(drain(length), DRAIN_TIMEOUT)  # (asyncio.timeout is 3.11+)
+    except asyncio.TimeoutError:
         return False
-    return True
 
 
 def parse_update(body: bytes) -> dict[str, Any] | None:
