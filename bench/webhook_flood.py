@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -293,6 +294,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(sup.pid, signal.SIGKILL)
         emulator.stop()
+        shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
