@@ -6,11 +6,12 @@ See botkeeper/supervise/recovery.py. Logs to logs/auto_recovery.log; SIGTERM end
 
 from botkeeper import logs
 from botkeeper.config import load_or_exit
-from botkeeper.fsutil import ensure_dirs_or_exit
+from botkeeper.fsutil import ensure_dirs_or_exit, private_umask
 
 
 def main() -> int:
     settings = load_or_exit()
+    private_umask()
     ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
     logs.setup(settings, "auto_recovery", to_file=True)
     from botkeeper.supervise.recovery import main as run

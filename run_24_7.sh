@@ -2,6 +2,7 @@
 # Keeps the botkeeper supervisor alive: restarts it with backoff whenever it exits, forwards
 # SIGTERM/SIGINT to it, and exits when asked to stop. One runner per bundle (flock on run/runner.lock).
 set -u
+umask 077  # the bundle's files are private (logs hold user messages; run/*.lock must be ours alone)
 cd "$(dirname "$0")"
 home="${BOTKEEPER_HOME:-$PWD}"
 run="$home/run"

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 EX_CONFIG = 78
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where main.py and friends live
@@ -451,6 +451,51 @@ def _redis_url(raw: Any) -> str:
     return text
 
 
+# Schemes whose host is a public server name; in any other URL-valued secret (an Apprise URL such
+# as tgram://<bot token>/<chat> or discord://<id>/<token>) the host part is itself a secret.
+PUBLIC_HOST_SCHEMES = frozenset({"http", "https", "redis", "rediss", "json", "jsons", "xml", "xmls", "form", "forms"})
+
+
+def secret_parts(value: Any) -> list[str]:
+    """One secret setting's value and every part of it that may be printed alone, for the one
+    redaction filter (logs.Redactor adds the URL-encoded forms). A list/tuple, or a string holding
+    several URLs (comma or space separated), counts item by item. For a URL: the whole URL, its
+    password, the path with the query, the query, each query value of 6+ characters, each path
+    segment of 8+ characters that holds a digit (or of 20+), and for a scheme outside
+    PUBLIC_HOST_SCHEMES its user and host part and every path segment of 6+ characters too."""
+    if not value:
+        return []
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [part for item in value for part in secret_parts(item)]
+    text = str(value)
+    if text.count("://") > 1:
+        return [text] + [part for item in re.split(r"[\s,]+", text) if item for part in secret_parts(item)]
+    parts = [text]
+    try:
+        url = urlsplit(text)
+        password = url.password
+    except ValueError:
+        return parts
+    if not (url.scheme and url.netloc):
+        return parts
+    if password:
+        parts.append(password)
+    if url.scheme.lower() not in PUBLIC_HOST_SCHEMES:
+        parts += [p for p in (url.netloc, url.netloc.rpartition("@")[2], url.username) if p and len(p) >= 6]
+    tail = url.path + (f"?{url.query}" if url.query else "")
+    if len(tail) >= 8:
+        parts.append(tail)
+    if len(url.path) >= 8:
+        parts.append(url.path)
+    if url.query:
+        parts.append(url.query)
+        parts += [v for _, v in parse_qsl(url.query) if len(v) >= 6]
+    public_host = url.scheme.lower() in PUBLIC_HOST_SCHEMES
+    parts += [seg for seg in url.path.split("/") if len(seg) >= 20 or (len(seg) >= 8 and any(
+        ch.isdigit() for ch in seg)) or (not public_host and len(seg) >= 6)]
+    return list(dict.fromkeys(parts))
+
+
 def redis_password(url: str | None) -> str | None:
     """The password inside REDIS_URL: a secret of its own for the redactor (it may appear alone)."""
     return urlsplit(url).password if url else None
@@ -773,13 +818,15 @@ class Settings:
         return env | importable_env()
 
     def secrets(self) -> list[str]:
-        """Every configured secret value, for the log redaction filter."""
-        found: list[str] = []
-        for value in (getattr(self, f) for f in SECRET_FIELDS):
-            found.extend(v for v in (value if isinstance(value, tuple) else (value,)) if v)
+        """The one list the redaction filter masks: every setting whose Knob is marked secret, with
+        the parts of it that may be printed alone (`secret_parts`: a webhook URL's path and query,
+        REDIS_URL's password, an Apprise URL's token; `url_secret_parts`: what Apprise rewrites
+        discord://ID/TOKEN into). A new secret setting is one Knob with secret=True."""
+        found = [p for f in SECRET_FIELDS for p in secret_parts(getattr(self, f))]
         for url in (*(self.alert_urls or ()), self.deadman_url or ""):
             found.extend(url_secret_parts(url) if url else ())
-        return found + [p for p in (redis_password(self.redis_url),) if p]
+        found.extend(p for p in (redis_password(self.redis_url),) if p)
+        return list(dict.fromkeys(found))
 
     def component(self, name: str) -> ComponentSpec | None:
         return next((c for c in self.components if c.name == name), None)

@@ -7,7 +7,9 @@ when a newer one arrives (two bots on one token). setWebhook registers a webhook
 pending updates are then POSTed to it with the X-Telegram-Bot-Api-Secret-Token header (getUpdates
 answers 409), and getWebhookInfo reports the pending count and the last delivery error.
 
-Control side, JSON under `/_emulator/` (see `Emulator.control`): inject a user message, read what
+Control side, JSON under `/_emulator/` (see `Emulator.control`), only with the per-run control token
+(`Authorization: Bearer <token>`; `Emulator.control_token`, and for the demo component the file
+run/emulator.token, 0600): inject a user message, read what
 the bot sent (optionally waiting), inject faults for the next N calls, restrict accepted tokens,
 count calls, enforce Telegram's sending limits (`limits`: 429 with retry_after), report the send
 rates the bot reached (`rates`). `Emulator(port=0).start()` runs it in-thread for tests; `main(argv)` is
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hmac
 import json
+import os
+import secrets
 import logging
 import re
 import signal
@@ -196,8 +201,11 @@ class Emulator:
     """The emulator's logic plus an HTTP server around it. Thread-safe."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tokens: list[str] | None = None,
-                 limits: Limits | None = None, keep: int = MAX_KEPT):
+                 limits: Limits | None = None, keep: int = MAX_KEPT, control_token: str | None = None):
         self.host, self.port = host, port
+        # Loopback is shared by every user of the machine: the control side (inject, read what the
+        # bot sent, faults) answers only to whoever holds this. In-process callers need none.
+        self.control_token = control_token or secrets.token_urlsafe(24)
         self.state = State(tokens=set(tokens) if tokens else None, limits=limits)
         self.state.sent = collections.deque(maxlen=keep)  # the bench keeps every message
         self._server: _Server | None = None
@@ -210,6 +218,16 @@ class Emulator:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """Headers for an HTTP client of the control side."""
+        return {"Authorization": f"Bearer {self.control_token}"}
+
+    def control_allowed(self, authorization: str | None) -> bool:
+        scheme, _, presented = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(),
+                                                                  self.control_token.encode())
 
     def start(self) -> str:
         """Listen (again, on the same port after stop(): state is kept) and serve in a thread."""
@@ -757,6 +775,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, verb: str) -> None:
         path = urlsplit(self.path).path
+        if path.startswith("/_emulator") and not self.emulator.control_allowed(self.headers.get("Authorization")):
+            self.close_connection = True  # its body is not read
+            self._send(401, {"error": "the emulator's control side needs 'Authorization: Bearer <token>'"
+                                      " (the demo writes it to run/emulator.token)"})
+            return
         try:
             params = self._params()
         except (ValueError, UnicodeDecodeError):
@@ -835,6 +858,19 @@ def demo_user(emulator: Emulator, interval: float, stop: threading.Event) -> Non
         n += 1
 
 
+def write_private(path: Any, text: str) -> None:
+    """The control token, readable by this user only (whatever the umask), replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 # --- command line ----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     from .config import load_or_exit
@@ -861,11 +897,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     emulator = Emulator(args.host, args.port, tokens=args.token,
                         limits=Limits() if args.limits else None)
+    token_file = settings.run_dir / "emulator.token"
+    try:
+        write_private(token_file, emulator.control_token)
+    except OSError as exc:
+        logger.error("cannot write %s: %s", token_file, exc.strerror or exc)
+        return 1
     try:
         url = emulator.start()
     except OSError as exc:
         logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc.strerror or exc)
         return 1
+    logger.info("control API at %s/_emulator/ with the token in %s (new on every start)", url, token_file)
     logger.info("Telegram Bot API emulator listening on %s (bot API at %s/bot<TOKEN>/<method>)", url, url)
     demo = None
     if args.demo:

@@ -54,6 +54,48 @@ def _unusable(d: Path, what: str, exc: OSError) -> UnusableDirectory:
                              " directory", EX_CONFIG)
 
 
+# --- private by default --------------------------------------------------------------------------
+# The bundle's files hold user messages (logs), queued codes (outbox.db), tokens' hiding places:
+# on a shared machine nobody else may read them, nor open run/*.lock to hold our locks.
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> None:
+    """From here on this process and its children create files 0600 and directories 0700."""
+    os.umask(PRIVATE_UMASK)
+
+
+def make_private(*dirs: Path) -> list[Path]:
+    """Take group and other permissions off each directory and everything under it (not following
+    symbolic links; only what this user owns): the paths changed, for one notice."""
+    uid = os.getuid()
+    changed: list[Path] = []
+
+    def tighten(path: Path, st: os.stat_result) -> None:
+        if st.st_uid == uid and st.st_mode & 0o077:
+            try:
+                os.chmod(path, st.st_mode & 0o7700, follow_symlinks=False)
+                changed.append(path)
+            except OSError:
+                pass  # gone meanwhile, or a file system without modes: nothing to tighten
+
+    for top in dirs:
+        try:
+            tighten(top, top.lstat())
+        except OSError:
+            continue
+        for root, dirnames, files in os.walk(top):
+            for name in dirnames + files:
+                path = Path(root) / name
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue
+                if not os.path.islink(path):
+                    tighten(path, st)
+    return changed
+
+
 def ensure_dirs_or_exit(*dirs: Path) -> None:
     """For entry points: the directories, or one line on stderr and exit 78 (73 when the disk is full)."""
     try:

@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
@@ -56,6 +58,55 @@ class Redactor:
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
         return TOKEN_SHAPE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+
+
+# --- client-supplied values ----------------------------------------------------------------------
+# A request path, a header, a name a client chose: shown escaped, so `%0A<fake line>` or an ANSI
+# escape can never forge or colour a log line; cut so a 1 MiB header cannot fill the log.
+_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", ord("\\"): "\\\\",
+    0x2028: "\\u2028", 0x2029: "\\u2029"}
+CLIENT_VALUE_MAX = 200
+
+
+def escape(value: object, limit: int = CLIENT_VALUE_MAX) -> str:
+    """A client-supplied value as it may reach a log: control characters as \\n, \\x1b ..., a
+    backslash doubled, at most `limit` characters (then how many more there were)."""
+    text = value if isinstance(value, str) else str(value)
+    more = len(text) - limit
+    text = text[:limit].translate(_ESCAPES)
+    return f"{text}...(+{more} chars)" if more > 0 else text
+
+
+class Refusals:
+    """Refused requests (a wrong webhook secret, a locked-out token guesser) logged as at most one
+    line per `every` seconds: the first at once, later ones as a count with the latest detail.
+    A flood costs one line a minute, not one per request. Thread-safe (waitress's threads)."""
+
+    def __init__(self, logger: logging.Logger, what: str, every: float = 60.0,
+                 clock=time.monotonic):
+        self.log, self.what, self.every, self.clock = logger, what, every, clock
+        self.total = 0
+        self._pending = 0
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def note(self, detail: str = "") -> None:
+        """Count one refusal; `detail` must already be escaped (see `escape`)."""
+        with self._lock:
+            now = self.clock()
+            self.total += 1
+            self._pending += 1
+            if self._last is not None and now - self._last < self.every:
+                return
+            first, count = self._last is None, self._pending
+            self._last, self._pending = now, 0
+        suffix = f" ({detail})" if detail else ""
+        if first:
+            self.log.warning("%s%s", self.what, suffix)
+        else:
+            self.log.warning("%s: %d in the last %d s, %d in all; latest%s", self.what, count,
+                             round(self.every), self.total, suffix or " (no detail)")
 
 
 class RedactingFilter(logging.Filter):

@@ -13,6 +13,7 @@ import requests
 
 from botfixtures import FAKE_TOKEN, emulator, wait_for  # noqa: F401 - fixture
 from botkeeper.config import Settings
+from botkeeper.emulator import Emulator
 from conftest import ROOT, bk_env, free_port
 
 OTHER_TOKEN = "987654321:BBH-another-token-for-tests-0123456"
@@ -90,7 +91,8 @@ def test_send_edit_and_read_back(emulator):
     assert sent["chat"]["id"] == chat and sent["text"] == "hi"
     edited = api(emulator, "editMessageText", chat_id=chat, message_id=sent["message_id"], text="hi again").json()
     assert edited["result"]["text"] == "hi again"
-    got = requests.get(f"{emulator.url}/_emulator/sent", params={"chat_id": chat}, timeout=5).json()["messages"]
+    got = requests.get(f"{emulator.url}/_emulator/sent", params={"chat_id": chat}, timeout=5,
+                       headers=emulator.control_headers).json()["messages"]
     assert [m["text"] for m in got] == ["hi again"]
     for method in ("setMyCommands", "sendChatAction", "answerCallbackQuery", "close", "logOut"):
         assert api(emulator, method, chat_id=chat, action="typing", callback_query_id="1").json()["result"] is True
@@ -98,20 +100,23 @@ def test_send_edit_and_read_back(emulator):
 
 
 def test_control_inject_and_wait_for_answer(emulator):
-    injected = requests.post(f"{emulator.url}/_emulator/messages", json={"text": "/ping", "chat_id": 5}, timeout=5).json()
+    injected = requests.post(f"{emulator.url}/_emulator/messages", json={"text": "/ping", "chat_id": 5}, timeout=5,
+                             headers=emulator.control_headers).json()
     assert injected["update_id"] >= 1 and injected["message_id"] >= 1
     threading.Timer(0.3, api, args=(emulator, "sendMessage"), kwargs={"chat_id": 5, "text": "pong"}).start()
     started = time.monotonic()
     got = requests.get(f"{emulator.url}/_emulator/sent",
-                       params={"chat_id": 5, "after": injected["message_id"], "wait": 5}, timeout=10).json()
+                       params={"chat_id": 5, "after": injected["message_id"], "wait": 5}, timeout=10,
+                       headers=emulator.control_headers).json()
     assert [m["text"] for m in got["messages"]] == ["pong"]
     assert time.monotonic() - started < 3
-    assert requests.get(f"{emulator.url}/_emulator/nope", timeout=5).status_code == 404
+    assert requests.get(f"{emulator.url}/_emulator/nope", timeout=5, headers=emulator.control_headers).status_code == 404
 
 
 def test_faults_errors_for_next_n_calls(emulator):
     r = requests.post(f"{emulator.url}/_emulator/faults",
-                      json={"method": "sendMessage", "status": 429, "retry_after": 3, "count": 2}, timeout=5)
+                      json={"method": "sendMessage", "status": 429, "retry_after": 3, "count": 2}, timeout=5,
+                      headers=emulator.control_headers)
     assert r.json()["fault"]["count"] == 2
     for _ in range(2):
         res = api(emulator, "sendMessage", chat_id=1, text="x")
@@ -123,7 +128,7 @@ def test_faults_errors_for_next_n_calls(emulator):
 
     emulator.add_fault("*", status=502, count=None)
     assert api(emulator, "getMe").status_code == 502 and api(emulator, "getUpdates").status_code == 502
-    requests.delete(f"{emulator.url}/_emulator/faults", timeout=5)
+    requests.delete(f"{emulator.url}/_emulator/faults", timeout=5, headers=emulator.control_headers)
     assert api(emulator, "getMe").json()["ok"]
     for status, word in ((401, "Unauthorized"), (409, "Conflict"), (500, "Internal")):
         emulator.add_fault("getMe", status=status)
@@ -143,7 +148,8 @@ def test_faults_drop_hang_delay(emulator):
         api(emulator, "getMe", http_timeout=0.5)
     emulator.clear_faults()  # also ends the hang in progress
     assert api(emulator, "getMe").json()["ok"]
-    bad = requests.post(f"{emulator.url}/_emulator/faults", json={"kind": "explode"}, timeout=5)
+    bad = requests.post(f"{emulator.url}/_emulator/faults", json={"kind": "explode"}, timeout=5,
+                        headers=emulator.control_headers)
     assert bad.status_code == 400
 
 
@@ -196,3 +202,14 @@ def test_cli_dispatch_help(home):
     res = subprocess.run([sys.executable, "-m", "botkeeper", "emulator", "--help"], cwd=ROOT, env=bk_env(home),
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0 and "--demo" in res.stdout and "--token" in res.stdout
+
+
+def test_the_control_side_needs_the_per_run_token(emulator):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": emulator.control_token}):
+        r = requests.post(f"{emulator.url}/_emulator/faults", json={"method": "*", "kind": "hang"}, timeout=5,
+                          headers=headers)
+        assert r.status_code == 401 and "run/emulator.token" in r.json()["error"]
+        assert requests.get(f"{emulator.url}/_emulator/sent", timeout=5, headers=headers).status_code == 401
+    assert api(emulator, "getMe").status_code == 200  # no fault was injected
+    other = Emulator(port=0)
+    assert other.control_token != emulator.control_token  # one per run

@@ -16,15 +16,20 @@ from conftest import ROOT, component, free_port, supervised, wait_for  # noqa: F
 from botkeeper.health.snapshot import read_heartbeat
 
 
+CONTROL_TOKENS: dict[int, str] = {}  # port -> the demo emulator's run/emulator.token
+
+
 def emulator_call(port: int, action: str, method: str = "GET", timeout: float = 15, **params) -> dict:
-    """The demo emulator's control API (`/_emulator/<action>`), as a person poking the demo would."""
+    """The demo emulator's control API (`/_emulator/<action>`), as the bundle's owner poking the demo
+    would: with the token from run/emulator.token."""
     url = f"http://127.0.0.1:{port}/_emulator/{action}"
     data = None
     if method == "POST":
         data = json.dumps(params).encode()
     elif params:
         url += "?" + urllib.parse.urlencode(params)
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json",
+                                                 "Authorization": f"Bearer {CONTROL_TOKENS[port]}"}, method=method)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 
@@ -41,6 +46,10 @@ def start_demo(supervised, home, command: str) -> int:
     supervised(components={"web": {"enabled": False}, "monitor": {"enabled": False}},
                DEMO="on", EMULATOR_PORT=str(port), BOT_COMMAND=command, DEMO_INTERVAL="3600")
     wait_for(lambda: component(home, "emulator").get("state") == "running", 15, message="the demo emulator")
+    token_file = home / "run" / "emulator.token"
+    CONTROL_TOKENS[port] = wait_for(lambda: token_file.exists() and token_file.read_text(), 15,
+                                    message="run/emulator.token")
+    assert token_file.stat().st_mode & 0o077 == 0
     return port
 
 

@@ -157,3 +157,42 @@ def test_client_address_reads_forwarded_for_from_the_right():
     assert client_address("::1", "2001:db8::5", trusted) == "2001:db8::5"
     assert client_address("10.0.0.1", "198.51.100.2, garbage", trusted) == "10.0.0.1"
     assert client_address("10.0.0.1", "10.0.0.3, 10.0.0.2", trusted) == "10.0.0.3"
+
+
+# --- what a stranger may learn, and what reaches the log (issue 24) ------------------------------
+def test_locked_out_guessers_cannot_forge_log_lines_and_cost_one_line(client, caplog):
+    caplog.set_level(logging.WARNING)
+    forged = "/api/logs/bot%0A2026-01-01 00:00:00,000 INFO    supervisor: all fine%1B[31m"
+    for _ in range(30):
+        client.get(forged, headers=auth("wrong-token-value"))
+    lines = [r.getMessage() for r in caplog.records if "wrong tokens" in r.getMessage()]
+    assert len(lines) == 1, lines  # 25 locked-out answers, one line until the minute has passed
+    assert "\n" not in lines[0] and "\x1b" not in lines[0]
+    assert "bot\\n2026-01-01" in lines[0] and "\\x1b[31m" in lines[0]
+
+
+def test_public_surfaces_show_no_chat_or_user_ids(home, sleepers, clock):
+    from web_helpers import write_heartbeat
+
+    from botkeeper.fsutil import atomic_write_json
+
+    settings = settings_for(home, RESTART_TOKEN=TOKEN)
+    healthy_bundle(settings, sleepers, clock.now)
+    write_heartbeat(settings, clock.now, in_flight=[{"update_id": 31, "chat": 987654321, "user": 123123123,
+                                                     "kind": "message", "handler": "echo"}],
+                    blocked={"what": "handler echo (update 31, chat 987654321)", "for": 3.0})
+    atomic_write_json(settings.data_dir / "poison.json", {"quarantined": [
+        {"update_id": 30, "chat": 555444333, "user": 222111000, "kind": "/crash", "quarantined_at": clock.now}],
+        "quarantined_total": 1})
+    client = create_app(settings, clock=clock, cache_ttl=0.0).test_client()
+    page = client.get("/").get_data(as_text=True)
+    public = client.get("/api/status").get_data(as_text=True)
+    health = client.get("/api/health").get_data(as_text=True)
+    for text in (page, public, health):
+        for secret_id in ("987654321", "123123123", "555444333", "222111000"):
+            assert secret_id not in text
+    assert "update 30" in page and "chat (hidden)" in page  # the fact stays, the id does not
+    status = client.get("/api/status", headers=auth()).get_json()["data"]
+    assert status["work"]["in_flight"][0]["chat"] == 987654321
+    assert status["quarantined_updates"]["latest"][0]["user"] == 222111000
+    assert client.get("/api/status", headers=auth("wrong-token-value")).status_code == 401

@@ -33,6 +33,7 @@ from telegram.ext import Application, BaseUpdateProcessor
 from telegram.request import BaseRequest
 
 from ..health import heartbeat
+from ..logs import escape
 
 log = logging.getLogger("botkeeper.bot")
 TICK = 0.25  # seconds between the event loop's proofs of life to the watchdog
@@ -51,7 +52,7 @@ def kind_of(update: object) -> str:
     message = update.effective_message
     text = getattr(message, "text", None) if message is not None else None
     if text and text.startswith("/"):
-        return text.split()[0].split("@")[0][:64]
+        return escape(text.split()[0].split("@")[0], 64)  # a user typed it: it reaches logs and the page
     return next((k for k in KINDS if getattr(update, k, None) is not None), "update")
 
 

@@ -19,7 +19,7 @@ from ..supervise import bundle, control, process
 from .. import fmt, runfiles
 from ..fmt import duration as fmt_duration, size as fmt_bytes
 from ..config import ConfigError, EX_CONFIG, Settings
-from ..fsutil import ensure_dirs_or_exit
+from ..fsutil import ensure_dirs_or_exit, private_umask
 from ..health.snapshot import deadman_view
 from ..health.verdict import NEEDS_CONFIG, read_and_judge
 
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for notice in settings.notices:
         print(f"botkeeper: notice: {notice}", file=sys.stderr)
     if args.command in WRITES_HOME:
+        private_umask()  # inherited by the runner, the supervisor and every component
         ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
     return int(args.func(settings, args) or 0)
 

@@ -2,7 +2,7 @@
 
 Checks: settings, Python and package versions, the bot token (shape, then a real getMe against
 the configured Bot API), ADMIN_CHAT_ID (sendChatAction "typing"), the status-page port, logs/,
-data/ and run/ writable, free disk, data/history.db's integrity (quick_check), another copy
+data/ and run/ writable, free disk, a .env or botkeeper.toml with secrets that other users may read, data/history.db's integrity (quick_check), another copy
 polling (Conflict), clock skew (the API's HTTP Date header), and the running bundle's health. Exit 0 only when nothing FAILs (warnings pass).
 The token is never printed: only its public bot id (config.mask_secret).
 """
@@ -300,6 +300,35 @@ def check_history(path: Path) -> Result:
                   f" {path.name}.corrupt-<time> (kept) and a fresh database is started")
 
 
+def check_private(path: Path) -> Result | None:
+    """.env or botkeeper.toml that holds a secret (a secret setting with a value) and that other
+    users of the machine may read: the chmod that fixes it. None when the file is absent."""
+    from ..config import _read_dotenv, _read_toml
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    secret_names = {k.env for k in KNOBS.values() if k.secret}
+    try:
+        if path.name == "botkeeper.toml":
+            table = _read_toml(path).get("settings") or {}
+            keys = {str(k).upper() for k, v in table.items() if v not in (None, "")}
+        else:
+            keys = {k for k, v in _read_dotenv(path).items() if v}
+    except ConfigError:  # unreadable or invalid: the settings check says so
+        return None
+    held = sorted(keys & secret_names)
+    label = f"{path.name} privacy"
+    if not held:
+        return Result(label, OK, f"{path} holds no secret setting")
+    if mode & 0o077:
+        who = "everyone" if mode & 0o004 else "its group"
+        return Result(label, WARN, f"{path} holds {', '.join(held)} and is readable by {who} on this machine"
+                      f" (mode {mode & 0o777:o})", f"chmod 600 {path}")
+    return Result(label, OK, f"{path} holds secrets and is readable only by its owner")
+
+
 def check_bundle(verdict: Any, running: bool) -> Result:
     """The one verdict (botkeeper.health.verdict), as the page and `status` show it."""
     if not running:
@@ -383,6 +412,7 @@ def run_checks(environ: Mapping[str, str], probe: float = CONFLICT_PROBE) -> lis
     for path, label in ((settings.logs_dir, "logs"), (settings.data_dir, "data"), (settings.run_dir, "run")):
         results.append(check_writable(path, label))
     results.append(check_disk(settings.home, settings.min_free_disk_mb))
+    results += [r for r in (check_private(settings.home / ".env"), check_private(settings.home / "botkeeper.toml")) if r]
     results.append(check_history(settings.history_db))
     results.append(check_bundle(verdict, running))
     return results

@@ -27,8 +27,8 @@ from ..causes import Cause
 from .childlogs import OutputFanout
 from ..config import EX_CONFIG, ComponentSpec, ConfigError, Settings
 from .control_server import ControlServer
-from ..fsutil import atomic_write_json, create_time, read_json, write_pidfile
-from ..logs import Redactor
+from ..fsutil import atomic_write_json, create_time, make_private, read_json, write_pidfile
+from ..logs import Redactor, escape
 from ..states import LIVE, State, check_transition
 from ..store import Store
 
@@ -130,9 +130,13 @@ class Supervisor:
         s = self.settings
         for d in (s.logs_dir, s.data_dir, s.run_dir):
             d.mkdir(parents=True, exist_ok=True)
+        opened = make_private(s.run_dir, s.logs_dir, s.data_dir, s.archive_dir)  # before any new file
         previous = read_json(s.run_dir / "supervisor.pid")  # removed on a clean exit: still there = it died
         write_pidfile(s.run_dir / "supervisor.pid")
         self.output.setup(self.components)
+        if opened:
+            log.warning("private files: %d file(s) and directories under run/, logs/, data/ and logs_archive/ "
+                        "were open to other users of this machine (e.g. %s); now owner-only", len(opened), opened[0])
         if isinstance(previous, dict) and previous.get("pid") not in (None, os.getpid()):
             log.warning("supervisor pid %s ended without shutting down (killed or crashed)", previous["pid"])
             self.store_event("exit", "supervisor", f"pid {previous['pid']} ended without shutting down"
@@ -488,8 +492,10 @@ class Supervisor:
     # --- control channel: botkeeper/supervise/control_server.py serves it, this answers ------------------------
     def handle(self, request: dict[str, Any]) -> Any:
         cmd = request.get("cmd")
-        by = str(request.get("by") or "control")[:40]
-        reason = str(request.get("reason") or f"requested by {by}")[:300]
+        by = escape(str(request.get("by") or "control"), 40)
+        # Operator-typed text (restart --reason) lands in state.json, history and logs: masked and
+        # escaped here, once, whoever sent it.
+        reason = escape(self.redact(str(request.get("reason") or f"requested by {by}")), 300)
         default = Cause.OPERATOR if by in OPERATORS else Cause.UNKNOWN
         cause = Cause.parse(request.get("cause"), default) if request.get("cause") else default
         if cmd == "status":

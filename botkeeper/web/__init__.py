@@ -52,9 +52,21 @@ class WebContext:
         return value
 
 
+def _log_exception(app: Flask):
+    def log_exception(exc_info) -> None:  # noqa: ANN001 - Flask's signature
+        from flask import request
+
+        from ..logs import escape
+
+        app.logger.error("Exception on %s [%s]", escape(request.path), escape(request.method), exc_info=exc_info)
+
+    return log_exception
+
+
 def create_app(settings: Any, *, clock: Callable[[], float] = time.time, history: History | None = None,
                refresh_seconds: float = 5.0, cache_ttl: float = 1.0) -> Flask:
     app = Flask(__name__)
+    app.log_exception = _log_exception(app)  # Flask's own line quotes the raw request path
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY)
     app.json.sort_keys = False  # keep the documented field order
     source = StatusSource(settings, clock=clock, history=history, cache_ttl=cache_ttl)

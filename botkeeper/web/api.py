@@ -8,7 +8,7 @@ import re
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..supervise import control
-from ..logs import Redactor
+from ..logs import Redactor, escape
 from . import logtail, params
 from .errors import error_response
 from .status import ERROR_FIELDS
@@ -44,9 +44,9 @@ def _authorized() -> Response | None:
     denial = _ctx().gate.check(client, request.headers.get("Authorization"))
     if denial is None:
         return None
-    if denial.status == 429:
-        log.warning("auth: too many wrong tokens from %s (via %s) for %s", client, request.remote_addr,
-                    request.path)
+    if denial.status == 429:  # one line a minute however hard someone guesses; the path escaped
+        _ctx().gate.locked_out.note(f"latest from {escape(client)} (via {escape(request.remote_addr or '?')})"
+                                    f" for {escape(request.path)}")
     return error_response(denial.status, denial.error, denial.headers)
 
 
@@ -58,8 +58,14 @@ def health() -> Response:
 
 @bp.get("/status")
 def status() -> Response:
+    """Without a token the public view (no chat or user ids); with the right one, everything."""
     ctx = _ctx()
-    return ok(ctx.memo("status", ctx.source.snapshot))
+    if request.headers.get("Authorization") is not None:
+        denied = _authorized()
+        if denied is not None:
+            return denied
+        return ok(ctx.memo("status-private", ctx.source.snapshot))
+    return ok(ctx.memo("status", ctx.source.public_snapshot))
 
 
 @bp.get("/metrics")

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
+
+from ..logs import Refusals
+
+log = logging.getLogger("botkeeper.web.api")
 
 HOW_TO_ENABLE = (
     "Restart and log endpoints are disabled because RESTART_TOKEN is not set. Set RESTART_TOKEN to a "
@@ -71,6 +76,7 @@ class TokenGate:
         self.window = window
         self._lock = threading.Lock()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.locked_out = Refusals(log, "auth: requests refused for too many wrong tokens (429)", clock=clock)
 
     def client(self, peer: str, forwarded_for: str | None) -> str:
         return client_address(peer, forwarded_for, self.trusted_proxies)

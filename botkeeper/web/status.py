@@ -9,6 +9,7 @@ usage (cached by procstats), restarts, and uptime and the open incident from dat
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -115,6 +116,25 @@ def _proc_key(pid: int | None) -> bytes | None:
     return rest[0] + b"@" + rest[19] if len(rest) > 19 else data
 
 
+# Public surfaces (the page, /api/status without the token) never show who wrote to the bot: the
+# chat and user ids of in-flight and quarantined updates are dropped, and written out ids in
+# sentences ("update 7 in chat 12345", a restart's detail) are hidden. With the token they stay.
+ID_KEYS = frozenset({"chat", "user", "chat_id", "user_id", "from_id", "sender_chat_id"})
+ID_TEXT = re.compile(r"\b(chats?|users?|chat_id|user_id|from)(\s*[:=#]?\s*)-?\d+")
+HIDDEN = "(hidden)"
+
+
+def public(value: Any) -> Any:
+    """The snapshot as anyone may see it: no chat or user ids, in fields or in text."""
+    if isinstance(value, dict):
+        return {k: public(v) for k, v in value.items() if k not in ID_KEYS}
+    if isinstance(value, list):
+        return [public(v) for v in value]
+    if isinstance(value, str):
+        return ID_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2) or ' '}{HIDDEN}", value)
+    return value
+
+
 class StatusSource:
     def __init__(self, settings: Any, clock: Callable[[], float] = time.time, history: Any = None,
                  cache_ttl: float = 1.0):
@@ -133,6 +153,9 @@ class StatusSource:
         self._summary: tuple[float, dict[str, Any]] | None = None  # (read at, Store.summary())
         self._summary_lock = threading.Lock()
         self._errors: tuple[float, dict[str, Any]] | None = None  # (read at, errors_summary())
+
+    def public_snapshot(self) -> dict[str, Any]:
+        return public(self.snapshot())
 
     # --- the cheap path ---------------------------------------------------------------------
     def read(self) -> Reading:
@@ -197,7 +220,7 @@ class StatusSource:
             "took_ms": round(reading.snapshot.took * 1000, 2),
             "now": now,
         }
-        return reading, body
+        return reading, public(body)  # /health is public: a blocked handler's detail names no chat
 
     # --- the full picture -------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

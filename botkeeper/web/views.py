@@ -71,7 +71,7 @@ def index() -> Response:
     ctx = _ctx()
 
     def build() -> str:
-        return render_template("index.html", s=ctx.source.snapshot(), chart_svg=render_chart(),
+        return render_template("index.html", s=ctx.source.public_snapshot(), chart_svg=render_chart(),
                                refresh=ctx.refresh_seconds, f=fmt,
                                noscript_refresh=max(10, int(ctx.refresh_seconds * 6)))
 
