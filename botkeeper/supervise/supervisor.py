@@ -110,6 +110,9 @@ class Supervisor:
         self.next_recovery_check = clock() + settings.recovery_interval
         self.next_state_check = clock() + STATE_CHECK_INTERVAL
         self._state_key: tuple[int, int] | None = None  # (inode, mtime_ns) of the state.json we wrote
+        # file -> {"file", "cause", "since", "detail"}: our own files we cannot write (run/state.json,
+        # a log that cannot rotate). In the state (and the control socket's answer): degraded, typed.
+        self.faults: dict[str, dict[str, Any]] = {}
         self._lock_fd: int | None = None
         self._wake_r: int | None = None
         self.warm_possible = True  # False when the kernel refuses PR_SET_CHILD_SUBREAPER
@@ -443,19 +446,50 @@ class Supervisor:
                            "shutting_down": self.shutting_down, "outer": self.outer, "version": self.version},
             "components": [c.snapshot(mono, wall) for c in self.components.values()],
             "recent_restarts": list(self.recent_restarts),
-        }
+        } | ({"faults": list(self.faults.values())} if self.faults else {})
 
     def write_state(self) -> None:
+        """run/state.json, atomically. When it cannot be written (run/ read-only, the disk full) the
+        bundle runs on: readers ask us on the control socket instead (health/snapshot.py), the
+        verdict says degraded with the cause, and the log says so once per episode, not per try."""
+        path = self.settings.state_file
         try:
-            atomic_write_json(self.settings.state_file, self.state())
-            st = os.stat(self.settings.state_file)
+            runfiles.move_aside_if_not_file(path, self._moved_aside)
+            atomic_write_json(path, self.state())
+            st = os.stat(path)
             self._state_key = (st.st_ino, st.st_mtime_ns)
         except OSError as exc:
             self._state_key = None
-            log.error("run/state.json: cannot write: %s", exc)
+            self.fault("run/state.json", exc, "readers ask the supervisor on run/control.sock instead")
+            return
+        if self.clear_fault("run/state.json"):
+            self.write_state()  # once more, without the fault
+
+    def fault(self, name: str, exc: OSError | None, consequence: str, cause: Cause | None = None) -> None:
+        """One of our files cannot be written: logged once per episode (and again if the cause changes)."""
+        cause = cause or runfiles.write_fault_cause(exc)
+        why = (exc.strerror or str(exc)) if exc is not None else cause.label
+        old = self.faults.get(name)
+        if old is None or old["cause"] != cause.value:
+            log.error("%s cannot be written (%s): %s", name, why, consequence)
+        self.faults[name] = {"file": name, "cause": cause.value, "detail": f"{name} cannot be written ({why}):"
+                             f" {consequence}", "since": old["since"] if old else self.wall()}
+
+    def clear_fault(self, name: str) -> bool:
+        if self.faults.pop(name, None) is None:
+            return False
+        log.info("%s can be written again", name)
+        return True
+
+    def _moved_aside(self, path, target) -> None:
+        log.warning("%s was not a file: moved aside to %s", path, target.name)
+        self.store_event(Cause.CORRUPT_FILE.value, None, f"{path.name} was not a file: moved aside to {target.name}",
+                         "supervisor", cause=Cause.CORRUPT_FILE)
 
     def _state_is_ours(self) -> bool:
         """False when run/state.json is gone or was replaced by someone else (then we rewrite it)."""
+        if "run/state.json" in self.faults:
+            return False  # try again (quietly) each STATE_CHECK_INTERVAL: the fault may be over
         try:
             st = os.stat(self.settings.state_file)
         except OSError:
