@@ -33,7 +33,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .causes import Cause
 
@@ -223,6 +223,92 @@ def _abandon(conn: sqlite3.Connection) -> None:
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
 
 
+# --- the one rule for every SQLite file of the bundle ----------------------------------------------
+def problem_of(conn: sqlite3.Connection) -> str | None:
+    """None when SQLite's quick_check finds the file sound, else what it found (the integrity check
+    on open: a few ms for the bundle's small files)."""
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+    return None if rows == ["ok"] else "; ".join(str(r) for r in rows)[:300]
+
+
+def open_database(path: Path, connect: Callable[[], sqlite3.Connection]
+                  ) -> tuple[sqlite3.Connection, Path | None, str | None]:
+    """Every SQLite file the bundle writes (history.db, outbox.db, ...) is opened here: `connect()`
+    opens and sets up the schema; the file is checked on open, and a corrupt one is set aside with a
+    timestamp (`set_aside`) and a fresh one opened. (conn, where the corrupt file went or None, why).
+    The caller says what was lost, once (`record_set_aside`); the process never stops for it."""
+    try:
+        conn = connect()
+        problem = problem_of(conn)
+        if problem is None:
+            return conn, None, None
+        _abandon(conn)
+    except sqlite3.DatabaseError as exc:
+        if not is_corrupt(exc):
+            raise
+        problem = str(exc)
+    conn, target = set_aside(path, connect)
+    return conn, target, problem
+
+
+def set_aside(path: Path, connect: Callable[[], sqlite3.Connection]) -> tuple[sqlite3.Connection, Path | None]:
+    """The file is corrupt: move it (with its -wal/-shm, kept for inspection) to
+    <name>.corrupt-<time> and open a fresh one. One process moves it (flock on <name>.lock); a
+    process that waited finds a sound file and just opens it (then the target is None)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        conn = None
+        try:
+            conn = connect()
+            bad = problem_of(conn) is not None
+        except sqlite3.DatabaseError as again:
+            if not is_corrupt(again):
+                raise
+            bad = True
+        if not bad:
+            return conn, None  # already set aside by someone else
+        if conn is not None:
+            _abandon(conn)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(f"{path}{suffix}", f"{target}{suffix}")
+            except FileNotFoundError:
+                pass
+        return connect(), target
+    finally:
+        os.close(lock)
+
+
+def set_aside_files(directory: Path) -> list[Path]:
+    """Files set aside in `directory` (corrupt databases, a state.json that was a directory), for doctor."""
+    try:
+        return sorted(p for p in Path(directory).iterdir() if ".corrupt-" in p.name or ".not-a-file-" in p.name)
+    except OSError:
+        return []
+
+
+def _by() -> str:
+    argv = sys.argv or ["botkeeper"]
+    return os.environ.get("BOTKEEPER_COMPONENT") or (
+        argv[1] if argv[0].endswith("__main__.py") and len(argv) > 1 else os.path.basename(argv[0]))
+
+
+def record_set_aside(store: "Store", what: str, detail: str) -> None:
+    """The one `corrupt-file` event (the alerter sends it once) for a file set aside. History being
+    unwritable too must not stop the caller: the set-aside file itself is the record then."""
+    try:
+        store.record(Cause.CORRUPT_FILE.value, what, detail, _by(), cause=Cause.CORRUPT_FILE)
+    except (sqlite3.Error, OSError):
+        pass
+
+
 class Store:
     def __init__(self, path: Path, busy_timeout: float = 5.0, readonly: bool = False):
         self.path = Path(path)
@@ -232,6 +318,7 @@ class Store:
         self._file: tuple[int, int] | None = None  # (dev, inode) the connection was opened on
         self._in_transaction = False
         self._samples_added = 0
+        self._checked = False  # the integrity check on open was done
 
     def connect(self) -> sqlite3.Connection:
         if self._conn is not None and _file_id(self.path) != self._file:
@@ -239,6 +326,10 @@ class Store:
         if self._conn is None:
             try:
                 self._conn = self._open()
+                problem = None if self.readonly or self._checked else problem_of(self._conn)
+                self._checked = True  # once per process: a later corruption is found by the statement
+                if problem is not None:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed ({problem})")
             except sqlite3.DatabaseError as exc:
                 if not is_corrupt(exc):
                     raise
@@ -282,43 +373,14 @@ class Store:
                 _abandon(conn)
 
     def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
-        """The file is corrupt: move it aside, open a fresh database, record why. One process moves
-        it (flock on <db>.lock); a process that waited finds a sound file and just opens it."""
+        """The file is corrupt: set aside (see set_aside), open a fresh database, record why."""
         self._drop()
         if self.readonly:
             raise exc
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self._conn = self._open()
-                bad = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok"
-            except sqlite3.DatabaseError as again:
-                if not is_corrupt(again):
-                    raise
-                bad = True
-            if not bad:
-                return  # already set aside by someone else
-            self._drop()
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            target, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
-            while target.exists():
-                n += 1
-                target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
-                except FileNotFoundError:
-                    pass
-            self._conn = self._open()
-        finally:
-            os.close(lock)
-        argv = sys.argv or ["botkeeper"]
-        by = os.environ.get("BOTKEEPER_COMPONENT") or (
-            argv[1] if argv[0].endswith("__main__.py") and len(argv) > 1 else os.path.basename(argv[0]))
-        self.record(Cause.CORRUPT_FILE.value, "history", f"{self.path.name} was corrupt ({exc}): moved aside to"
-                    f" {target.name} and a fresh database started", by)
+        self._conn, target = set_aside(self.path, self._open)
+        if target is not None:
+            self.record(Cause.CORRUPT_FILE.value, "history", f"{self.path.name} was corrupt ({exc}): moved aside to"
+                        f" {target.name} and a fresh database started", _by(), cause=Cause.CORRUPT_FILE)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import bundle, gitinfo, outer, policy, process, reload_plan, sdnotify, warm
-from .. import runfiles
+from .. import logs, runfiles
 from ..causes import Cause
 from .childlogs import OutputFanout
 from ..config import EX_CONFIG, ComponentSpec, ConfigError, Settings
@@ -113,6 +113,7 @@ class Supervisor:
         # file -> {"file", "cause", "since", "detail"}: our own files we cannot write (run/state.json,
         # a log that cannot rotate). In the state (and the control socket's answer): degraded, typed.
         self.faults: dict[str, dict[str, Any]] = {}
+        self._faults_changed = False  # written to run/state.json on the next timer pass
         self._lock_fd: int | None = None
         self._wake_r: int | None = None
         self.warm_possible = True  # False when the kernel refuses PR_SET_CHILD_SUBREAPER
@@ -135,6 +136,7 @@ class Supervisor:
             d.mkdir(parents=True, exist_ok=True)
         previous = read_json(s.run_dir / "supervisor.pid")  # removed on a clean exit: still there = it died
         write_pidfile(s.run_dir / "supervisor.pid")
+        logs.on_rotation = self._rotation  # before the handlers exist: a log full at start counts too
         self.output.setup(self.components)
         if isinstance(previous, dict) and previous.get("pid") not in (None, os.getpid()):
             log.warning("supervisor pid %s ended without shutting down (killed or crashed)", previous["pid"])
@@ -223,7 +225,8 @@ class Supervisor:
             self.next_state_check = now + STATE_CHECK_INTERVAL
             changed = changed or not self._state_is_ours()
         self.notifier.tick(lambda: sdnotify.health_line(self.settings, self.state(), self.redact))
-        if changed:
+        if changed or self._faults_changed:
+            self._faults_changed = False
             self.write_state()
 
     # --- signals and exits -----------------------------------------------------------------------
@@ -470,16 +473,29 @@ class Supervisor:
         cause = cause or runfiles.write_fault_cause(exc)
         why = (exc.strerror or str(exc)) if exc is not None else cause.label
         old = self.faults.get(name)
-        if old is None or old["cause"] != cause.value:
-            log.error("%s cannot be written (%s): %s", name, why, consequence)
-        self.faults[name] = {"file": name, "cause": cause.value, "detail": f"{name} cannot be written ({why}):"
-                             f" {consequence}", "since": old["since"] if old else self.wall()}
+        detail = f"{name} cannot be {'rotated' if cause == Cause.LOG_ROTATION else 'written'} ({why}): {consequence}"
+        self.faults[name] = {"file": name, "cause": cause.value, "detail": detail,
+                             "since": old["since"] if old else self.wall()}
+        if old is None or old["cause"] != cause.value:  # once per episode: a notice, alerted once
+            self._faults_changed = True
+            log.error("%s", detail)
+            self.store_event(cause.value, None, detail, "supervisor", cause=cause)
 
     def clear_fault(self, name: str) -> bool:
         if self.faults.pop(name, None) is None:
             return False
         log.info("%s can be written again", name)
+        self._faults_changed = True
         return True
+
+    def _rotation(self, path: str, exc: OSError | None) -> None:
+        """logs.on_rotation: a log of ours cannot rotate (capped), or can again."""
+        name = os.path.relpath(path, self.settings.home)
+        if exc is None:
+            self.clear_fault(name)
+        else:
+            self.fault(name, exc, f"capped at LOG_MAX_BYTES={self.settings.log_max_bytes}: lines are dropped"
+                       " until it can rotate", Cause.LOG_ROTATION)
 
     def _moved_aside(self, path, target) -> None:
         log.warning("%s was not a file: moved aside to %s", path, target.name)
