@@ -122,17 +122,15 @@ class SizeRotatingHandler(logging.FileHandler):
         if full and self.rotation_error is not None:
             self.dropped += 1  # capped: the disk is not filled by a log that cannot rotate
             return
-        super().emit(record)
+        try:
+            super().emit(record)  # opens the file if it has none: that may fail on a read-only logs/
+        except OSError:
+            self.dropped += 1  # a log line is never worth the process
 
     def _rotation_failed(self, exc: OSError) -> None:
         first = self.rotation_error is None
         self.rotation_error, self.rotation_failed_at = exc, time.monotonic()
-        if self.stream is None:  # closed by rotate() before the rename failed
-            try:
-                self.stream = self._open()
-            except OSError:
-                return
-        if first:
+        if first and self.stream is not None:
             try:
                 self.stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} botkeeper: cannot rotate this log"
                                   f" ({exc.strerror or exc}): further lines are dropped until it can\n")
@@ -143,14 +141,17 @@ class SizeRotatingHandler(logging.FileHandler):
                 on_rotation(self.baseFilename, exc)
 
     def rotate(self) -> None:
-        self.stream.close()
-        self.stream = None
+        """Rename first, then reopen: the open file stays ours until a new one is, so a rotation
+        that fails half-way leaves a working (capped) log, never a handler without a file."""
         base = self.baseFilename
         for i in range(self.backups - 1, 0, -1):
             if os.path.exists(f"{base}.{i}"):
                 os.replace(f"{base}.{i}", f"{base}.{i + 1}")
         os.replace(base, f"{base}.1")
-        self.stream = self._open()
+        new = self._open()  # may fail (read-only, full): the old stream, now name.1, stays in use
+        old, self.stream = self.stream, new
+        if old is not None:
+            old.close()
 
 
 def rotating_handler(path: Path, max_bytes: int, backups: int,

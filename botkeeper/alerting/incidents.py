@@ -41,6 +41,7 @@ FAILURE_SEVERITY = {
     Cause.POISON_UPDATE: True, Cause.TELEGRAM_OUTAGE: False, Cause.STUCK: True, Cause.HEARTBEAT_INVALID: True,
 }
 SEVERE_STATES = {Cause.NEEDS_CONFIG, Cause.TOKEN_REJECTED, Cause.CRASH_LOOP, Cause.TELEGRAM_OUTAGE}
+FILE_FAULTS = {Cause.DISK_FULL, Cause.STATE_UNWRITABLE, Cause.LOG_ROTATION}  # the bundle's files, not the bot
 PERSISTENT = {Cause.NEEDS_CONFIG, Cause.TOKEN_REJECTED, Cause.CONFLICT}  # end a flapping episode early: the owner must act
 HINTS = {
     Cause.NEEDS_CONFIG: "Fix the setting (`python -m botkeeper doctor` names it), then `python -m botkeeper restart bot`.",
@@ -122,9 +123,11 @@ def observe(verdict: Verdict, now: float, unreachable_alert_after: float) -> Obs
         began = since if since is not None else now
         if now - began >= unreachable_alert_after:
             return Observation(DOWN, cause, f"for {fmt.duration(now - began, 'words')}", True, began)
-    # A full disk, an unwritable run/state.json, a failing log rotation: the bot still answers, so
-    # it is no outage (no down alert, no downtime, no "back up after 1 s" when space returns); the
-    # condition is alerted once as a notice (alerting/notices.py).
+    if overall == DEGRADED and cause in FILE_FAULTS:
+        # A full disk, an unwritable run/state.json, a failing log rotation: the bot answers, so it
+        # is up (no down alert, no downtime, no "back up after 1 s" when space returns); the
+        # condition is alerted once as a notice (alerting/notices.py).
+        return Observation(UP, since=now)
     return Observation(UNKNOWN)  # starting, a late beat, state unknown for a moment, a secondary component
 
 

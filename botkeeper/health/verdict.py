@@ -246,10 +246,10 @@ def _component_check(comp: Mapping[str, Any]) -> Check:
     return Check(f"component:{name}", DEGRADED, f"{name} {st}: {reason}", cause, _num(comp.get("last_exit_at")))
 
 
-def fault_checks(sup: Mapping[str, Any]) -> list[Check]:
+def fault_checks(state: Mapping[str, Any]) -> list[Check]:
     """The supervisor's own file faults (run/state.json unwritable, the disk full, a log that cannot
     rotate): the bundle runs and the bot answers, so each is `degraded` with its typed cause."""
-    faults = sup.get("faults")
+    faults = state.get("faults")
     out = []
     for fault in faults if isinstance(faults, list) else []:
         if isinstance(fault, Mapping) and fault.get("cause"):
@@ -284,7 +284,7 @@ def judge(snap: Snapshot, limits: Limits) -> Verdict:
     if bot is not None:
         checks += _bot_checks(snap, bot, hb, limits)
     checks += [_component_check(c) for c in state["components"] if c["name"] != "bot"]
-    checks += fault_checks(sup)
+    checks += fault_checks(state)
     worst = max(checks, key=lambda c: RANK[c.level])  # first of the worst, in check order
     if worst.ok:
         return Verdict(HEALTHY, None, "every component is running and the bot's heartbeat is fresh"
