@@ -10,6 +10,9 @@ table full of long rows, plus a 4 MB WAL), well under 2 MB for a
 healthy bot. Deleted pages are reused, so the file stops growing at its peak; the WAL is
 checkpointed automatically and truncated to JOURNAL_LIMIT bytes.
 
+Every SQLite file of the bundle (this one, data/outbox.db) is opened through `open_database`:
+checked on open (quick_check, ~20 ms for a 10 MB file, once per process), set aside when corrupt,
+a fresh one started, one `corrupt-file` event saying what was lost; the process never stops for it.
 A corrupt file (random bytes, a torn disk; SQLite says "file is not a database" or "database disk
 image is malformed") is found at the one place connections are opened and on any statement: the
 writer that meets it first sets it aside as `history.db.corrupt-<time>` (with its -wal/-shm, kept
