@@ -321,22 +321,17 @@ class Store:
         self._file: tuple[int, int] | None = None  # (dev, inode) the connection was opened on
         self._in_transaction = False
         self._samples_added = 0
-        self._checked = False  # the integrity check on open was done
 
     def connect(self) -> sqlite3.Connection:
         if self._conn is not None and _file_id(self.path) != self._file:
             self._drop()  # another process set the file aside (or it was replaced): follow the new one
         if self._conn is None:
-            try:
-                self._conn = self._open()
-                problem = None if self.readonly or self._checked else problem_of(self._conn)
-                self._checked = True  # once per process: a later corruption is found by the statement
-                if problem is not None:
-                    raise sqlite3.DatabaseError(f"database disk image is malformed ({problem})")
-            except sqlite3.DatabaseError as exc:
-                if not is_corrupt(exc):
-                    raise
-                self._set_aside(exc)
+            if self.readonly:
+                self._conn = self._open()  # a reader never moves anything: a corrupt file raises
+            else:
+                self._conn, target, problem = open_database(self.path, self._open)
+                if target is not None:
+                    self._recorded_set_aside(problem, target)
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -382,8 +377,11 @@ class Store:
             raise exc
         self._conn, target = set_aside(self.path, self._open)
         if target is not None:
-            self.record(Cause.CORRUPT_FILE.value, "history", f"{self.path.name} was corrupt ({exc}): moved aside to"
-                        f" {target.name} and a fresh database started", _by(), cause=Cause.CORRUPT_FILE)
+            self._recorded_set_aside(str(exc), target)
+
+    def _recorded_set_aside(self, problem: str | None, target: Path) -> None:
+        self.record(Cause.CORRUPT_FILE.value, "history", f"{self.path.name} was corrupt ({problem}): moved aside to"
+                    f" {target.name} and a fresh database started", _by(), cause=Cause.CORRUPT_FILE)
 
     def close(self) -> None:
         if self._conn is not None:
