@@ -21,6 +21,8 @@ class Cause(str, Enum):
     POISON_UPDATE = "poison-update"  # one update keeps hanging or killing the bot
     DISK_FULL = "disk-full"  # the heartbeat or the history cannot be written
     CORRUPT_FILE = "corrupt-file"  # a file of ours was unreadable and was set aside
+    STATE_UNWRITABLE = "state-unwritable"  # the supervisor cannot write run/state.json (readers ask it instead)
+    LOG_ROTATION = "log-rotation"  # a log cannot be rotated: its writes are capped at LOG_MAX_BYTES
     NEW_ERROR = "new-error"  # a handler error of a kind (fingerprint) not seen before
     WEB_UNRESPONSIVE = "web-unresponsive"  # /health stopped answering connections
     SUPERVISOR_DOWN = "supervisor-down"  # no supervisor holds the lock
@@ -91,6 +93,8 @@ LABELS = {
     Cause.POISON_UPDATE: "poison update",
     Cause.DISK_FULL: "disk full",
     Cause.CORRUPT_FILE: "corrupt file set aside",
+    Cause.STATE_UNWRITABLE: "run/state.json cannot be written",
+    Cause.LOG_ROTATION: "log rotation failing",
     Cause.NEW_ERROR: "new kind of error",
     Cause.WEB_UNRESPONSIVE: "status page not answering",
     Cause.SUPERVISOR_DOWN: "supervisor not running",

@@ -854,7 +854,19 @@ class Settings:
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | str | None = None) -> "Settings":
+    def from_run_files(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """The defaults only, for the same home: what `stop` and `status` need when .env,
+        botkeeper.toml or the environment is broken (they act on the run files: PID files, locks,
+        the control socket, whose places do not depend on any setting)."""
+        environ = dict(os.environ if environ is None else environ)
+        home = Path(environ.get("BOTKEEPER_HOME") or discover_home()).resolve()
+        env_name = environ.get("BOTKEEPER_ENV", "").strip().lower()
+        return cls.from_env({"BOTKEEPER_ENV": env_name if env_name in PROFILES else "production",
+                             "PATH": environ.get("PATH", os.defpath)}, home, files=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, home: Path | str | None = None,
+                 files: bool = True) -> "Settings":
         environ = dict(os.environ if environ is None else environ)
         home_path = Path(home or environ.get("BOTKEEPER_HOME") or discover_home()).resolve()
         env_name = environ.get("BOTKEEPER_ENV", "production").strip().lower() or "production"
@@ -862,9 +874,9 @@ class Settings:
             raise ConfigError(
                 f"BOTKEEPER_ENV={env_name!r} is not valid: expected one of production, development, test"
             )
-        toml_data = _read_toml(home_path / "botkeeper.toml")
+        toml_data = _read_toml(home_path / "botkeeper.toml") if files else {}
         toml_settings = toml_data.get("settings", {})
-        dotenv = _read_dotenv(home_path / ".env")
+        dotenv = _read_dotenv(home_path / ".env") if files else {}
         profile = PROFILES[env_name]
 
         values: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from typing import Any
 EX_CANTCREAT = 73  # sysexits.h: a file cannot be created (here: the disk is full; retried with backoff)
 EX_CONFIG = 78  # sysexits.h: fix the set-up (here: a directory is a file or not writable; not retried)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+PROBE_BYTES = 4096  # written by the directory probe: one block
 
 
 class UnusableDirectory(Exception):
@@ -40,15 +41,31 @@ def ensure_dirs(*dirs: Path) -> None:
             raise _unusable(d, "cannot be created", exc) from None
         try:
             fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=d)
-            os.close(fd)
-            os.unlink(probe)
+            try:
+                os.write(fd, b"\0" * PROBE_BYTES)  # a full disk still creates empty files (free inodes)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
         except OSError as exc:
             raise _unusable(d, "is not writable", exc) from None
 
 
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system holding path (the disk a message should name)."""
+    path = Path(path).resolve()
+    try:
+        dev = os.stat(path).st_dev
+        while path != path.parent and os.stat(path.parent).st_dev == dev:
+            path = path.parent
+    except OSError:
+        pass
+    return path
+
+
 def _unusable(d: Path, what: str, exc: OSError) -> UnusableDirectory:
     if exc.errno in NO_SPACE:
-        return UnusableDirectory(f"{d} {what}: the disk is full ({exc.strerror}); free some space", EX_CANTCREAT)
+        return UnusableDirectory(f"{d} {what}: the disk is full ({exc.strerror}: the file system mounted at"
+                                 f" {mount_point(d)}); free some space", EX_CANTCREAT)
     return UnusableDirectory(f"{d} {what} ({exc.strerror or exc}): give the user running botkeeper"
                              f" (uid {os.getuid()}) write access to it, or set BOTKEEPER_HOME to a writable"
                              " directory", EX_CONFIG)

@@ -23,7 +23,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import quote
 
 from .config import TOKEN_SECRET_MIN
@@ -130,33 +130,78 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+ROTATE_RETRY = 10.0  # seconds between two tries of a rotation that failed
+# Told when a log cannot rotate (path, the error) and when it can again (path, None): the supervisor
+# turns it into a typed fault (degraded, cause log-rotation) and one alert. Called under the
+# handler's lock; it may log (the handler's state is set first, so that is no loop).
+on_rotation: "Callable[[str, OSError | None], None] | None" = None
+
+
 class SizeRotatingHandler(logging.FileHandler):
     """logging.handlers.RotatingFileHandler's size rotation (name.log -> name.log.1 ... .N).
 
     Written out because importing logging.handlers costs the supervisor ~1 MB of its 20 MB budget.
+    When rotation fails (logs/ read-only, the disk full, a backup name taken by a directory) the
+    file is capped: it is not written past LOG_MAX_BYTES (one line says so), rotation is tried again
+    every ROTATE_RETRY seconds, and `on_rotation` is told once per episode.
     """
 
     def __init__(self, path: Path, max_bytes: int, backups: int):
         super().__init__(path, mode="a", encoding="utf-8")
         self.max_bytes, self.backups = max_bytes, backups
+        self.rotation_error: OSError | None = None  # the rotation is failing (since rotation_failed_at)
+        self.rotation_failed_at = 0.0
+        self.dropped = 0  # lines not written while capped
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if self.stream is not None and self.stream.tell() >= self.max_bytes:
+            full = self.stream is not None and self.stream.tell() >= self.max_bytes
+        except (OSError, ValueError):
+            full = False
+        if full and (self.rotation_error is None or time.monotonic() - self.rotation_failed_at >= ROTATE_RETRY):
+            try:
                 self.rotate()
+            except OSError as exc:
+                self._rotation_failed(exc)
+            else:
+                full = False
+                if self.rotation_error is not None:
+                    self.rotation_error, self.dropped = None, 0
+                    if on_rotation is not None:
+                        on_rotation(self.baseFilename, None)
+        if full and self.rotation_error is not None:
+            self.dropped += 1  # capped: the disk is not filled by a log that cannot rotate
+            return
+        try:
+            super().emit(record)  # opens the file if it has none: that may fail on a read-only logs/
         except OSError:
-            pass  # rotation failing (disk full) must not lose the line we can still write
-        super().emit(record)
+            self.dropped += 1  # a log line is never worth the process
+
+    def _rotation_failed(self, exc: OSError) -> None:
+        first = self.rotation_error is None
+        self.rotation_error, self.rotation_failed_at = exc, time.monotonic()
+        if first and self.stream is not None:
+            try:
+                self.stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} botkeeper: cannot rotate this log"
+                                  f" ({exc.strerror or exc}): further lines are dropped until it can\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            if on_rotation is not None:
+                on_rotation(self.baseFilename, exc)
 
     def rotate(self) -> None:
-        self.stream.close()
-        self.stream = None
+        """Rename first, then reopen: the open file stays ours until a new one is, so a rotation
+        that fails half-way leaves a working (capped) log, never a handler without a file."""
         base = self.baseFilename
         for i in range(self.backups - 1, 0, -1):
             if os.path.exists(f"{base}.{i}"):
                 os.replace(f"{base}.{i}", f"{base}.{i + 1}")
         os.replace(base, f"{base}.1")
-        self.stream = self._open()
+        new = self._open()  # may fail (read-only, full): the old stream, now name.1, stays in use
+        old, self.stream = self.stream, new
+        if old is not None:
+            old.close()
 
 
 def rotating_handler(path: Path, max_bytes: int, backups: int,

@@ -199,3 +199,29 @@ def stop_leftovers(settings: Any, timeout_for: Callable[[str], float],
             names[pid] = name
             targets.append((pid, float(ctime), timeout_for(name)))
     return [(names[pid], pid) for pid in stop_all(targets)]
+
+
+# --- our own files in odd states ------------------------------------------------------------------
+def write_fault_cause(exc: OSError | None) -> Cause:
+    """Why one of our files cannot be written, as a cause: the disk (or quota) is full, or not."""
+    if exc is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Cause.DISK_FULL
+    return Cause.STATE_UNWRITABLE
+
+
+def move_aside_if_not_file(path: Path, moved: Callable[[Path, Path], None] | None = None) -> Path | None:
+    """A file of ours that is a directory (or a socket, a fifo...) is renamed to
+    <name>.not-a-file-<time> so that the real one can be written again; the new name, or None."""
+    import stat as statmod
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if statmod.S_ISREG(st.st_mode):
+        return None
+    target = path.with_name(f"{path.name}.not-a-file-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, target)
+    if moved is not None:
+        moved(path, target)
+    return target

@@ -10,6 +10,9 @@ table full of long rows, plus a 4 MB WAL), well under 2 MB for a
 healthy bot. Deleted pages are reused, so the file stops growing at its peak; the WAL is
 checkpointed automatically and truncated to JOURNAL_LIMIT bytes.
 
+Every SQLite file of the bundle (this one, data/outbox.db) is opened through `open_database`:
+checked on open (quick_check, ~20 ms for a 10 MB file, once per process), set aside when corrupt,
+a fresh one started, one `corrupt-file` event saying what was lost; the process never stops for it.
 A corrupt file (random bytes, a torn disk; SQLite says "file is not a database" or "database disk
 image is malformed") is found at the one place connections are opened and on any statement: the
 writer that meets it first sets it aside as `history.db.corrupt-<time>` (with its -wal/-shm, kept
@@ -33,7 +36,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .causes import Cause
 
@@ -223,6 +226,92 @@ def _abandon(conn: sqlite3.Connection) -> None:
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
 
 
+# --- the one rule for every SQLite file of the bundle ----------------------------------------------
+def problem_of(conn: sqlite3.Connection) -> str | None:
+    """None when SQLite's quick_check finds the file sound, else what it found (the integrity check
+    on open: a few ms for the bundle's small files)."""
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+    return None if rows == ["ok"] else "; ".join(str(r) for r in rows)[:300]
+
+
+def open_database(path: Path, connect: Callable[[], sqlite3.Connection]
+                  ) -> tuple[sqlite3.Connection, Path | None, str | None]:
+    """Every SQLite file the bundle writes (history.db, outbox.db, ...) is opened here: `connect()`
+    opens and sets up the schema; the file is checked on open, and a corrupt one is set aside with a
+    timestamp (`set_aside`) and a fresh one opened. (conn, where the corrupt file went or None, why).
+    The caller says what was lost, once (`record_set_aside`); the process never stops for it."""
+    try:
+        conn = connect()
+        problem = problem_of(conn)
+        if problem is None:
+            return conn, None, None
+        _abandon(conn)
+    except sqlite3.DatabaseError as exc:
+        if not is_corrupt(exc):
+            raise
+        problem = str(exc)
+    conn, target = set_aside(path, connect)
+    return conn, target, problem
+
+
+def set_aside(path: Path, connect: Callable[[], sqlite3.Connection]) -> tuple[sqlite3.Connection, Path | None]:
+    """The file is corrupt: move it (with its -wal/-shm, kept for inspection) to
+    <name>.corrupt-<time> and open a fresh one. One process moves it (flock on <name>.lock); a
+    process that waited finds a sound file and just opens it (then the target is None)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        conn = None
+        try:
+            conn = connect()
+            bad = problem_of(conn) is not None
+        except sqlite3.DatabaseError as again:
+            if not is_corrupt(again):
+                raise
+            bad = True
+        if not bad:
+            return conn, None  # already set aside by someone else
+        if conn is not None:
+            _abandon(conn)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(f"{path}{suffix}", f"{target}{suffix}")
+            except FileNotFoundError:
+                pass
+        return connect(), target
+    finally:
+        os.close(lock)
+
+
+def set_aside_files(directory: Path) -> list[Path]:
+    """Files set aside in `directory` (corrupt databases, a state.json that was a directory), for doctor."""
+    try:
+        return sorted(p for p in Path(directory).iterdir() if ".corrupt-" in p.name or ".not-a-file-" in p.name)
+    except OSError:
+        return []
+
+
+def _by() -> str:
+    argv = sys.argv or ["botkeeper"]
+    return os.environ.get("BOTKEEPER_COMPONENT") or (
+        argv[1] if argv[0].endswith("__main__.py") and len(argv) > 1 else os.path.basename(argv[0]))
+
+
+def record_set_aside(store: "Store", what: str, detail: str) -> None:
+    """The one `corrupt-file` event (the alerter sends it once) for a file set aside. History being
+    unwritable too must not stop the caller: the set-aside file itself is the record then."""
+    try:
+        store.record(Cause.CORRUPT_FILE.value, what, detail, _by(), cause=Cause.CORRUPT_FILE)
+    except (sqlite3.Error, OSError):
+        pass
+
+
 class Store:
     def __init__(self, path: Path, busy_timeout: float = 5.0, readonly: bool = False):
         self.path = Path(path)
@@ -237,12 +326,12 @@ class Store:
         if self._conn is not None and _file_id(self.path) != self._file:
             self._drop()  # another process set the file aside (or it was replaced): follow the new one
         if self._conn is None:
-            try:
-                self._conn = self._open()
-            except sqlite3.DatabaseError as exc:
-                if not is_corrupt(exc):
-                    raise
-                self._set_aside(exc)
+            if self.readonly:
+                self._conn = self._open()  # a reader never moves anything: a corrupt file raises
+            else:
+                self._conn, target, problem = open_database(self.path, self._open)
+                if target is not None:
+                    self._recorded_set_aside(problem, target)
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -282,43 +371,17 @@ class Store:
                 _abandon(conn)
 
     def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
-        """The file is corrupt: move it aside, open a fresh database, record why. One process moves
-        it (flock on <db>.lock); a process that waited finds a sound file and just opens it."""
+        """The file is corrupt: set aside (see set_aside), open a fresh database, record why."""
         self._drop()
         if self.readonly:
             raise exc
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self._conn = self._open()
-                bad = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok"
-            except sqlite3.DatabaseError as again:
-                if not is_corrupt(again):
-                    raise
-                bad = True
-            if not bad:
-                return  # already set aside by someone else
-            self._drop()
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            target, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
-            while target.exists():
-                n += 1
-                target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
-                except FileNotFoundError:
-                    pass
-            self._conn = self._open()
-        finally:
-            os.close(lock)
-        argv = sys.argv or ["botkeeper"]
-        by = os.environ.get("BOTKEEPER_COMPONENT") or (
-            argv[1] if argv[0].endswith("__main__.py") and len(argv) > 1 else os.path.basename(argv[0]))
-        self.record(Cause.CORRUPT_FILE.value, "history", f"{self.path.name} was corrupt ({exc}): moved aside to"
-                    f" {target.name} and a fresh database started", by)
+        self._conn, target = set_aside(self.path, self._open)
+        if target is not None:
+            self._recorded_set_aside(str(exc), target)
+
+    def _recorded_set_aside(self, problem: str | None, target: Path) -> None:
+        self.record(Cause.CORRUPT_FILE.value, "history", f"{self.path.name} was corrupt ({problem}): moved aside to"
+                    f" {target.name} and a fresh database started", _by(), cause=Cause.CORRUPT_FILE)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -16,6 +16,7 @@ ALLOWED_UP = {
     ("botkeeper.__main__", "botkeeper.ops.cli"),
     ("botkeeper.config", "botkeeper.supervise.importscan"),
     ("botkeeper.config", "botkeeper.supervise.warm"),
+    ("botkeeper.health.snapshot", "botkeeper.supervise.control"),
 }
 
 

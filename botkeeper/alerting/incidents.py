@@ -4,8 +4,9 @@ An incident is one bot-down period, from the first failure to recovery (up for M
 Restarts inside it do not open new incidents: one "down" alert and one "recovered" alert each.
 - "down" goes out at once for severe causes (crash loop, needs-config, token rejected, a restart the
   monitor forced for a stale heartbeat or a memory/CPU limit, Telegram unreachable longer than
-  UNREACHABLE_ALERT_AFTER, a full disk) and for anything else once it lasts HEALTH_GRACE. A single
-  crash the supervisor fixes within HEALTH_GRACE is recorded as an incident but not alerted.
+  UNREACHABLE_ALERT_AFTER) and for anything else once it lasts HEALTH_GRACE. A single
+  crash the supervisor fixes within HEALTH_GRACE is recorded as an incident but not alerted. A full
+  disk or an unwritable run/ is not an outage of a bot that answers: it is a notice, alerted once.
 - FLAP_THRESHOLD incidents within FLAP_WINDOW make the bot "flapping": one alert says so, single
   incidents are no longer alerted, and a summary follows once it has been stable for FLAP_WINDOW.
 - An operator's stop (the verdict says stopped) ends the open incident: what follows is not downtime.
@@ -39,7 +40,8 @@ FAILURE_SEVERITY = {
     Cause.CRASH: False, Cause.CRASH_LOOP: True, Cause.STALE_HEARTBEAT: True, Cause.MEMORY: True, Cause.CPU: True,
     Cause.POISON_UPDATE: True, Cause.TELEGRAM_OUTAGE: False, Cause.STUCK: True, Cause.HEARTBEAT_INVALID: True,
 }
-SEVERE_STATES = {Cause.NEEDS_CONFIG, Cause.TOKEN_REJECTED, Cause.CRASH_LOOP, Cause.DISK_FULL, Cause.TELEGRAM_OUTAGE}
+SEVERE_STATES = {Cause.NEEDS_CONFIG, Cause.TOKEN_REJECTED, Cause.CRASH_LOOP, Cause.TELEGRAM_OUTAGE}
+FILE_FAULTS = {Cause.DISK_FULL, Cause.STATE_UNWRITABLE, Cause.LOG_ROTATION}  # the bundle's files, not the bot
 PERSISTENT = {Cause.NEEDS_CONFIG, Cause.TOKEN_REJECTED, Cause.CONFLICT}  # end a flapping episode early: the owner must act
 HINTS = {
     Cause.NEEDS_CONFIG: "Fix the setting (`python -m botkeeper doctor` names it), then `python -m botkeeper restart bot`.",
@@ -121,8 +123,11 @@ def observe(verdict: Verdict, now: float, unreachable_alert_after: float) -> Obs
         began = since if since is not None else now
         if now - began >= unreachable_alert_after:
             return Observation(DOWN, cause, f"for {fmt.duration(now - began, 'words')}", True, began)
-    if overall == DEGRADED and cause == Cause.DISK_FULL:
-        return Observation(DOWN, cause, verdict.detail[:200], True, since)
+    if overall == DEGRADED and cause in FILE_FAULTS:
+        # A full disk, an unwritable run/state.json, a failing log rotation: the bot answers, so it
+        # is up (no down alert, no downtime, no "back up after 1 s" when space returns); the
+        # condition is alerted once as a notice (alerting/notices.py).
+        return Observation(UP, since=now)
     return Observation(UNKNOWN)  # starting, a late beat, state unknown for a moment, a secondary component
 
 

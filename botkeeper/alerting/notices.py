@@ -18,11 +18,12 @@ from ..causes import Cause
 from ..store import Store
 
 KINDS = (Cause.CORRUPT_FILE.value, Cause.DISK_FULL.value, Cause.NEW_ERROR.value, Cause.POISON_UPDATE.value,
-         Cause.ROLLBACK.value)
+         Cause.ROLLBACK.value, Cause.STATE_UNWRITABLE.value, Cause.LOG_ROTATION.value)
 SEEN = "notices"  # meta key: {"upto": last notice event id handled, "last": {kind: when last alerted}}
 REPEAT = 3600.0  # one spell seen by two processes (the monitor and auto_recovery both see a full disk): one alert
 # One event per fingerprint, quarantined update or rolled-back update: each is its own alert.
-ONCE_EACH = (Cause.NEW_ERROR.value, Cause.POISON_UPDATE.value, Cause.ROLLBACK.value)
+# A file set aside is set aside once (one mover, under a lock): each is its own alert too.
+ONCE_EACH = (Cause.NEW_ERROR.value, Cause.POISON_UPDATE.value, Cause.ROLLBACK.value, Cause.CORRUPT_FILE.value)
 
 
 def kinds_for(settings: Any) -> tuple[str, ...]:

@@ -24,6 +24,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from .. import store
+
 KEEP_SENT = (7 * 86400.0, 50_000)  # sent rows kept (age, rows): enough to answer "was it sent?"
 KEEP_DEAD = (30 * 86400.0, 10_000)
 PRUNE_EVERY = 500  # sends between two prunes
@@ -101,20 +103,40 @@ class Message:
 class Outbox:
     """data/outbox.db. One short transaction per call; safe with several processes."""
 
-    def __init__(self, path: Path | str, readonly: bool = False):
+    def __init__(self, path: Path | str, readonly: bool = False, history: Path | str | None = None):
         self.path = Path(path)
         if readonly:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=2.0,
                                       isolation_level=None, check_same_thread=False)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a commit survives the process being killed (SIGKILL), which is what matters here.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            # The one opener of the bundle's SQLite files: a corrupt outbox is set aside, a fresh one
+            # started, one corrupt-file event says how many queued messages were lost; the bot runs on.
+            self.db, target, problem = store.open_database(self.path, self._connect)
+            if target is not None:
+                # history.db sits beside it (settings.history_db): the alerter sends the event once
+                history_path = Path(history) if history else self.path.with_name("history.db")
+                history_store = store.Store(history_path)
+                store.record_set_aside(history_store, "outbox", f"{self.path.name} was corrupt ({problem}): moved"
+                                       f" aside to {target.name} and a fresh outbox started; {salvage(target, self.db)}")
+                history_store.close()
         self.db.row_factory = sqlite3.Row
         self._sends_since_prune = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a commit survives the process being killed (SIGKILL), which is what matters here.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if store.is_corrupt(exc):
+                store._abandon(db)  # never close it: closing deletes -wal/-shm by name (store.py)
+            else:
+                db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()
@@ -264,6 +286,23 @@ class Outbox:
 
 EMPTY_SUMMARY = {"pending": {p.name.lower(): 0 for p in Priority}, "pending_total": 0, "oldest_pending_age": None,
                  "queued": 0, "sent": 0, "retried": 0, "dead": 0, "dead_letters": 0}
+
+
+def salvage(corrupt: Path, fresh: sqlite3.Connection) -> str:
+    """Queue again, in the fresh outbox, the pending messages SQLite can still read from a corrupt
+    one (same keys: nothing is sent twice); say what was saved and what was lost."""
+    try:
+        db = sqlite3.connect(f"file:{corrupt}?mode=ro&immutable=1", uri=True)
+        try:
+            rows = db.execute("SELECT key, chat_id, priority, text, options, created_at FROM messages"
+                              " WHERE status = 'pending' ORDER BY id").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return "its queued messages could not be read (how many is unknown): they will not be sent"
+    fresh.executemany("INSERT OR IGNORE INTO messages(key, chat_id, priority, text, options, created_at)"
+                      " VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return f"{len(rows)} queued message(s) could be read and were queued again"
 
 
 def outbox_summary(settings: Any) -> dict[str, Any]:

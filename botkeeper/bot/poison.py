@@ -67,6 +67,8 @@ def strike(book: Mapping[str, Any], beat: Mapping[str, Any] | None, cause: Any, 
     counted twice (a bot that starts twice after one death, e.g. killed during its own start)."""
     new = {"struck": dict(book.get("struck") or {}), "quarantined": list(book.get("quarantined") or []),
            "counted_beat": book.get("counted_beat")}
+    if "quarantined_total" in book:  # a strike never resets the count of quarantined updates
+        new["quarantined_total"] = book["quarantined_total"]
     beat_id = None if not beat else [beat.get("pid"), beat.get("written_at")]
     if not blames(cause) or beat_id is None or beat_id == new["counted_beat"]:
         return new
@@ -115,8 +117,12 @@ def quarantine(book: Mapping[str, Any], update_id: int, seen: Mapping[str, Any],
     record |= {f: _short(seen[f]) for f in FIELDS if seen.get(f) is not None and record.get(f) is None}
     record["quarantined_at"] = now
     listed = [q for q in book.get("quarantined") or [] if q.get("update_id") != update_id] + [record]
+    before = book.get("quarantined_total")
+    before = before if isinstance(before, int) and not isinstance(before, bool) else 0
+    # Never below what is listed: a book written before the total was kept still counts up.
+    total = max(before, len(book.get("quarantined") or [])) + 1
     return {"struck": struck, "quarantined": listed[-KEEP_QUARANTINED:], "counted_beat": book.get("counted_beat"),
-            "quarantined_total": int(book.get("quarantined_total") or 0) + 1}, record
+            "quarantined_total": total}, record
 
 
 def describe(record: Mapping[str, Any]) -> str:
@@ -176,5 +182,5 @@ def quarantine_summary(path: Path, limit: int = 20) -> dict[str, Any]:
     book = PoisonBook(path).load()
     total = book.get("quarantined_total")
     items = quarantined(path)
-    return {"total": total if isinstance(total, int) else len(items),
+    return {"total": max(total, len(items)) if isinstance(total, int) else len(items),
             "latest": [q | {"summary": describe(q)} for q in items[:limit]]}

@@ -25,6 +25,7 @@ MAX_HEARTBEAT_BYTES = 64 * 1024  # a heartbeat is a few hundred bytes; bigger is
 MAX_STATE_BYTES = 4 * 1024 * 1024
 TORN_RETRY = 0.005  # seconds before reading a garbled heartbeat once more
 LINEAGE_DEPTH = 4  # a heartbeat written by a child of the bot's process (a shell wrapper's child)
+ASK_TIMEOUT = 0.5  # seconds to wait for the supervisor's answer when run/state.json is behind
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,10 @@ def read_supervisor(settings: Any) -> tuple[bool, int | None]:
 
 
 def read_snapshot(settings: Any, now: float | None = None, answered_state: dict | None = None,
-                  clock=time.time) -> Snapshot:
+                  clock=time.time, ask: bool = True) -> Snapshot:
     """Everything the verdict needs, read once. `answered_state`: the state the supervisor just
-    sent on the control socket (it is alive then, and its answer beats the file)."""
+    sent on the control socket (it is alive then, and its answer beats the file). `ask`: when the
+    file is behind a living supervisor (see _file_behind), ask the supervisor for its state."""
     started = time.perf_counter()
     stopping = runfiles.is_stopping(settings)
     if answered_state is not None:
@@ -243,7 +245,41 @@ def read_snapshot(settings: Any, now: float | None = None, answered_state: dict 
             # leftovers and the "since", but it is not the truth about now.
             state_error = None
     beat = read_heartbeat(Path(settings.heartbeat_file))
+    if answered_state is None and alive and ask and _file_behind(state, beat):
+        asked = ask_supervisor(settings)
+        if asked is not None and sane_state(asked) is not None:
+            state, state_error, answered_state = sane_state(asked), None, asked
     deadman = read_deadman(settings)
     now = clock() if now is None else now
     return Snapshot(now, state, state_error, alive, pid if isinstance(pid, int) else None, stopping, beat,
                     answered=answered_state is not None, took=time.perf_counter() - started, deadman=deadman)
+
+
+def _file_behind(state: dict[str, Any] | None, beat: Heartbeat) -> bool:
+    """run/state.json may not be the living supervisor's truth: it is unreadable, or its bot is not
+    the one beating (or no longer alive). The supervisor may be unable to write it (run/ read-only,
+    the disk full): then only its answer tells. Cheap checks first; most reads never ask."""
+    if state is None:
+        return True
+    bot = next((c for c in state["components"] if c.get("name") == "bot"), None)
+    if bot is None or bot.get("state") not in ("starting", "running"):
+        return False
+    bot_pid = bot.get("pid")
+    hb_pid = (beat.data or {}).get("pid")
+    if isinstance(hb_pid, int) and hb_pid != bot_pid and bot_pid not in beat.lineage:
+        return True
+    return not process_matches(bot_pid, bot.get("create_time"))
+
+
+def ask_supervisor(settings: Any, timeout: float = ASK_TIMEOUT) -> dict[str, Any] | None:
+    """The supervisor's state from its answer on run/control.sock, or None. (An upward import,
+    named in ARCHITECTURE.md: the control client needs nothing but the standard library and runfiles.)"""
+    from ..supervise import control
+
+    if getattr(settings, "control_socket", None) is None:
+        return None
+    try:
+        answer = control.call(settings, "status", timeout=timeout)
+    except (control.SupervisorUnavailable, control.ControlError):
+        return None
+    return answer if isinstance(answer, dict) else None

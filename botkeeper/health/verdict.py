@@ -184,6 +184,11 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
             cause = Cause.HEARTBEAT_INVALID if hb.status == "invalid" else Cause.STALE_HEARTBEAT
             checks.append(Check("heartbeat", DOWN, f"no heartbeat from this bot {hb.silent_for:.0f} s after its start"
                                 f" ({hb.error or hb.status})", cause, None if started is None else started + limits.stale_after))
+        elif hb.status == "invalid" and started is not None and snap.now - started > limits.heartbeat_grace:
+            # A bot that has run past its start grace is not starting: its beat is unreadable (the
+            # next good beat clears this; a silence past STALE_AFTER makes it hung above).
+            checks.append(Check("heartbeat", DEGRADED, f"heartbeat unreadable ({hb.error or hb.status})",
+                                Cause.HEARTBEAT_INVALID, snap.heartbeat.mtime))
         else:
             checks.append(Check("heartbeat", STARTING, f"waiting for the bot's first heartbeat ({hb.error or hb.status})",
                                 Cause.STARTING, started))
@@ -241,6 +246,19 @@ def _component_check(comp: Mapping[str, Any]) -> Check:
     return Check(f"component:{name}", DEGRADED, f"{name} {st}: {reason}", cause, _num(comp.get("last_exit_at")))
 
 
+def fault_checks(state: Mapping[str, Any]) -> list[Check]:
+    """The supervisor's own file faults (run/state.json unwritable, the disk full, a log that cannot
+    rotate): the bundle runs and the bot answers, so each is `degraded` with its typed cause."""
+    faults = state.get("faults")
+    out = []
+    for fault in faults if isinstance(faults, list) else []:
+        if isinstance(fault, Mapping) and fault.get("cause"):
+            cause = Cause.parse(fault.get("cause"))
+            out.append(Check(f"file:{fault.get('file') or '?'}", DEGRADED, str(fault.get("detail") or cause.label)[:300],
+                             cause, _num(fault.get("since"))))
+    return out
+
+
 def judge(snap: Snapshot, limits: Limits) -> Verdict:
     """The verdict on one snapshot. Pure: same snapshot, same verdict."""
     state = snap.state or {}
@@ -266,6 +284,7 @@ def judge(snap: Snapshot, limits: Limits) -> Verdict:
     if bot is not None:
         checks += _bot_checks(snap, bot, hb, limits)
     checks += [_component_check(c) for c in state["components"] if c["name"] != "bot"]
+    checks += fault_checks(state)
     worst = max(checks, key=lambda c: RANK[c.level])  # first of the worst, in check order
     if worst.ok:
         return Verdict(HEALTHY, None, "every component is running and the bot's heartbeat is fresh"

@@ -27,6 +27,8 @@ EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
 EX_NOT_RUNNING = 3
 # Commands that create files under run/, logs/ and data/: checked first, one line if they cannot.
 WRITES_HOME = ("start", "stop", "supervise")
+# Commands that work from the run files alone when the settings are broken (see without_settings).
+RUN_FILES_ONLY = ("stop", "status", "start")
 
 # Commands implemented in their own modules: name -> "module:function(settings, argv) -> int".
 DELEGATED = {
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
             check_alert_urls(settings)  # Apprise's own check (imported only here): a bad URL is 78 now
     except ConfigError as exc:
+        if args.command in RUN_FILES_ONLY:
+            return without_settings(args, exc)
         kept = "reload refused, the running settings are kept: " if args.command == "reload" else ""
         print(f"botkeeper: {kept}configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -78,6 +82,26 @@ def main(argv: list[str] | None = None) -> int:
         private_umask()  # inherited by the runner, the supervisor and every component
         ensure_dirs_or_exit(settings.run_dir, settings.logs_dir, settings.data_dir)
     return int(args.func(settings, args) or 0)
+
+
+def without_settings(args, exc: ConfigError) -> int:
+    """`stop` and `status` with broken settings work from the run files alone (PID files, locks, the
+    control socket) and say the settings are broken; `start` leaves a running copy as it is (it keeps
+    its settings) and exits 78: a typo in .env never takes the bot down, nor keeps it from stopping."""
+    try:
+        fallback = Settings.from_run_files()
+    except ConfigError:  # not even the defaults (cannot happen with a sane install): nothing to act on
+        fallback = None
+    if args.command == "start" or fallback is None:
+        running = fallback is not None and fallback.run_dir.is_dir() and bundle.is_running(fallback)
+        kept = (" (the bundle that is running keeps running with the settings it started with; stop works"
+                " without them)") if running else ""
+        print(f"botkeeper: configuration error: {exc}{kept}", file=sys.stderr)  # one line, as every 78
+        return EX_CONFIG
+    print(f"botkeeper: the settings are broken: {exc}; {args.command} works from the run files alone, fix"
+          " the settings before the next start", file=sys.stderr)
+    args.settings_error = str(exc)
+    return int(args.func(fallback, args) or 0)
 
 
 def global_options(argv: list[str]) -> tuple[list[str], int | None]:
@@ -451,6 +475,8 @@ def cmd_status(settings: Settings, args) -> int:
     status = gather_status(settings)
     if status is None:
         return not_running(settings)
+    if getattr(args, "settings_error", None):
+        status["settings_error"] = args.settings_error  # the running bundle is fine; the next start is not
     print(json.dumps(status, indent=2) if args.json else render_table(status))
     return 0 if status["healthy"] else EX_NOT_HEALTHY
 

@@ -329,6 +329,21 @@ def check_private(path: Path) -> Result | None:
     return Result(label, OK, f"{path} holds secrets and is readable only by its owner")
 
 
+def check_set_aside(settings: Settings) -> Result:
+    """Every file the bundle set aside (a corrupt database, a state.json that was a directory): kept
+    for inspection, safe to delete once looked at."""
+    from ..store import set_aside_files
+
+    found = [p for d in (settings.data_dir, settings.run_dir) for p in set_aside_files(d)
+             if not p.name.endswith(("-wal", "-shm"))]
+    if not found:
+        return Result("set aside", OK, "no file of the bundle was set aside")
+    names = ", ".join(str(p.relative_to(settings.home)) for p in found)
+    return Result("set aside", WARN, f"{len(found)} file(s) set aside: {names}",
+                  "each was replaced by a fresh one (see `python -m botkeeper history` for what was lost);"
+                  " delete them once looked at")
+
+
 def check_bundle(verdict: Any, running: bool) -> Result:
     """The one verdict (botkeeper.health.verdict), as the page and `status` show it."""
     if not running:
@@ -414,6 +429,7 @@ def run_checks(environ: Mapping[str, str], probe: float = CONFLICT_PROBE) -> lis
     results.append(check_disk(settings.home, settings.min_free_disk_mb))
     results += [r for r in (check_private(settings.home / ".env"), check_private(settings.home / "botkeeper.toml")) if r]
     results.append(check_history(settings.history_db))
+    results.append(check_set_aside(settings))
     results.append(check_bundle(verdict, running))
     return results
 

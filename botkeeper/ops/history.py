@@ -20,7 +20,8 @@ CAUSE_VALUES = {c.value for c in Cause}
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SHOWN_KINDS = ("start", "restart", "exit", "errored", "needs-config", "orphan-stopped", "relaunch", "shutdown",
                "stale", "limit", "conflict", "telegram-unreachable", "telegram-reachable", "heartbeat-unreadable",
-               "alert", "alert-not-sent", "alert-sent", "alert-failed", "corrupt-file", "disk-full", "poison-update")
+               "alert", "alert-not-sent", "alert-sent", "alert-failed", "corrupt-file", "disk-full", "poison-update",
+               "state-unwritable", "log-rotation")
 
 
 def parse_since(text: str) -> float:

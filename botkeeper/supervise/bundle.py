@@ -65,11 +65,9 @@ def ports_busy(settings: Settings) -> str | None:
         checks.append((settings.host, settings.port, "PORT", "status page"))
     if settings.component("emulator") is not None:
         checks.append(("127.0.0.1", settings.emulator_port, "EMULATOR_PORT", "demo emulator"))
-    for host, port, setting, what in checks:
-        why = ports.refusal(host, port, setting, what)
-        if why:
-            return why
-    return None
+    if settings.telegram_mode == "webhook" and settings.component("bot") is not None:
+        checks.append(("0.0.0.0", settings.webhook_port, "WEBHOOK_PORT", "webhook"))  # bot/webhook.py binds all
+    return ports.check_all(checks)
 
 
 def spawn_roots(settings: Settings, follow_us: bool = False) -> tuple[int, int | None]:

@@ -16,16 +16,44 @@ from pathlib import Path
 LISTEN = "0A"  # TCP state in /proc/net/tcp
 
 
+def bind_error(host: str, port: int) -> int | None:
+    """The errno binding host:port fails with (what the component would hit), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does: TIME_WAIT is no owner
+            sock.bind((host if host != "localhost" else "127.0.0.1", port))
+    except OSError as exc:
+        return exc.errno or errno.EINVAL
+    return None
+
+
 def taken(host: str, port: int) -> bool:
     """True if binding host:port fails with EADDRINUSE (what the web component would hit)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does: TIME_WAIT is no owner
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False
+    return bind_error(host, port) == errno.EADDRINUSE
+
+
+def check_all(binds: list[tuple[str, int, str, str]]) -> str | None:
+    """Every (host, port, setting, what) the bundle will listen on, checked together before anything
+    starts: two settings on one port, a HOST that is not an address of this machine, a port in use.
+    One line naming the setting, or None."""
+    wildcard = ("0.0.0.0", "::", "")
+    for i, (host, port, setting, what) in enumerate(binds):
+        for other_host, other_port, other_setting, other_what in binds[:i]:
+            if port == other_port and (host == other_host or host in wildcard or other_host in wildcard
+                                       or {host, other_host} <= {"127.0.0.1", "localhost"}):
+                return (f"{setting}={port} is not valid: {other_setting} is the same port ({other_what});"
+                        f" expected a different port for the {what}")
+    for host, port, setting, what in binds:
+        err = bind_error(host, port)
+        if err == errno.EADDRNOTAVAIL and setting == "PORT":
+            return (f"HOST={host} is not valid: it is not an address of this machine; expected one of its"
+                    " addresses, 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+        if err == errno.EADDRINUSE:
+            return refusal(host, port, setting, what)
+        if err is not None:
+            return f"{setting}={port} cannot be used for the {what} on {host}: {os.strerror(err)}"
+    return None
 
 
 def listening_inodes(port: int, proc: Path = Path("/proc")) -> set[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import bundle, gitinfo, outer, policy, process, reload_plan, sdnotify, warm
-from .. import runfiles
+from .. import logs, runfiles
 from ..causes import Cause
 from .childlogs import OutputFanout
 from ..config import EX_CONFIG, ComponentSpec, ConfigError, Settings
@@ -110,6 +110,10 @@ class Supervisor:
         self.next_recovery_check = clock() + settings.recovery_interval
         self.next_state_check = clock() + STATE_CHECK_INTERVAL
         self._state_key: tuple[int, int] | None = None  # (inode, mtime_ns) of the state.json we wrote
+        # file -> {"file", "cause", "since", "detail"}: our own files we cannot write (run/state.json,
+        # a log that cannot rotate). In the state (and the control socket's answer): degraded, typed.
+        self.faults: dict[str, dict[str, Any]] = {}
+        self._faults_changed = False  # written to run/state.json on the next timer pass
         self._lock_fd: int | None = None
         self._wake_r: int | None = None
         self.warm_possible = True  # False when the kernel refuses PR_SET_CHILD_SUBREAPER
@@ -133,6 +137,7 @@ class Supervisor:
         opened = make_private(s.run_dir, s.logs_dir, s.data_dir, s.archive_dir)  # before any new file
         previous = read_json(s.run_dir / "supervisor.pid")  # removed on a clean exit: still there = it died
         write_pidfile(s.run_dir / "supervisor.pid")
+        logs.on_rotation = self._rotation  # before the handlers exist: a log full at start counts too
         self.output.setup(self.components)
         if opened:
             log.warning("private files: %d file(s) and directories under run/, logs/, data/ and logs_archive/ "
@@ -224,7 +229,8 @@ class Supervisor:
             self.next_state_check = now + STATE_CHECK_INTERVAL
             changed = changed or not self._state_is_ours()
         self.notifier.tick(lambda: sdnotify.health_line(self.settings, self.state(), self.redact))
-        if changed:
+        if changed or self._faults_changed:
+            self._faults_changed = False
             self.write_state()
 
     # --- signals and exits -----------------------------------------------------------------------
@@ -447,19 +453,63 @@ class Supervisor:
                            "shutting_down": self.shutting_down, "outer": self.outer, "version": self.version},
             "components": [c.snapshot(mono, wall) for c in self.components.values()],
             "recent_restarts": list(self.recent_restarts),
-        }
+        } | ({"faults": list(self.faults.values())} if self.faults else {})
 
     def write_state(self) -> None:
+        """run/state.json, atomically. When it cannot be written (run/ read-only, the disk full) the
+        bundle runs on: readers ask us on the control socket instead (health/snapshot.py), the
+        verdict says degraded with the cause, and the log says so once per episode, not per try."""
+        path = self.settings.state_file
         try:
-            atomic_write_json(self.settings.state_file, self.state())
-            st = os.stat(self.settings.state_file)
+            runfiles.move_aside_if_not_file(path, self._moved_aside)
+            atomic_write_json(path, self.state())
+            st = os.stat(path)
             self._state_key = (st.st_ino, st.st_mtime_ns)
         except OSError as exc:
             self._state_key = None
-            log.error("run/state.json: cannot write: %s", exc)
+            self.fault("run/state.json", exc, "readers ask the supervisor on run/control.sock instead")
+            return
+        if self.clear_fault("run/state.json"):
+            self.write_state()  # once more, without the fault
+
+    def fault(self, name: str, exc: OSError | None, consequence: str, cause: Cause | None = None) -> None:
+        """One of our files cannot be written: logged once per episode (and again if the cause changes)."""
+        cause = cause or runfiles.write_fault_cause(exc)
+        why = (exc.strerror or str(exc)) if exc is not None else cause.label
+        old = self.faults.get(name)
+        detail = f"{name} cannot be {'rotated' if cause == Cause.LOG_ROTATION else 'written'} ({why}): {consequence}"
+        self.faults[name] = {"file": name, "cause": cause.value, "detail": detail,
+                             "since": old["since"] if old else self.wall()}
+        if old is None or old["cause"] != cause.value:  # once per episode: a notice, alerted once
+            self._faults_changed = True
+            log.error("%s", detail)
+            self.store_event(cause.value, None, detail, "supervisor", cause=cause)
+
+    def clear_fault(self, name: str) -> bool:
+        if self.faults.pop(name, None) is None:
+            return False
+        log.info("%s can be written again", name)
+        self._faults_changed = True
+        return True
+
+    def _rotation(self, path: str, exc: OSError | None) -> None:
+        """logs.on_rotation: a log of ours cannot rotate (capped), or can again."""
+        name = os.path.relpath(path, self.settings.home)
+        if exc is None:
+            self.clear_fault(name)
+        else:
+            self.fault(name, exc, f"capped at LOG_MAX_BYTES={self.settings.log_max_bytes}: lines are dropped"
+                       " until it can rotate", Cause.LOG_ROTATION)
+
+    def _moved_aside(self, path, target) -> None:
+        log.warning("%s was not a file: moved aside to %s", path, target.name)
+        self.store_event(Cause.CORRUPT_FILE.value, None, f"{path.name} was not a file: moved aside to {target.name}",
+                         "supervisor", cause=Cause.CORRUPT_FILE)
 
     def _state_is_ours(self) -> bool:
         """False when run/state.json is gone or was replaced by someone else (then we rewrite it)."""
+        if "run/state.json" in self.faults:
+            return False  # try again (quietly) each STATE_CHECK_INTERVAL: the fault may be over
         try:
             st = os.stat(self.settings.state_file)
         except OSError:
