@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import pytest
 
-from .config import importable_env
+from .config import bot_argv, importable_env
 from .emulator import Emulator
 
 TEST_TOKEN = "123456789:TEST-botkeeper-pytest-plugin-token0"  # token-shaped, accepted only by the emulator
@@ -155,7 +155,10 @@ def telegram_bot(telegram_emulator: Emulator, botkeeper_bot_command: list[str], 
         "ALERTS": "off",
         "PYTHONUNBUFFERED": "1",
     } | importable_env())
-    bot = BotUnderTest(botkeeper_bot_command, home, env, workdir).start(telegram_emulator)
+    # `python bot.py` as the supervisor runs it: this interpreter, an unchanged python-telegram-bot bot
+    # through the launcher (pointed at the emulator, attached).
+    command = bot_argv(tuple(botkeeper_bot_command), home) if botkeeper_bot_command else botkeeper_bot_command
+    bot = BotUnderTest(command, home, env, workdir).start(telegram_emulator)
     yield bot
     bot.stop()
 

@@ -170,6 +170,11 @@ def attach(application: Application, settings: Settings | None = None, *,
     every bot, says where to beat. Call it after building, before run_polling(); handlers may be
     added before or after it.
     """
+    existing = application.bot_data.get("botkeeper.keeper") if isinstance(application.bot_data, dict) else None
+    if isinstance(existing, Keeper):  # attached already (the launcher did, for an unchanged bot): once only
+        existing.descriptions.update(_descriptions(commands))
+        existing.menu = menu
+        return existing
     settings = settings or load_or_exit()
     observed = health is not None
     beat_file = heartbeat.default_path(settings)
@@ -177,9 +182,7 @@ def attach(application: Application, settings: Settings | None = None, *,
     redactor = logs.Redactor(settings.secrets() + [settings.bot_token or "", application.bot.token or ""])
     health = health or Health(redactor)
     _redact_existing_log_handlers(redactor, settings)
-    descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
-                    else c[1] for c in commands}
-    keeper = Keeper(application, settings, health, beat_file, descriptions, observed, menu)
+    keeper = Keeper(application, settings, health, beat_file, _descriptions(commands), observed, menu)
     health.reporters.append(keeper.work.report)
     if settings.redis_url:  # several replicas: imported only then (the single-VM path stays as it was)
         from .shared import for_settings
@@ -201,6 +204,11 @@ def attach(application: Application, settings: Settings | None = None, *,
     _chain(application, "post_init", keeper.ready)
     _chain(application, "post_stop", keeper.stopped)
     return keeper
+
+
+def _descriptions(commands: Iterable[BotCommand | tuple[str, str]]) -> dict[str, str]:
+    return {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
+            else c[1] for c in commands}
 
 
 def _chain(application: Application, hook: str, ours: Any) -> None:

@@ -205,12 +205,26 @@ def print_banner(settings: Settings, mode: str = "none") -> None:
         from ..supervise.outer import describe
 
         lines[-1:] = [f"  supervised  : by {describe(mode)}"]
+    lines[1:1] = bot_command_lines(settings)
     if settings.demo_active:
         lines[1:1] = [
             "  *** DEMO *** no TELEGRAM_BOT_TOKEN is set: running against the built-in offline Telegram emulator.",
             "  To go live: add TELEGRAM_BOT_TOKEN (from @BotFather) in Replit Secrets or .env and run again.",
         ]
     print("\n".join(lines), flush=True)
+
+
+def bot_command_lines(settings: Settings) -> list[str]:
+    """What BOT_COMMAND became: `python` is our interpreter, a python-telegram-bot bot runs attached."""
+    from ..config import LAUNCHER, is_our_python
+
+    bot = settings.component("bot")
+    if not settings.bot_command or bot is None or not is_our_python(settings.bot_command[0]):
+        return []
+    lines = [f"  bot         : BOT_COMMAND's {settings.bot_command[0]!r} is this Python: {sys.executable}"]
+    if len(bot.command) > 1 and bot.command[1] == str(LAUNCHER):
+        lines.append("                a python-telegram-bot bot: the launcher attaches botkeeper to it (no edit needed)")
+    return lines
 
 
 def wait_until_healthy(settings: Settings) -> int:
