@@ -4,6 +4,7 @@ reaches /ping; the test command is the line .ci/run runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, free_port, wait_for
+from conftest import ROOT, component, free_port, wait_for
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
@@ -114,3 +115,52 @@ def test_readme_start_line_verbatim_under_pep668_python_reaches_ping(tmp_path):
         subprocess.run(["bash", str(stop)], cwd=clone, env=env, capture_output=True, timeout=60)
     assert proc.returncode == 0, "".join(lines[-40:])
     assert any("botkeeper: stopped" in line for line in lines)
+
+
+def bk(home, *args, env, timeout=60):
+    return subprocess.run([sys.executable, "-m", "botkeeper", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_demo_foreground_streams_only_this_run_and_ctrl_c_stops_the_bot_before_its_emulator(home):
+    from conftest import bk_env
+
+    (home / "logs").mkdir()
+    (home / "logs" / "combined.log").write_text("12:00:00 bot       | OLD-LINE-OF-AN-EARLIER-RUN\n" * 50)
+    env = bk_env(home, DEMO="on", EMULATOR_PORT=str(free_port()), HOST="127.0.0.1", DEMO_INTERVAL="0.3")
+    proc = subprocess.Popen([sys.executable, "-m", "botkeeper", "start"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    try:
+        wait_for(lambda: any("botkeeper: healthy" in line for line in lines) or proc.poll() is not None, 60, 0.1,
+                 "the healthy banner")
+        wait_for(lambda: any("polling Telegram for updates" in line for line in lines), 10, 0.1, "this run's lines")
+        assert not any("OLD-LINE-OF-AN-EARLIER-RUN" in line for line in lines)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
+        assert proc.wait(30) == 0, "".join(lines[-30:])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        bk(home, "stop", env=env)
+    supervisor = (home / "logs" / "supervisor.log").read_text()
+    assert supervisor.index("bot stopped") < supervisor.index("emulator stopping"), supervisor[-2000:]
+    bot_log = (home / "logs" / "bot.log").read_text()
+    assert "Traceback" not in bot_log and "bot stopped" in bot_log, bot_log[-3000:]
+    errors = bk(home, "errors", "--json", env=env)
+    assert errors.returncode == 0 and "NetworkError" not in errors.stdout
+
+
+def test_status_exit_codes_hold_in_a_crash_loop(home, supervised):
+    from conftest import bk_env, py_command
+
+    env = bk_env(home)
+    assert bk(home, "status", env=env).returncode == 3  # not running
+    crash = py_command("import sys; print('boom', flush=True); sys.exit(1)")
+    supervised(components={"bot": {"command": crash}, "web": {"enabled": False}, "monitor": {"enabled": False}})
+    wait_for(lambda: component(home, "bot").get("restarts", 0) >= 2, 20, 0.1, "a crash loop")
+    table = bk(home, "status", env=env)
+    assert table.returncode == 1, table.stdout  # never 0 while the table says it is not healthy
+    assert "overall: HEALTHY" not in table.stdout
+    as_json = bk(home, "status", "--json", env=env)
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["healthy"] is False

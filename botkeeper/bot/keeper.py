@@ -144,14 +144,18 @@ class Keeper:
             # says it, with one explanation per episode, not a traceback per retry.
             self.health.polling_failed(error)
             return
+        if update is None and job is None and isinstance(error, TelegramError):
+            # Polling's own errors (network, Telegram's 5xx, the demo's emulator going away): Telegram's
+            # weather, reported by the heartbeat; never one of the user's handler errors.
+            log.warning("%s", self.health.redact(f"polling: {type(error).__name__}: {error}"))
+            return
         where = f"job {job.name}" if job is not None else "a task"
         extra: dict[str, Any] = {}
         if isinstance(update, Update):
             chat = update.effective_chat
             where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
             extra["update_id"] = update.update_id
-        if error is not None and not (update is None and job is None and isinstance(error, TelegramError)):
-            # Polling's own network errors are Telegram's weather (the heartbeat reports them), not bugs.
+        if error is not None:
             extra["fingerprint"] = self.errors.add(error).id
         stack = "".join(traceback.format_exception(error)) if error is not None else ""
         log.error("%s", self.health.redact(

@@ -157,6 +157,8 @@ def cmd_start(settings: Settings, args) -> int:
                 runfiles.clear_stopping(settings)
                 print_banner(settings, mode)
                 return exec_supervisor(settings)
+            # This run's lines only: the stream starts where combined.log ends now (not its old tracebacks).
+            follower = None if args.detach else LogFollower(settings.logs_dir / "combined.log", from_end=True)
             bundle.spawn_roots(settings, follow_us=not args.detach)
             print_banner(settings)
             if args.detach:
@@ -164,7 +166,7 @@ def cmd_start(settings: Settings, args) -> int:
     except TimeoutError as exc:
         print(f"botkeeper: {exc}", file=sys.stderr)
         return 1
-    return follow_foreground(settings)
+    return follow_foreground(settings, follower)
 
 
 def cmd_ensure(settings: Settings, args) -> int:
@@ -245,6 +247,9 @@ def wait_until_healthy(settings: Settings) -> int:
         time.sleep(0.1)
     print(f"botkeeper: not healthy after {settings.start_timeout:g} s: {verdict.overall}"
           f" ({verdict.cause.value if verdict.cause else '-'}): {verdict.detail}", file=sys.stderr)
+    # The bundle stays up (a Telegram outage or a slow first start heals by itself): say so, and how to stop.
+    print("  the bundle keeps running and retrying (with backoff); `python -m botkeeper status` shows it,"
+          " `bash stop_24_7.sh` stops it", file=sys.stderr)
     failing = verdict.failing if verdict else []
     for check in failing:
         print(f"  {check.name}: {check.detail}", file=sys.stderr)
@@ -258,13 +263,12 @@ def wait_until_healthy(settings: Settings) -> int:
     return 1
 
 
-def follow_foreground(settings: Settings) -> int:
+def follow_foreground(settings: Settings, follower: "LogFollower | None" = None) -> int:
     """Stream the combined log until Ctrl+C/SIGTERM, then stop everything."""
     stop_requested = []
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: stop_requested.append(signum))
-    path = settings.logs_dir / "combined.log"
-    follower = LogFollower(path, from_end=False)
+    follower = follower or LogFollower(settings.logs_dir / "combined.log", from_end=True)
     announced = False
     next_check = 0.0
     gone_since = None
@@ -360,8 +364,16 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         "components": components,
         "checks": [c.as_dict() for c in verdict.checks],
         "recent_restarts": state.get("recent_restarts", [])[-10:],
-        "history": history_summary(settings, now),
+        "history": _settled(history_summary(settings, now), verdict.healthy),
     }
+
+
+def _settled(history: dict[str, Any] | None, healthy: bool) -> dict[str, Any] | None:
+    """As on the page: a healthy verdict has no open incident beside it (the monitor closes the
+    record a moment later; the two surfaces never disagree meanwhile)."""
+    if history and healthy and history.get("open_incident"):
+        history = history | {"open_incident": None}
+    return history
 
 
 def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
@@ -374,7 +386,9 @@ def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
         return None
     store = Store(settings.history_db, readonly=True)
     try:
-        return store.summary(now)
+        from ..store import watch_gap
+
+        return store.summary(now, gap=watch_gap(settings))
     except sqlite3.Error:
         return None
     finally:

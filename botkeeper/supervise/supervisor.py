@@ -33,6 +33,7 @@ from ..states import LIVE, State, check_transition
 from ..store import Store
 
 log = logging.getLogger("supervisor")
+STOPPED_LAST = ("emulator",)  # the demo's Telegram: its bot stops first
 EX_LOCKED = 75  # EX_TEMPFAIL: another supervisor owns this directory
 RECENT_RESTARTS = 50
 STATE_CHECK_INTERVAL = 1.0  # how often we check that run/state.json is still the one we wrote
@@ -104,6 +105,7 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.shutting_down = False
         self.shutdown_reason = ""
+        self.shutdown_by = "supervisor"
         self.exit_code = 0
         self.started_at = wall()
         self.store = Store(settings.history_db)
@@ -272,6 +274,7 @@ class Supervisor:
                     del self.components[comp.name]
             self.store_event("exit", comp.name, exit_detail, comp.stop_by or "supervisor", exit_code,
                              cause=comp.stop_cause if not self.shutting_down else Cause.SHUTDOWN)
+            self.stop_the_last()
             self.write_state()
             return
 
@@ -398,10 +401,23 @@ class Supervisor:
             self.notifier.stopping(reason)
             self.store_event("shutdown", None, reason, by, cause=Cause.SHUTDOWN)
             self.close_incidents("the bundle was stopped", Cause.SHUTDOWN)
-        self.shutting_down, self.shutdown_reason = True, reason
-        # The bot first in spirit, but all at once in practice: each gets its own kill_timeout.
+        self.shutting_down, self.shutdown_reason, self.shutdown_by = True, reason, by
+        # All at once (each with its own kill_timeout), but the demo's emulator last: it is the bot's
+        # Telegram, and a bot whose server vanished mid-poll dies with a traceback instead of its goodbye.
         for comp in self.components.values():
-            self.stop(comp, "stopped", Cause.SHUTDOWN, reason, by)
+            if comp.name not in STOPPED_LAST:
+                self.stop(comp, "stopped", Cause.SHUTDOWN, reason, by)
+        self.stop_the_last()
+
+    def stop_the_last(self) -> None:
+        """During a shutdown: once nothing else lives, stop the components kept for last."""
+        if not self.shutting_down or any(c.state in LIVE for c in self.components.values()
+                                         if c.name not in STOPPED_LAST):
+            return
+        for name in STOPPED_LAST:
+            comp = self.components.get(name)
+            if comp is not None and comp.state not in (State.STOPPING, State.STOPPED):
+                self.stop(comp, "stopped", Cause.SHUTDOWN, self.shutdown_reason, self.shutdown_by)
 
     def watch_recovery(self) -> None:
         """auto_recovery.py watches us; we relaunch it when it is gone (unless an outer supervisor

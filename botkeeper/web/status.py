@@ -22,6 +22,7 @@ from ..health.procstats import HostStats, ProcessStats
 from ..health.snapshot import Snapshot, read_snapshot
 from ..states import LIVE, State
 from ..causes import Cause
+from ..store import watch_gap
 from ..health.verdict import Limits, Verdict, judge
 from .history import DAY, RingHistory, Sample, StoreHistory, StoreReader, no_summary
 from .reasons import RestartCounter, reason_label
@@ -258,7 +259,7 @@ class StatusSource:
         with self._summary_lock:
             cached = self._summary
             if cached is None or not 0 <= now - cached[0] < HISTORY_TTL:
-                cached = self._summary = (now, self.store.read(lambda store: store.summary(now)) or no_summary())
+                cached = self._summary = (now, self.store.read(lambda store: store.summary(now, gap=watch_gap(self.settings))) or no_summary())
         summary = cached[1]
         incident = summary["open_incident"]
         if incident is not None:
