@@ -295,6 +295,9 @@ class Emulator:
             query: dict[str, Any] = {"id": str(update_id), "from": user, "chat_instance": str(chat_id), "data": data}
             if message_id is not None:
                 query["message"] = {"message_id": message_id, "date": _now(), "chat": _chat(chat_id)}
+                sent = next((m for m in st.sent if m["message_id"] == message_id and m["chat"]["id"] == chat_id), None)
+                if sent is not None:  # the message the button belongs to, as Telegram sends it
+                    query["message"] = {k: v for k, v in sent.items() if k not in CONTROL_ONLY}
             st.updates.append({"update_id": update_id, "callback_query": query})
             st.cond.notify_all()
         return {"update_id": update_id}
@@ -641,6 +644,9 @@ class Emulator:
             reply_id = reply.get("message_id") if isinstance(reply, dict) else params.get("reply_to_message_id")
             if reply_id:
                 message["reply_to_message_id"] = int(reply_id)  # for the control side only
+            markup = _as_json_value(params.get("reply_markup"))
+            if isinstance(markup, dict):  # an inline keyboard: /sent shows it, a test can press its buttons
+                message["reply_markup"] = markup
             st.next_message_id += 1
             st.sent.append(message)
             st.cond.notify_all()
@@ -695,6 +701,11 @@ class Emulator:
                         raise ApiError(400, "Bad Request: message is not modified")
                     message["text"] = str(params.get("text", ""))
                     message["edit_date"] = _now()
+                    markup = _as_json_value(params.get("reply_markup"))
+                    if isinstance(markup, dict):
+                        message["reply_markup"] = markup
+                    else:  # Telegram drops the keyboard of an edit that sends none
+                        message.pop("reply_markup", None)
                     st.cond.notify_all()
                     return {k: v for k, v in message.items() if k not in CONTROL_ONLY}
         raise ApiError(400, "Bad Request: message to edit not found")

@@ -188,7 +188,7 @@ class StatusSource:
             "cause": verdict.cause.value if verdict.cause else None,
             "cause_label": verdict.cause.label if verdict.cause else None,
             "detail": self.redact(verdict.detail),
-            "state": "demo" if demo and verdict.healthy else verdict.overall,
+            "state": verdict.overall,  # the headline is the health, demo or not (the banner says DEMO)
             "demo": demo,
             "since": since,
             "since_estimated": estimated,
