@@ -164,3 +164,10 @@ def test_status_exit_codes_hold_in_a_crash_loop(home, supervised):
     assert "overall: HEALTHY" not in table.stdout
     as_json = bk(home, "status", "--json", env=env)
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["healthy"] is False
+
+
+def test_dockerignore_keeps_secrets_out_and_the_settings_in():
+    lines = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert {".env", ".venv", "run", "data", "logs"} <= lines
+    assert "botkeeper.toml" not in lines  # settings and components (no secrets): the image runs what it says

@@ -106,6 +106,7 @@ class Supervisor:
         self.shutting_down = False
         self.shutdown_reason = ""
         self.shutdown_by = "supervisor"
+        self.reexec = False  # after the shutdown, exec the code on disk in this same process (update)
         self.exit_code = 0
         self.started_at = wall()
         self.store = Store(settings.history_db)
@@ -396,7 +397,9 @@ class Supervisor:
         self.write_state()
 
     def shutdown(self, reason: str, by: str) -> None:
-        if not self.shutting_down:
+        if not self.shutting_down and self.reexec:
+            log.info("re-executing with the updated code: stopping the components first: %s", reason)
+        elif not self.shutting_down:
             log.info("shutting down: %s", reason)
             self.notifier.stopping(reason)
             self.store_event("shutdown", None, reason, by, cause=Cause.SHUTDOWN)
@@ -515,6 +518,12 @@ class Supervisor:
             return {"stopping": list(self.components)}
         if cmd == "reload":
             return self.reload(by)
+        if cmd == "reexec":  # `update` changed botkeeper's own code: stop everything, exec the new code
+            if isinstance(request.get("version"), str) and request["version"]:
+                self.version = request["version"][:40]
+            self.reexec = True
+            self.shutdown(reason, by)
+            return {"reexec": os.getpid()}
         if cmd == "deploy":
             return self.deploy(cause if request.get("cause") else Cause.DEPLOY, reason, by, request.get("version"))
         if cmd == "event":
@@ -637,7 +646,14 @@ def main(settings: Settings) -> int:
         return EX_LOCKED
     supervisor.setup()
     try:
-        return supervisor.run()
+        code = supervisor.run()
     except Exception:
         log.exception("supervisor crashed")  # run_24_7.sh restarts us; the next start cleans up
         return 1
+    if supervisor.reexec:
+        # Same pid (run_24_7.sh, systemd and a container still see their child), new code. Our fds are
+        # close-on-exec: the lock and the control socket are free for the new supervisor.
+        log.info("re-executing %s -m botkeeper supervise", sys.executable)
+        logging.shutdown()
+        os.execve(sys.executable, [sys.executable, "-m", "botkeeper", "supervise"], supervisor.start_environ)
+    return code
