@@ -97,6 +97,7 @@ def test_readme_start_line_verbatim_under_pep668_python_reaches_ping(tmp_path):
         venv_python = clone / ".venv" / "bin" / "python"
         assert venv_python.exists(), "".join(lines)
         assert any("creating a virtual environment in .venv" in line for line in lines)
+        assert any("status      : .venv/bin/python -m botkeeper status" in line for line in lines)  # no `python` here
         ran = subprocess.run([str(venv_python), "-c", "import sys; print(sys.base_prefix)"], capture_output=True,
                              text=True, timeout=30).stdout.strip()
         assert ran == subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.prefix)"],

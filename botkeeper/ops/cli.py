@@ -194,13 +194,31 @@ def exec_supervisor(settings: Settings) -> int:
     return 1  # not reached
 
 
+def cli_name() -> str:
+    """How to run botkeeper's commands from the project directory: `python -m botkeeper` where that
+    `python` is this interpreter, else this interpreter's path (the .venv start_24_7.sh made on a
+    machine without a `python` alias)."""
+    import shutil
+
+    from ..config import PACKAGE_ROOT
+
+    for alias in ("python", "python3"):
+        found = shutil.which(alias)
+        if found and os.path.samefile(found, sys.executable) and found.startswith(os.path.dirname(sys.executable)):
+            return f"{alias} -m botkeeper"
+    try:
+        return f"{Path(sys.executable).relative_to(PACKAGE_ROOT)} -m botkeeper"
+    except ValueError:
+        return f"{sys.executable} -m botkeeper"
+
+
 def print_banner(settings: Settings, mode: str = "none") -> None:
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     lines = [
         "botkeeper: keeping your Telegram bot alive",
         f"  status page : http://{host}:{settings.port}/   (health: /health)",
-        f"  logs        : {settings.logs_dir}/<component>.log   (python -m botkeeper logs bot -f)",
-        "  status      : python -m botkeeper status",
+        f"  logs        : {settings.logs_dir}/<component>.log   ({cli_name()} logs bot -f)",
+        f"  status      : {cli_name()} status",
         "  stop        : Ctrl+C here, or bash stop_24_7.sh",
     ]
     if mode != "none":
@@ -241,14 +259,14 @@ def wait_until_healthy(settings: Settings) -> int:
             return 0
         if verdict.overall == NEEDS_CONFIG:
             print(f"botkeeper: needs configuration ({verdict.cause.value}): {verdict.detail}", file=sys.stderr)
-            print("  fix it, then run `python -m botkeeper restart bot` (or start again);"
-                  " `python -m botkeeper doctor` checks the setup", file=sys.stderr)
+            print(f"  fix it, then run `{cli_name()} restart bot` (or start again);"
+                  f" `{cli_name()} doctor` checks the setup", file=sys.stderr)
             return EX_CONFIG
         time.sleep(0.1)
     print(f"botkeeper: not healthy after {settings.start_timeout:g} s: {verdict.overall}"
           f" ({verdict.cause.value if verdict.cause else '-'}): {verdict.detail}", file=sys.stderr)
     # The bundle stays up (a Telegram outage or a slow first start heals by itself): say so, and how to stop.
-    print("  the bundle keeps running and retrying (with backoff); `python -m botkeeper status` shows it,"
+    print(f"  the bundle keeps running and retrying (with backoff); `{cli_name()} status` shows it,"
           " `bash stop_24_7.sh` stops it", file=sys.stderr)
     failing = verdict.failing if verdict else []
     for check in failing:
