@@ -172,3 +172,19 @@ def test_dockerignore_keeps_secrets_out_and_the_settings_in():
              if line.strip() and not line.startswith("#")}
     assert {".env", ".venv", "run", "data", "logs"} <= lines
     assert "botkeeper.toml" not in lines  # settings and components (no secrets): the image runs what it says
+
+
+def test_detach_on_a_crash_loop_returns_early_and_says_the_bundle_keeps_retrying(home):
+    from conftest import bk_env, py_command, write_components
+
+    write_components(home, bot={"command": py_command("import sys; sys.exit(1)")}, web={"enabled": False},
+                     monitor={"enabled": False})
+    env = bk_env(home, START_TIMEOUT="60")
+    try:
+        res = bk(home, "start", "--detach", env=env, timeout=90)
+        assert res.returncode == 1 and "crash-loop" in res.stderr, res.stderr
+        assert "keeps running and retrying" in res.stderr and "stop_24_7.sh" in res.stderr
+        assert "not healthy after 60 s" not in res.stderr  # named well before START_TIMEOUT
+        assert bk(home, "status", env=env).returncode == 1  # and it is still there, as it said
+    finally:
+        bk(home, "stop", env=env)

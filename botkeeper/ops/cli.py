@@ -24,6 +24,7 @@ from ..health.verdict import NEEDS_CONFIG, read_and_judge
 
 EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
 EX_NOT_RUNNING = 3
+CRASH_LOOP_NAMED_AFTER = 3.0  # seconds of crash-loop verdicts before `start --detach` names it and returns
 # Commands that create files under run/, logs/ and data/: checked first, one line if they cannot.
 WRITES_HOME = ("start", "stop", "supervise")
 
@@ -252,8 +253,14 @@ def wait_until_healthy(settings: Settings) -> int:
     with its own reason; 1 when it is not healthy by START_TIMEOUT."""
     deadline = time.monotonic() + settings.start_timeout
     verdict = None
+    loop_since = None
     while time.monotonic() < deadline:
         _, verdict = read_and_judge(settings)
+        # An obvious crash loop (quick crashes in a row) does not need START_TIMEOUT to be named.
+        looping = verdict.cause is not None and verdict.cause.value == "crash-loop"
+        loop_since = (loop_since or time.monotonic()) if looping else None
+        if loop_since is not None and time.monotonic() - loop_since >= CRASH_LOOP_NAMED_AFTER:
+            break
         if verdict.healthy:
             print("botkeeper: healthy: every component is running and the bot's heartbeat is fresh")
             return 0
@@ -263,7 +270,8 @@ def wait_until_healthy(settings: Settings) -> int:
                   f" `{cli_name()} doctor` checks the setup", file=sys.stderr)
             return EX_CONFIG
         time.sleep(0.1)
-    print(f"botkeeper: not healthy after {settings.start_timeout:g} s: {verdict.overall}"
+    waited = settings.start_timeout if loop_since is None else time.monotonic() - (deadline - settings.start_timeout)
+    print(f"botkeeper: not healthy after {waited:.0f} s: {verdict.overall}"
           f" ({verdict.cause.value if verdict.cause else '-'}): {verdict.detail}", file=sys.stderr)
     # The bundle stays up (a Telegram outage or a slow first start heals by itself): say so, and how to stop.
     print(f"  the bundle keeps running and retrying (with backoff); `{cli_name()} status` shows it,"
