@@ -837,13 +837,36 @@ def _parse_multipart(body: bytes, ctype: str) -> dict[str, str]:
 DEMO_TEXTS = ("Hello from the demo user!", "How is the bot doing?", "Still here, still chatting.")
 
 
-def demo_user(emulator: Emulator, interval: float, stop: threading.Event) -> None:
-    """Talk to the bot every `interval` seconds so the page shows real traffic."""
+TRANSCRIPT_KEPT = 12  # lines of the demo conversation the status page shows
+
+
+def demo_user(emulator: Emulator, interval: float, stop: threading.Event, transcript=None) -> None:
+    """Talk to the bot every `interval` seconds so the page shows real traffic; with `transcript`
+    (run/demo_chat.json), write the conversation there after each round for the status page."""
     n = 0
+    mine: list[dict[str, Any]] = []
     while not stop.wait(interval):
-        emulator.inject_message("/ping")
-        emulator.inject_message(DEMO_TEXTS[n % len(DEMO_TEXTS)])
+        for text in ("/ping", DEMO_TEXTS[n % len(DEMO_TEXTS)]):
+            sent = emulator.inject_message(text)
+            mine.append({"message_id": sent["message_id"], "from": "user", "text": text, "at": time.time()})
+        del mine[:-TRANSCRIPT_KEPT]
         n += 1
+        if transcript is not None:
+            # The answers, given a moment (they usually take milliseconds), then the page's copy.
+            emulator.sent_messages(DEMO_CHAT_ID, after=mine[-1]["message_id"], wait=min(2.0, interval / 2))
+            write_transcript(emulator, transcript, mine)
+
+
+def write_transcript(emulator: Emulator, path, mine: list[dict[str, Any]]) -> None:
+    from .fsutil import atomic_write_json
+
+    bot = [{"message_id": m["message_id"], "from": "bot", "text": str(m.get("text", ""))[:300],
+            "at": m.get("sent_at") or m.get("date")} for m in emulator.sent_messages(DEMO_CHAT_ID)[-TRANSCRIPT_KEPT:]]
+    lines = sorted(mine + bot, key=lambda m: (m["at"] or 0, m["message_id"]))[-TRANSCRIPT_KEPT:]
+    try:
+        atomic_write_json(path, {"chat_id": DEMO_CHAT_ID, "messages": lines})
+    except OSError:
+        pass  # the page just shows no conversation
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -880,7 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("Telegram Bot API emulator listening on %s (bot API at %s/bot<TOKEN>/<method>)", url, url)
     demo = None
     if args.demo:
-        demo = threading.Thread(target=demo_user, args=(emulator, settings.demo_interval, stopping),
+        demo = threading.Thread(target=demo_user, args=(emulator, settings.demo_interval, stopping,
+                                                        settings.run_dir / "demo_chat.json"),
                                 name="demo-user", daemon=True)
         demo.start()
         logger.info("DEMO: a demo user sends /ping and a message every %g s", settings.demo_interval)

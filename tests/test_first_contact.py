@@ -138,6 +138,16 @@ def test_demo_foreground_streams_only_this_run_and_ctrl_c_stops_the_bot_before_i
                  "the healthy banner")
         wait_for(lambda: any("polling Telegram for updates" in line for line in lines), 10, 0.1, "this run's lines")
         assert not any("OLD-LINE-OF-AN-EARLIER-RUN" in line for line in lines)
+        base = f"http://127.0.0.1:{env['PORT']}"
+
+        def conversation():
+            chat = requests.get(base + "/api/status", timeout=5).json()["data"]["demo_chat"]
+            return {m["from"] for m in chat} == {"user", "bot"} and chat
+        chat = wait_for(conversation, 20, 0.2, "the demo conversation on the page's data")
+        assert any(m["from"] == "bot" and "pong" in m["text"].lower() for m in chat), chat
+        page = requests.get(base + "/", timeout=5).text
+        assert "Demo conversation" in page and "demo user" in page
+        assert '<h1 id="state-word">healthy</h1>' in page  # the headline is the health, not "demo"
         proc.send_signal(signal.SIGINT)  # Ctrl+C
         assert proc.wait(30) == 0, "".join(lines[-30:])
     finally:

@@ -236,8 +236,22 @@ class StatusSource:
             "errors": self.errors_summary(now)["top"],
             "work": self._work(reading),  # issue 10: what the bot works on, where it hangs, what fails
             "quarantined_updates": self._quarantined(),
+            "demo_chat": self._demo_chat() if self.settings.demo_active else [],
         }
         return data
+
+    def _demo_chat(self) -> list[dict[str, Any]]:
+        """The demo user's conversation with the bot (run/demo_chat.json, written by the emulator)."""
+        from ..fsutil import read_json
+
+        try:
+            data = read_json(self.settings.run_dir / "demo_chat.json")
+        except (OSError, ValueError):
+            return []
+        messages = data.get("messages") if isinstance(data, dict) else None
+        return [{"from": m["from"], "text": self.redact(str(m.get("text", "")))[:300], "at": _num(m.get("at"))}
+                for m in (messages if isinstance(messages, list) else [])[-12:]
+                if isinstance(m, dict) and m.get("from") in ("user", "bot")]
 
     def errors_summary(self, now: float) -> dict[str, Any]:
         """The top error fingerprints (no messages: they may quote what users wrote) and the

@@ -100,6 +100,21 @@
     });
   }
 
+  function renderDemoChat(s) {
+    var list = $("demo-chat");
+    if (!list || !s.demo_chat || !s.demo_chat.length) return;
+    list.textContent = "";
+    s.demo_chat.forEach(function (m) {
+      var li = el("li", "from-" + m.from);
+      var t = el("time", null, clock(m.at));
+      li.appendChild(t);
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(el("b", null, m.from === "user" ? "demo user" : "bot"));
+      li.appendChild(document.createTextNode(" " + m.text));
+      list.appendChild(li);
+    });
+  }
+
   function renderTiles(s) {
     var hb = s.heartbeat;
     $("hb-age").textContent = hb.age === null ? "no heartbeat yet" : dur(hb.age) + " ago";
@@ -207,7 +222,7 @@
       .then(function (j) {
         if (!j.success) throw new Error(j.error);
         var s = j.data;
-        renderHero(s); renderTiles(s); renderComponents(s); renderRestarts(s); renderHost(s);
+        renderHero(s); renderTiles(s); renderComponents(s); renderRestarts(s); renderHost(s); renderDemoChat(s);
         var up = $("updated");
         up.textContent = "updated " + clock(s.now);
         body.classList.remove("stale");
