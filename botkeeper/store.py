@@ -463,15 +463,16 @@ class Store:
         return {label: uptime_percent(spans, now, window, watched=watched) for label, window in UPTIME_WINDOWS}
 
     def _coverage(self, now: float, component: str = "bot", gap: float | None = None):
-        """(incident spans, watched periods) of the longest window. An incident's time was watched,
-        open or closed, so closing one never shrinks the denominator; with `gap` (the monitor's), a
-        watched period that ended less than `gap` ago is still being watched: it runs to now."""
+        """(incident spans, watched periods) of the longest window. An open incident is being watched
+        (up to now); with `gap` (the monitor's), so is a watched period that ended less than `gap` ago:
+        it runs to now, so the denominator does not shrink back to the last sample when an incident
+        closes. A closed incident across a machine-off gap does not count that gap."""
         since = now - UPTIME_WINDOWS[-1][1]
         spans = [(i["started_at"], i["ended_at"]) for i in self.incidents(since, 100_000, component)]
         periods = self.watched(since)
         if gap is not None and periods and 0 <= now - periods[-1][1] <= gap:
             periods[-1] = (periods[-1][0], now)
-        periods += [(a, now if b is None else min(b, now)) for a, b in spans]
+        periods += [(a, now) for a, b in spans if b is None]
         return spans, merge_periods(periods)
 
     def summary(self, now: float | None = None, gap: float | None = None) -> dict[str, Any]:
