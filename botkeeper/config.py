@@ -991,9 +991,13 @@ def _components(settings: Settings, table: dict[str, Any]) -> tuple[ComponentSpe
                 raise ConfigError(f"{where} {key}={value!r} is not valid: expected {exc}") from None
         if not parsed.pop("enabled", True):
             continue
-        command = parsed.pop("command", None) or builtin.get(name)
+        own = parsed.pop("command", None)
+        command = own or builtin.get(name)
         if command is None:
             raise ConfigError(f"{where} needs a command: expected command = \"python worker.py\"")
+        if own:  # `python worker.py` in botkeeper.toml: our interpreter too (no alias needed, same packages)
+            command = bot_argv(tuple(own), settings.home) if name == "bot" else (
+                (sys.executable, *own[1:]) if is_our_python(own[0]) else own)
         heartbeat = parsed.pop("heartbeat", name == "bot")
         limits = defaults | parsed
         if limits["restart_delay"] > limits["max_restart_delay"]:
