@@ -903,7 +903,7 @@ class Settings:
             raise ConfigError(
                 f"botkeeper.toml has unknown section [{extra[0]}]: expected [settings] or [components.NAME]"
             )
-        if values["bot_command"]:
+        if values["bot_command"] and not is_our_python(values["bot_command"][0]):  # `python`: ours, always there
             _check_program(values["bot_command"], "BOT_COMMAND", home_path, environ.get("PATH", os.defpath))
         if values["update_command"]:
             _check_program(values["update_command"], "UPDATE_COMMAND", home_path, environ.get("PATH", os.defpath))
@@ -1048,11 +1048,41 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 def _builtin_commands(settings: Settings) -> dict[str, tuple[str, ...]]:
     py, root = sys.executable, PACKAGE_ROOT
     return {
-        "bot": settings.bot_command or (py, str(root / "main.py")),
+        "bot": bot_argv(settings.bot_command, settings.home) if settings.bot_command else (py, str(root / "main.py")),
         "web": (py, str(root / "keep_alive.py")),
         "monitor": (py, str(root / "bot_monitor.py")),
         "forkserver": (py, str(root / "botkeeper" / "bot" / "forkserver.py")),
     }
+
+
+PYTHON_NAME = re.compile(r"python(3(\.\d+)?)?")
+LAUNCHER = PACKAGE_ROOT / "botkeeper" / "bot" / "launch.py"
+
+
+def is_our_python(program: str) -> bool:
+    """`python`, `python3`, `python3.11` (a bare name) or this very interpreter: BOT_COMMAND runs ours."""
+    if os.sep not in program:
+        return bool(PYTHON_NAME.fullmatch(program))
+    return os.path.abspath(program) == os.path.abspath(sys.executable)
+
+
+def bot_argv(command: tuple[str, ...], home: Path) -> tuple[str, ...]:
+    """BOT_COMMAND as the supervisor runs it. `python ...` runs this interpreter (the one that has
+    botkeeper's packages, not whatever `python` PATH finds, if any), and a script or `-m module` that
+    imports python-telegram-bot runs through the launcher (botkeeper/bot/launch.py): an unchanged
+    bot gets the API URL, heartbeat, redaction and built-ins. Anything else is run as written."""
+    from .supervise.importscan import imports_telegram
+    from .supervise.warm import python_argv
+
+    if not is_our_python(command[0]):
+        return command
+    own = (sys.executable, *command[1:])
+    argv = python_argv(own, sys.executable)
+    if argv is None or not imports_telegram(argv, home):
+        return own
+    if argv[0] != "-m" and (home / argv[0]).resolve() in (PACKAGE_ROOT / "main.py", LAUNCHER):
+        return own  # botkeeper's own bot is attached by itself
+    return (sys.executable, str(LAUNCHER), *argv)
 
 
 def _components(settings: Settings, table: dict[str, Any]) -> tuple[ComponentSpec, ...]:
@@ -1085,9 +1115,13 @@ def _components(settings: Settings, table: dict[str, Any]) -> tuple[ComponentSpe
                 raise ConfigError(f"{where} {key}={value!r} is not valid: expected {exc}") from None
         if not parsed.pop("enabled", True):
             continue
-        command = parsed.pop("command", None) or builtin.get(name)
+        own = parsed.pop("command", None)
+        command = own or builtin.get(name)
         if command is None:
             raise ConfigError(f"{where} needs a command: expected command = \"python worker.py\"")
+        if own:  # `python worker.py` in botkeeper.toml: our interpreter too (no alias needed, same packages)
+            command = bot_argv(tuple(own), settings.home) if name == "bot" else (
+                (sys.executable, *own[1:]) if is_our_python(own[0]) else own)
         heartbeat = parsed.pop("heartbeat", name == "bot")
         limits = defaults | parsed
         if limits["restart_delay"] > limits["max_restart_delay"]:

@@ -313,6 +313,9 @@ class Emulator:
             query: dict[str, Any] = {"id": str(update_id), "from": user, "chat_instance": str(chat_id), "data": data}
             if message_id is not None:
                 query["message"] = {"message_id": message_id, "date": _now(), "chat": _chat(chat_id)}
+                sent = next((m for m in st.sent if m["message_id"] == message_id and m["chat"]["id"] == chat_id), None)
+                if sent is not None:  # the message the button belongs to, as Telegram sends it
+                    query["message"] = {k: v for k, v in sent.items() if k not in CONTROL_ONLY}
             st.updates.append({"update_id": update_id, "callback_query": query})
             st.cond.notify_all()
         return {"update_id": update_id}
@@ -659,6 +662,9 @@ class Emulator:
             reply_id = reply.get("message_id") if isinstance(reply, dict) else params.get("reply_to_message_id")
             if reply_id:
                 message["reply_to_message_id"] = int(reply_id)  # for the control side only
+            markup = _as_json_value(params.get("reply_markup"))
+            if isinstance(markup, dict):  # an inline keyboard: /sent shows it, a test can press its buttons
+                message["reply_markup"] = markup
             st.next_message_id += 1
             st.sent.append(message)
             st.cond.notify_all()
@@ -713,6 +719,11 @@ class Emulator:
                         raise ApiError(400, "Bad Request: message is not modified")
                     message["text"] = str(params.get("text", ""))
                     message["edit_date"] = _now()
+                    markup = _as_json_value(params.get("reply_markup"))
+                    if isinstance(markup, dict):
+                        message["reply_markup"] = markup
+                    else:  # Telegram drops the keyboard of an edit that sends none
+                        message.pop("reply_markup", None)
                     st.cond.notify_all()
                     return {k: v for k, v in message.items() if k not in CONTROL_ONLY}
         raise ApiError(400, "Bad Request: message to edit not found")
@@ -849,13 +860,36 @@ def _parse_multipart(body: bytes, ctype: str) -> dict[str, str]:
 DEMO_TEXTS = ("Hello from the demo user!", "How is the bot doing?", "Still here, still chatting.")
 
 
-def demo_user(emulator: Emulator, interval: float, stop: threading.Event) -> None:
-    """Talk to the bot every `interval` seconds so the page shows real traffic."""
+TRANSCRIPT_KEPT = 12  # lines of the demo conversation the status page shows
+
+
+def demo_user(emulator: Emulator, interval: float, stop: threading.Event, transcript=None) -> None:
+    """Talk to the bot every `interval` seconds so the page shows real traffic; with `transcript`
+    (run/demo_chat.json), write the conversation there after each round for the status page."""
     n = 0
+    mine: list[dict[str, Any]] = []
     while not stop.wait(interval):
-        emulator.inject_message("/ping")
-        emulator.inject_message(DEMO_TEXTS[n % len(DEMO_TEXTS)])
+        for text in ("/ping", DEMO_TEXTS[n % len(DEMO_TEXTS)]):
+            sent = emulator.inject_message(text)
+            mine.append({"message_id": sent["message_id"], "from": "user", "text": text, "at": time.time()})
+        del mine[:-TRANSCRIPT_KEPT]
         n += 1
+        if transcript is not None:
+            # The answers, given a moment (they usually take milliseconds), then the page's copy.
+            emulator.sent_messages(DEMO_CHAT_ID, after=mine[-1]["message_id"], wait=min(2.0, interval / 2))
+            write_transcript(emulator, transcript, mine)
+
+
+def write_transcript(emulator: Emulator, path, mine: list[dict[str, Any]]) -> None:
+    from .fsutil import atomic_write_json
+
+    bot = [{"message_id": m["message_id"], "from": "bot", "text": str(m.get("text", ""))[:300],
+            "at": m.get("sent_at") or m.get("date")} for m in emulator.sent_messages(DEMO_CHAT_ID)[-TRANSCRIPT_KEPT:]]
+    lines = sorted(mine + bot, key=lambda m: (m["at"] or 0, m["message_id"]))[-TRANSCRIPT_KEPT:]
+    try:
+        atomic_write_json(path, {"chat_id": DEMO_CHAT_ID, "messages": lines})
+    except OSError:
+        pass  # the page just shows no conversation
 
 
 def write_private(path: Any, text: str) -> None:
@@ -912,7 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("Telegram Bot API emulator listening on %s (bot API at %s/bot<TOKEN>/<method>)", url, url)
     demo = None
     if args.demo:
-        demo = threading.Thread(target=demo_user, args=(emulator, settings.demo_interval, stopping),
+        demo = threading.Thread(target=demo_user, args=(emulator, settings.demo_interval, stopping,
+                                                        settings.run_dir / "demo_chat.json"),
                                 name="demo-user", daemon=True)
         demo.start()
         logger.info("DEMO: a demo user sends /ping and a message every %g s", settings.demo_interval)

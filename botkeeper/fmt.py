@@ -51,3 +51,13 @@ def uptime(p: float | None) -> str:
 def clock(t: float | None) -> str:
     """UTC wall time; the page's script rewrites it in the viewer's time zone."""
     return "–" if t is None else time.strftime("%H:%M:%S UTC", time.gmtime(t))
+
+
+HEARTBEAT_WORDS = {  # verdict.HeartbeatView.status in plain words for the page (app.js has the same map)
+    "fresh": "fresh", "late": "late", "stale": "stale: the bot may be hung", "missing": "not written yet",
+    "foreign": "left by an earlier bot run", "invalid": "unreadable", "disabled": "not used by this bot",
+}
+
+
+def heartbeat_words(status: str | None) -> str:
+    return HEARTBEAT_WORDS.get(status or "", status or "–")

@@ -181,6 +181,13 @@ def uptime_percent(intervals: Sequence[tuple[float, float | None]], now: float, 
     return max(0.0, min(100.0, 100.0 * (1.0 - down / span)))
 
 
+WATCH_GAP_SAMPLES = 2.5  # a gap of this many sample intervals ends a watched period (the monitor's rule)
+
+
+def watch_gap(settings) -> float:
+    return settings.sample_interval * WATCH_GAP_SAMPLES
+
+
 def merge_periods(periods: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     """Overlapping or touching (start, end) periods joined, sorted."""
     merged: list[list[float]] = []
@@ -512,25 +519,38 @@ class Store:
         row = self.connect().execute("SELECT value FROM meta WHERE key = 'created_at'").fetchone()
         return float(row[0]) if row else time.time()
 
-    def uptime(self, now: float | None = None, component: str = "bot") -> dict[str, float | None]:
+    def uptime(self, now: float | None = None, component: str = "bot", gap: float | None = None) -> dict[str, float | None]:
         """{"24h": %, "7d": %, "30d": %} for the component: its incidents within the watched time."""
         now = time.time() if now is None else now
-        spans = [(i["started_at"], i["ended_at"]) for i in self.incidents(now - UPTIME_WINDOWS[-1][1], 100_000, component)]
-        watched = merge_periods(self.watched(now - UPTIME_WINDOWS[-1][1])
-                                + [(a, now) for a, b in spans if b is None])  # an open incident is being watched
+        spans, watched = self._coverage(now, component, gap)
         return {label: uptime_percent(spans, now, window, watched=watched) for label, window in UPTIME_WINDOWS}
 
-    def summary(self, now: float | None = None) -> dict[str, Any]:
-        """Uptime (and how much time it covers) and the open incident: what `status` and the page show."""
+    def _coverage(self, now: float, component: str = "bot", gap: float | None = None):
+        """(incident spans, watched periods) of the longest window. An open incident is being watched
+        (up to now); with `gap` (the monitor's), so is a watched period that ended less than `gap` ago:
+        it runs to now, so the denominator does not shrink back to the last sample when an incident
+        closes. A closed incident across a machine-off gap does not count that gap."""
+        since = now - UPTIME_WINDOWS[-1][1]
+        spans = [(i["started_at"], i["ended_at"]) for i in self.incidents(since, 100_000, component)]
+        periods = self.watched(since)
+        if gap is not None and periods and 0 <= now - periods[-1][1] <= gap:
+            periods[-1] = (periods[-1][0], now)
+        periods += [(a, now) for a, b in spans if b is None]
+        return spans, merge_periods(periods)
+
+    def summary(self, now: float | None = None, gap: float | None = None) -> dict[str, Any]:
+        """Uptime (and how much time it covers) and the open incident: what `status` and the page show.
+        `gap`: the monitor's watch gap (watch_gap(settings)), so the denominator runs to now."""
         now = time.time() if now is None else now
         open_ = self.open_incidents()
         current = open_[-1] if open_ else None
         if current is not None:
             current = current | {"duration_seconds": round(now - current["started_at"], 1)}
-        watched = merge_periods(self.watched(now - UPTIME_WINDOWS[-1][1])
-                                + ([(current["started_at"], now)] if current else []))
+        _, watched = self._coverage(now, gap=gap)
+        if current is not None:
+            watched = merge_periods(watched + [(current["started_at"], now)])
         observed = {label: round(watched_seconds(watched, now, window), 1) for label, window in UPTIME_WINDOWS}
-        return {"uptime": self.uptime(now), "observed_seconds": observed, "open_incident": current}
+        return {"uptime": self.uptime(now, gap=gap), "observed_seconds": observed, "open_incident": current}
 
     # --- watched time ----------------------------------------------------------------------------
     def watch(self, now: float, gap: float) -> None:

@@ -7,7 +7,8 @@ Installed with botkeeper (entry point `pytest11`), or `pytest_plugins = ["botkee
         assert "2.50" in chat.expect_reply("EUR")
 
 Fixtures:
-- `chat`: a private chat with your bot; `send(text)`, `expect_reply(contains=None, timeout=10)`.
+- `chat`: a private chat with your bot; `send(text)`, `expect_reply(contains=None, timeout=10)`,
+  `press(button_text)` (an inline-keyboard button of the bot's newest message that has it).
 - `telegram_bot`: your bot as a real child process, polling the emulator (started by `chat`).
 - `telegram_emulator`: the emulator (`botkeeper.emulator.Emulator`): inject updates, add faults.
 - `botkeeper_bot_command`: what runs your bot. Default: the `botkeeper_bot` ini option (a command
@@ -33,7 +34,7 @@ from typing import Any, Sequence
 
 import pytest
 
-from .config import importable_env
+from .config import bot_argv, importable_env
 from .emulator import Emulator
 
 TEST_TOKEN = "123456789:TEST-botkeeper-pytest-plugin-token0"  # token-shaped, accepted only by the emulator
@@ -110,6 +111,30 @@ class Chat:
                         f" bot output:\n{self.bot.output[-3000:]}", pytrace=False)
         return found[0].get("text", "")
 
+    def press(self, button: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The user presses the inline-keyboard button labelled `button` on the bot's newest message
+        that has one (waiting up to `timeout` for it); replies are looked for after it. Returns
+        the message the button belongs to."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in reversed(self.emulator.sent_messages(chat_id=self.chat_id)):
+                rows = (message.get("reply_markup") or {}).get("inline_keyboard") or []
+                found = next((b for row in rows for b in row if b.get("text") == button), None)
+                if found is not None:
+                    if "callback_data" not in found:
+                        pytest.fail(f"the button {button!r} has no callback_data (a URL button?)", pytrace=False)
+                    sent = self.emulator.sent_messages(chat_id=self.chat_id)
+                    self._after = max([self._after] + [m["message_id"] for m in sent])
+                    self.emulator.inject_callback(found["callback_data"], chat_id=self.chat_id,
+                                                  message_id=message["message_id"])
+                    return message
+            if time.monotonic() >= deadline:
+                labels = [b.get("text") for m in self.emulator.sent_messages(chat_id=self.chat_id)
+                          for row in (m.get("reply_markup") or {}).get("inline_keyboard") or [] for b in row]
+                pytest.fail(f"no button {button!r} within {timeout:g} s (buttons: {labels});"
+                            f" bot output:\n{self.bot.output[-3000:]}", pytrace=False)
+            time.sleep(0.05)
+
     def replies(self) -> list[str]:
         """Every reply since the last send(), so far."""
         return [m.get("text", "") for m in self.emulator.sent_messages(chat_id=self.chat_id, after=self._after)]
@@ -155,7 +180,10 @@ def telegram_bot(telegram_emulator: Emulator, botkeeper_bot_command: list[str], 
         "ALERTS": "off",
         "PYTHONUNBUFFERED": "1",
     } | importable_env())
-    bot = BotUnderTest(botkeeper_bot_command, home, env, workdir).start(telegram_emulator)
+    # `python bot.py` as the supervisor runs it: this interpreter, an unchanged python-telegram-bot bot
+    # through the launcher (pointed at the emulator, attached).
+    command = bot_argv(tuple(botkeeper_bot_command), home) if botkeeper_bot_command else botkeeper_bot_command
+    bot = BotUnderTest(command, home, env, workdir).start(telegram_emulator)
     yield bot
     bot.stop()
 

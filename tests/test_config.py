@@ -42,7 +42,7 @@ def test_user_components_and_overrides_come_from_toml(tmp_path):
     s = Settings.from_env({"TELEGRAM_BOT_TOKEN": FAKE_TOKEN}, home=tmp_path)
     assert [c.name for c in s.components] == ["bot", "web", "forkserver", "worker"]
     worker = s.component("worker")
-    assert worker.command == ("python", "worker.py", "--fast") and worker.kill_timeout == 3 and not worker.heartbeat
+    assert worker.command == (sys.executable, "worker.py", "--fast") and worker.kill_timeout == 3 and not worker.heartbeat
     assert s.component("bot").min_uptime == 2 and s.component("bot").heartbeat
 
 

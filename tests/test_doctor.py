@@ -124,3 +124,19 @@ def test_dependency_versions_are_compared_with_requirements():
     assert not doctor.satisfies("23.0", ">=22.0,<23")
     assert not doctor.satisfies("2.0", ">=2.31,<3")
     assert doctor.check_packages().status == doctor.OK
+
+
+def test_bot_python_must_import_telegram(env, home, tmp_path, capsys, monkeypatch):
+    """BOT_COMMAND with another interpreter: doctor asks that one, not its own."""
+    import venv
+
+    bare = tmp_path / "bare"
+    venv.create(bare, with_pip=False)  # a Python without python-telegram-bot
+    bot = home / "bot.py"
+    bot.write_text("from telegram.ext import ApplicationBuilder\n")
+    env["BOT_COMMAND"] = f"{bare / 'bin' / 'python'} bot.py"
+    code, out, statuses = run_doctor(env, capsys, monkeypatch)
+    assert statuses["bot-python"] == "FAIL" and "cannot import telegram" in out
+    env["BOT_COMMAND"] = "python bot.py"  # botkeeper's own interpreter
+    code, out, statuses = run_doctor(env, capsys, monkeypatch)
+    assert statuses["bot-python"] == "ok"

@@ -46,11 +46,24 @@ def start_demo(supervised, home, command: str) -> int:
     supervised(components={"web": {"enabled": False}, "monitor": {"enabled": False}},
                DEMO="on", EMULATOR_PORT=str(port), BOT_COMMAND=command, DEMO_INTERVAL="3600")
     wait_for(lambda: component(home, "emulator").get("state") == "running", 15, message="the demo emulator")
+    return control_ready(home, port)
+
+
+def control_ready(home, port: int) -> int:
+    """The demo emulator's per-run control token, read as its owner would, and the control API answering."""
     token_file = home / "run" / "emulator.token"
     CONTROL_TOKENS[port] = wait_for(lambda: token_file.exists() and token_file.read_text(), 15,
                                     message="run/emulator.token")
     assert token_file.stat().st_mode & 0o077 == 0
+    wait_for(lambda: answers(port), 15, 0.05, "the demo emulator answering")
     return port
+
+
+def answers(port: int) -> bool:
+    try:
+        return isinstance(emulator_call(port, "state", timeout=2), dict)
+    except OSError:
+        return False
 
 
 def fresh_beat(home, pid: int) -> dict:
@@ -71,6 +84,41 @@ def test_standalone_ptb_bot_with_attach_in_the_demo(supervised, home):
     logs = (home / "logs" / "bot.log").read_text()
     assert "built-in commands added: /help /ping /status /uptime (yours kept: /start)" in logs
     assert "DEMO-botkeeper" not in logs  # the token never reaches a log
+
+
+UNCHANGED_BOT = ROOT / "examples" / "unchanged_bot" / "bot.py"
+
+
+def test_unchanged_ptb_bot_from_one_line_gets_demo_url_heartbeat_builtins_and_redaction(supervised, home):
+    """README's three steps: BOT_COMMAND="python bot.py" for a bot that knows nothing of botkeeper."""
+    source = UNCHANGED_BOT.read_text()
+    assert "botkeeper" not in source.split('"""', 2)[2] and "BOTKEEPER" not in source  # code: not a word of us
+    port = start_demo(supervised, home, f"python {UNCHANGED_BOT}")  # `python`: whatever PATH has, or none
+    assert "Sunny" in ask(port, "/weather", "Sunny")  # the emulator's URL: the demo reached it
+    assert "weather bot" in ask(port, "/start", "Hi")  # its own /start kept
+    assert "pong" in ask(port, "/ping", "pong")  # built-ins where it has none
+    bot = component(home, "bot")
+    hb = fresh_beat(home, bot["pid"])
+    assert hb["state"] == "polling" and hb["updates_handled"] >= 3
+    logs = (home / "logs" / "bot.log").read_text()
+    assert "built-in commands added: /help /ping /status /uptime (yours kept: /start)" in logs
+    assert "DEMO-botkeeper" not in logs  # the token never reaches a log, not even in httpx's URLs
+
+
+def test_unchanged_bot_is_warm_started_with_either_python_spelling(supervised, home):
+    port = free_port()
+    supervised(components={"web": {"enabled": False}, "monitor": {"enabled": False}}, DEMO="on",
+               EMULATOR_PORT=str(port), BOT_COMMAND=f"python3 {UNCHANGED_BOT}", DEMO_INTERVAL="3600",
+               WARM_STANDBY="auto")
+    wait_for(lambda: component(home, "forkserver").get("state") == "running", 30, message="the fork server")
+    control_ready(home, port)
+    assert "Sunny" in ask(port, "/weather", "Sunny")
+    first = component(home, "bot")["pid"]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: (c := component(home, "bot")).get("state") == "running" and c["pid"] != first, 15,
+             message="the bot restarted")
+    assert "Sunny" in ask(port, "/weather", "Sunny")
+    assert "bot: warm start from the fork server" in (home / "logs" / "supervisor.log").read_text()
 
 
 def test_plain_bot_supervised_with_heartbeat_contract(supervised, home):

@@ -95,11 +95,13 @@ def healthy(env) -> bool:
     (outer.Facts({"INVOCATION_ID": "x"}, ppid=1), "systemd"),
     (outer.Facts({"INVOCATION_ID": "x"}, ppid=4242), "none"),  # a desktop terminal's shell
     (outer.Facts({}, pid=1, ppid=0), "container"),
-    (outer.Facts({}, container_marker=True), "container"),
+    (outer.Facts({}, pid=4300, ppid=4242, container_marker=True), "none"),  # a shell inside a container: nothing restarts us
+    (outer.Facts({}, pid=40, ppid=1, container_marker=True), "container"),  # `sh -c` or tini as PID 1
+    (outer.Facts({}, pid=40, ppid=1), "none"),  # re-parented on a bare machine
     (outer.Facts({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}), "container"),
     (outer.Facts({"pm_id": "0"}), "pm2"),
     (outer.Facts({"PM2_HOME": "/home/u/.pm2"}, container_marker=True), "pm2"),
-    (outer.Facts({"REPL_ID": "r"}, container_marker=True), "none"),
+    (outer.Facts({"REPL_ID": "r"}, pid=1, container_marker=True), "none"),
 ])
 def test_detect(facts, expected):
     assert outer.detect(facts) == expected
@@ -108,7 +110,7 @@ def test_detect(facts, expected):
 
 
 def test_outer_setting_is_checked(home):
-    result = botkeeper(home, "status", BOTKEEPER_OUTER="docker")
+    result = botkeeper(home, "config", BOTKEEPER_OUTER="docker")  # status works without settings (issue 25)
     assert result.returncode == 78
     assert "BOTKEEPER_OUTER='docker' is not valid: expected one of auto, none, systemd, container, pm2" in result.stderr
 
@@ -189,6 +191,25 @@ def test_killed_foreground_start_takes_the_bundle_with_it(fake_home, foreground)
     fg.proc.wait(5)
     wait_for(lambda: bundle_processes(fake_home) == [], BOUND + 2, message="the bundle follows the killed start")
     assert (fake_home / "run" / "stopping").exists()  # nothing relaunched it meanwhile
+
+
+def test_shell_inside_a_container_keeps_the_bundles_layers_and_heals_a_killed_supervisor(fake_home, foreground,
+                                                                                          tmp_path):
+    """A devcontainer's or `docker exec`'s shell: /.dockerenv (faked here) but nothing restarts what we start."""
+    marker = tmp_path / ".dockerenv"
+    marker.touch()
+    env = bk_env(fake_home, AUTO_RECOVERY="on", BOTKEEPER_OUTER="auto", BOTKEEPER_CONTAINER_MARKERS=str(marker))
+    assert outer.current_facts(env).container_marker
+    fg = foreground([sys.executable, "-m", "botkeeper", "start"], env)
+    wait_for(lambda: fg.saw("botkeeper: healthy"), 30, message="healthy banner")
+    status = json.loads(botkeeper(fake_home, "status", "--json", env=env).stdout)
+    assert status["outer"] == "none" and status["runner"]["running"], status
+    first = status["supervisor"]["pid"]
+    os.kill(first, signal.SIGKILL)
+    healed = lambda: (s := read_state(fake_home).get("supervisor") or {}).get("pid") not in (None, first) and \
+        botkeeper(fake_home, "status", env=env).returncode == 0  # noqa: E731
+    wait_for(healed, 30, 0.2, message="a new supervisor (run_24_7.sh) and a healthy bundle")
+    assert fg.proc.poll() is None  # the foreground start still streams
 
 
 def test_detached_bundle_outlives_the_start_and_stop_is_fast(fake_home):

@@ -147,7 +147,10 @@ def test_relations_and_good_values(tmp_path):
     assert "executable" in refused({"BOT_COMMAND": "bin/bot"}, tmp_path)
     script.chmod(0o755)
     assert Settings.from_env({"BOT_COMMAND": "bin/bot --x"}, home=tmp_path).bot_command == ("bin/bot", "--x")
-    assert "PATH" in refused({"BOT_COMMAND": "python3 bot.py", "PATH": str(tmp_path / "empty")}, tmp_path)
+    assert "PATH" in refused({"BOT_COMMAND": "node bot.js", "PATH": str(tmp_path / "empty")}, tmp_path)
+    # `python`/`python3` is botkeeper's own interpreter: no alias on PATH is needed (stock Debian has none)
+    assert Settings.from_env({"BOT_COMMAND": "python bot.py", "PATH": str(tmp_path / "empty")},
+                             home=tmp_path).bot_command == ("python", "bot.py")
 
 
 def test_token_shapes_from_the_docs_are_accepted_and_cleaned_with_a_notice(tmp_path):

@@ -74,6 +74,28 @@ def test_store_uptime_from_incidents_with_a_fake_clock(tmp_path):
     assert summary["open_incident"]["duration_seconds"] == pytest.approx(360)
 
 
+def test_the_uptime_denominator_never_goes_backwards(tmp_path):
+    """Read every second while an incident opens and closes between the monitor's watch() calls
+    (60 s apart in production): the watched time only grows, and so does the 24 h window's."""
+    s = Store(tmp_path / "h.db")
+    gap = 60 * 2.5
+    start = 1_000 * DAY
+    s.watch(start, gap)
+    seen, inc = [], None
+    for t in range(1, 400):
+        now = start + t
+        if t % 60 == 0:
+            s.watch(now, gap)  # the monitor's sample
+        if t == 70:
+            inc = s.open_incident("crash", now)
+        if t == 130:
+            s.close_incident(inc, now)
+        seen.append(s.summary(now, gap=gap)["observed_seconds"]["24h"])
+    assert all(b >= a for a, b in zip(seen, seen[1:])), [(i, a, b) for i, (a, b) in enumerate(zip(seen, seen[1:]))
+                                                          if b < a][:3]
+    assert seen[-1] == pytest.approx(399)
+
+
 # --- tables -----------------------------------------------------------------------------------------
 def test_existing_events_api_still_works(tmp_path):
     s = Store(tmp_path / "h.db")

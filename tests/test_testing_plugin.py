@@ -41,6 +41,15 @@ def test_example_plugin_test_passes_as_a_user_runs_it(tmp_path):
     assert "3 passed" in res.stdout
 
 
+def test_unchanged_bot_example_with_a_button_pressed_by_its_text(tmp_path):
+    """examples/unchanged_bot: no line of botkeeper in the bot; `python` in its command; chat.press()."""
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "botkeeper.testing", "-p", "no:cacheprovider",
+                          f"--basetemp={tmp_path / 'bt'}", "examples/unchanged_bot"],
+                         cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "3 passed" in res.stdout
+
+
 THEIR_HANDLERS = '''
     """A user's handlers.py: different commands, and a marker proving whether anything imported it."""
     from pathlib import Path

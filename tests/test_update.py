@@ -171,3 +171,23 @@ def test_a_good_update_is_kept_and_a_bad_one_rolled_back_with_one_alert(repos, b
         print(f"\n  trigger file to a healthy new bot: {good:.2f} s;"
               f" bad update to the rolled-back bot answering: {bad:.2f} s")
     assert v1 != v2
+
+
+def test_an_update_of_botkeepers_own_code_re_executes_the_supervisor_and_restarts_the_bot_once(repos, bundles):
+    home, dev = repos
+    (home / "botkeeper.toml").write_text("[components.bot]\ncommand = " + json.dumps(SLEEPER) + "\nheartbeat = false\n"
+                                         "[components.web]\nenabled = false\n[components.monitor]\nenabled = false\n")
+    b = bundles(home, bk_env(home, UPDATE_HEALTH_TIMEOUT="30"))
+    first_bot = wait_for(lambda: component(home, "bot").get("pid"), 10, message="the bot")
+    started = read_state(home)["supervisor"]["started_at"]
+    v2 = push(dev, "botkeeper/fmt.py", (dev / "botkeeper" / "fmt.py").read_text() + "\nUPDATED_MARK = 2\n", "v2")
+    res = b.update()
+    assert res.returncode == 0 and "re-executes" in res.stdout and f"updated to {v2}" in res.stdout, \
+        res.stdout + res.stderr
+    state = read_state(home)
+    assert state["supervisor"]["pid"] == b.proc.pid and b.proc.poll() is None  # the same process, exec'd
+    assert state["supervisor"]["started_at"] != started and state["supervisor"]["version"] == v2
+    bot = component(home, "bot")
+    assert bot["pid"] != first_bot and bot["restarts"] == 0  # one new bot, no second restart
+    log = (home / "logs" / "supervisor.log").read_text()
+    assert log.count("bot started") == 2, log  # the first supervisor's bot, then the re-executed one's

@@ -378,9 +378,9 @@ def test_demo_mode_banner_and_state_word(home, sleepers, clock):
     client = create_app(settings, clock=clock).test_client()
     html = client.get("/").get_data(as_text=True)
     assert 'class="demo-banner"' in html and "TELEGRAM_BOT_TOKEN" in html and "Replit Secrets" in html
-    assert '<h1 id="state-word">demo</h1>' in html and "health: healthy" in html
+    assert '<h1 id="state-word">healthy</h1>' in html and "DEMO: offline emulator" in html  # the health heads
     data = client.get("/api/status").get_json()["data"]
-    assert (data["state"], data["status"], data["demo"]) == ("demo", "healthy", True)
+    assert (data["state"], data["status"], data["demo"]) == ("healthy", "healthy", True)
     assert "TELEGRAM_BOT_TOKEN" in data["demo_message"]
     assert client.get("/health").get_json()["demo"] is True
 

@@ -95,7 +95,8 @@ def test_page_renders_refreshes_and_fits_a_phone(served, browser, tmp_path):
     page.on("request", lambda r: r.url.startswith(base) or r.url.startswith("data:") or external.append(r.url))
 
     page.goto(base + "/", wait_until="load")
-    assert page.text_content("#state-word").strip() == "demo"
+    assert page.text_content("#state-word").strip() == "healthy"  # the health heads the page, not "demo"
+    assert "DEMO" in page.text_content("#demo-pill")
     assert "DEMO" in page.text_content("#demo-banner")
     assert page.locator("#components .card").count() == 3
     assert page.locator("#components .card h3").all_text_contents() == ["bot", "web", "monitor"]

@@ -76,8 +76,8 @@ def test_api_status_has_uptime_and_the_open_incident(persisted, clock):
 def test_page_shows_uptime_incident_and_the_chart_from_the_database(persisted, clock):
     _, _, client = persisted
     html = client.get("/").get_data(as_text=True)
-    assert re.search(r'<b data-w="24h">99\.51%</b> 24 h', html), html
-    assert re.search(r'<b data-w="30d">99\.95%</b> 30 d', html)
+    assert re.search(r'24 h: <b data-w="24h">99\.51%</b>', html), html  # the label first: never "– 24 h"
+    assert re.search(r'30 d: <b data-w="30d">99\.95%</b>', html)
     assert re.search(r'id="incident">Open incident: <b>heartbeat stale \(hung\)</b>', html)
     assert "of 10d 0h watched" in html
     assert "(2m 0s)" in html

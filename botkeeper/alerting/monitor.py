@@ -23,13 +23,12 @@ from ..config import Settings
 from ..causes import Cause
 from ..health.procstats import ProcessStats
 from ..health.snapshot import read_snapshot
-from ..store import Store
+from ..store import WATCH_GAP_SAMPLES, Store  # a gap of that many sample intervals ends a watched period
 from ..health.verdict import Limits as VerdictLimits, judge
 from ..health.watch_policy import Decision, Limits, Memory, Observation, decide
 
 log = logging.getLogger("monitor")
 BY = "monitor"
-WATCH_GAP_SAMPLES = 2.5  # a gap of this many sample intervals ends a watched period
 
 
 class Monitor:

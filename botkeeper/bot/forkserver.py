@@ -51,6 +51,8 @@ def loaded_files(roots: list[Path]) -> dict[str, tuple[int, int, int]]:
         path = getattr(module, "__file__", None)
         if not path or not any(_under(path, root) for root in roots):
             continue
+        if f"{os.sep}site-packages{os.sep}" in path:  # the project's .venv: libraries, not the user's code
+            continue
         try:
             st = os.stat(path)
         except OSError:

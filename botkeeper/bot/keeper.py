@@ -144,14 +144,18 @@ class Keeper:
             # says it, with one explanation per episode, not a traceback per retry.
             self.health.polling_failed(error)
             return
+        if update is None and job is None and isinstance(error, TelegramError):
+            # Polling's own errors (network, Telegram's 5xx, the demo's emulator going away): Telegram's
+            # weather, reported by the heartbeat; never one of the user's handler errors.
+            log.warning("%s", self.health.redact(f"polling: {type(error).__name__}: {error}"))
+            return
         where = f"job {job.name}" if job is not None else "a task"
         extra: dict[str, Any] = {}
         if isinstance(update, Update):
             chat = update.effective_chat
             where = f"update {update.update_id}" + (f" in chat {chat.id}" if chat else "")
             extra["update_id"] = update.update_id
-        if error is not None and not (update is None and job is None and isinstance(error, TelegramError)):
-            # Polling's own network errors are Telegram's weather (the heartbeat reports them), not bugs.
+        if error is not None:
             extra["fingerprint"] = self.errors.add(error).id
         stack = "".join(traceback.format_exception(error)) if error is not None else ""
         log.error("%s", self.health.redact(
@@ -170,6 +174,11 @@ def attach(application: Application, settings: Settings | None = None, *,
     every bot, says where to beat. Call it after building, before run_polling(); handlers may be
     added before or after it.
     """
+    existing = application.bot_data.get("botkeeper.keeper") if isinstance(application.bot_data, dict) else None
+    if isinstance(existing, Keeper):  # attached already (the launcher did, for an unchanged bot): once only
+        existing.descriptions.update(_descriptions(commands))
+        existing.menu = menu
+        return existing
     settings = settings or load_or_exit()
     observed = health is not None
     beat_file = heartbeat.default_path(settings)
@@ -177,9 +186,7 @@ def attach(application: Application, settings: Settings | None = None, *,
     redactor = logs.Redactor(settings.secrets() + [settings.bot_token or "", application.bot.token or ""])
     health = health or Health(redactor)
     _redact_existing_log_handlers(redactor, settings)
-    descriptions = {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
-                    else c[1] for c in commands}
-    keeper = Keeper(application, settings, health, beat_file, descriptions, observed, menu)
+    keeper = Keeper(application, settings, health, beat_file, _descriptions(commands), observed, menu)
     health.reporters.append(keeper.work.report)
     if settings.redis_url:  # several replicas: imported only then (the single-VM path stays as it was)
         from .shared import for_settings
@@ -201,6 +208,11 @@ def attach(application: Application, settings: Settings | None = None, *,
     _chain(application, "post_init", keeper.ready)
     _chain(application, "post_stop", keeper.stopped)
     return keeper
+
+
+def _descriptions(commands: Iterable[BotCommand | tuple[str, str]]) -> dict[str, str]:
+    return {c.command if isinstance(c, BotCommand) else c[0]: c.description if isinstance(c, BotCommand)
+            else c[1] for c in commands}
 
 
 def _chain(application: Application, hook: str, ours: Any) -> None:

@@ -25,6 +25,7 @@ from ..health.verdict import NEEDS_CONFIG, read_and_judge
 
 EX_NOT_HEALTHY = 1  # `status`: running, but overall is not healthy
 EX_NOT_RUNNING = 3
+CRASH_LOOP_NAMED_AFTER = 3.0  # seconds of crash-loop verdicts before `start --detach` names it and returns
 # Commands that create files under run/, logs/ and data/: checked first, one line if they cannot.
 WRITES_HOME = ("start", "stop", "supervise")
 # Commands that work from the run files alone when the settings are broken (see without_settings).
@@ -190,6 +191,8 @@ def cmd_start(settings: Settings, args) -> int:
                 runfiles.clear_stopping(settings)
                 print_banner(settings, mode)
                 return exec_supervisor(settings)
+            # This run's lines only: the stream starts where combined.log ends now (not its old tracebacks).
+            follower = None if args.detach else LogFollower(settings.logs_dir / "combined.log", from_end=True)
             bundle.spawn_roots(settings, follow_us=not args.detach)
             print_banner(settings)
             if args.detach:
@@ -197,7 +200,7 @@ def cmd_start(settings: Settings, args) -> int:
     except TimeoutError as exc:
         print(f"botkeeper: {exc}", file=sys.stderr)
         return 1
-    return follow_foreground(settings)
+    return follow_foreground(settings, follower)
 
 
 def cmd_ensure(settings: Settings, args) -> int:
@@ -225,19 +228,38 @@ def exec_supervisor(settings: Settings) -> int:
     return 1  # not reached
 
 
+def cli_name() -> str:
+    """How to run botkeeper's commands from the project directory: `python -m botkeeper` where that
+    `python` is this interpreter, else this interpreter's path (the .venv start_24_7.sh made on a
+    machine without a `python` alias)."""
+    import shutil
+
+    from ..config import PACKAGE_ROOT
+
+    for alias in ("python", "python3"):
+        found = shutil.which(alias)
+        if found and os.path.samefile(found, sys.executable) and found.startswith(os.path.dirname(sys.executable)):
+            return f"{alias} -m botkeeper"
+    try:
+        return f"{Path(sys.executable).relative_to(PACKAGE_ROOT)} -m botkeeper"
+    except ValueError:
+        return f"{sys.executable} -m botkeeper"
+
+
 def print_banner(settings: Settings, mode: str = "none") -> None:
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     lines = [
         "botkeeper: keeping your Telegram bot alive",
         f"  status page : http://{host}:{settings.port}/   (health: /health)",
-        f"  logs        : {settings.logs_dir}/<component>.log   (python -m botkeeper logs bot -f)",
-        "  status      : python -m botkeeper status",
+        f"  logs        : {settings.logs_dir}/<component>.log   ({cli_name()} logs bot -f)",
+        f"  status      : {cli_name()} status",
         "  stop        : Ctrl+C here, or bash stop_24_7.sh",
     ]
     if mode != "none":
         from ..supervise.outer import describe
 
         lines[-1:] = [f"  supervised  : by {describe(mode)}"]
+    lines[1:1] = bot_command_lines(settings)
     if settings.demo_active:
         lines[1:1] = [
             "  *** DEMO *** no TELEGRAM_BOT_TOKEN is set: running against the built-in offline Telegram emulator.",
@@ -246,24 +268,47 @@ def print_banner(settings: Settings, mode: str = "none") -> None:
     print("\n".join(lines), flush=True)
 
 
+def bot_command_lines(settings: Settings) -> list[str]:
+    """What BOT_COMMAND became: `python` is our interpreter, a python-telegram-bot bot runs attached."""
+    from ..config import LAUNCHER, is_our_python
+
+    bot = settings.component("bot")
+    if not settings.bot_command or bot is None or not is_our_python(settings.bot_command[0]):
+        return []
+    lines = [f"  bot         : BOT_COMMAND's {settings.bot_command[0]!r} is this Python: {sys.executable}"]
+    if len(bot.command) > 1 and bot.command[1] == str(LAUNCHER):
+        lines.append("                a python-telegram-bot bot: the launcher attaches botkeeper to it (no edit needed)")
+    return lines
+
+
 def wait_until_healthy(settings: Settings) -> int:
     """`start --detach`: 0 once healthy; 78 when the bot (or another component) needs configuration,
     with its own reason; 1 when it is not healthy by START_TIMEOUT."""
     deadline = time.monotonic() + settings.start_timeout
     verdict = None
+    loop_since = None
     while time.monotonic() < deadline:
         _, verdict = read_and_judge(settings)
+        # An obvious crash loop (quick crashes in a row) does not need START_TIMEOUT to be named.
+        looping = verdict.cause is not None and verdict.cause.value == "crash-loop"
+        loop_since = (loop_since or time.monotonic()) if looping else None
+        if loop_since is not None and time.monotonic() - loop_since >= CRASH_LOOP_NAMED_AFTER:
+            break
         if verdict.healthy:
             print("botkeeper: healthy: every component is running and the bot's heartbeat is fresh")
             return 0
         if verdict.overall == NEEDS_CONFIG:
             print(f"botkeeper: needs configuration ({verdict.cause.value}): {verdict.detail}", file=sys.stderr)
-            print("  fix it, then run `python -m botkeeper restart bot` (or start again);"
-                  " `python -m botkeeper doctor` checks the setup", file=sys.stderr)
+            print(f"  fix it, then run `{cli_name()} restart bot` (or start again);"
+                  f" `{cli_name()} doctor` checks the setup", file=sys.stderr)
             return EX_CONFIG
         time.sleep(0.1)
-    print(f"botkeeper: not healthy after {settings.start_timeout:g} s: {verdict.overall}"
+    waited = settings.start_timeout if loop_since is None else time.monotonic() - (deadline - settings.start_timeout)
+    print(f"botkeeper: not healthy after {waited:.0f} s: {verdict.overall}"
           f" ({verdict.cause.value if verdict.cause else '-'}): {verdict.detail}", file=sys.stderr)
+    # The bundle stays up (a Telegram outage or a slow first start heals by itself): say so, and how to stop.
+    print(f"  the bundle keeps running and retrying (with backoff); `{cli_name()} status` shows it,"
+          " `bash stop_24_7.sh` stops it", file=sys.stderr)
     failing = verdict.failing if verdict else []
     for check in failing:
         print(f"  {check.name}: {check.detail}", file=sys.stderr)
@@ -277,13 +322,12 @@ def wait_until_healthy(settings: Settings) -> int:
     return 1
 
 
-def follow_foreground(settings: Settings) -> int:
+def follow_foreground(settings: Settings, follower: "LogFollower | None" = None) -> int:
     """Stream the combined log until Ctrl+C/SIGTERM, then stop everything."""
     stop_requested = []
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: stop_requested.append(signum))
-    path = settings.logs_dir / "combined.log"
-    follower = LogFollower(path, from_end=False)
+    follower = follower or LogFollower(settings.logs_dir / "combined.log", from_end=True)
     announced = False
     next_check = 0.0
     gone_since = None
@@ -379,9 +423,17 @@ def gather_status(settings: Settings) -> dict[str, Any] | None:
         "components": components,
         "checks": [c.as_dict() for c in verdict.checks],
         "recent_restarts": state.get("recent_restarts", [])[-10:],
-        "history": history_summary(settings, now),
+        "history": _settled(history_summary(settings, now), verdict.healthy),
         "deadman": deadman_view(snap.deadman, now) if settings.deadman_url else None,
     }
+
+
+def _settled(history: dict[str, Any] | None, healthy: bool) -> dict[str, Any] | None:
+    """As on the page: a healthy verdict has no open incident beside it (the monitor closes the
+    record a moment later; the two surfaces never disagree meanwhile)."""
+    if history and healthy and history.get("open_incident"):
+        history = history | {"open_incident": None}
+    return history
 
 
 def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
@@ -394,7 +446,9 @@ def history_summary(settings: Settings, now: float) -> dict[str, Any] | None:
         return None
     store = Store(settings.history_db, readonly=True)
     try:
-        return store.summary(now)
+        from ..store import watch_gap
+
+        return store.summary(now, gap=watch_gap(settings))
     except sqlite3.Error:
         return None
     finally:

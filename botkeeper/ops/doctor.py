@@ -105,6 +105,34 @@ def check_packages(req_file: Path = PACKAGE_ROOT / "requirements.txt") -> Result
     return Result("packages", OK, ", ".join(seen))
 
 
+def check_bot_python(settings: Settings) -> Result | None:
+    """The bot's own interpreter (BOT_COMMAND's, which may not be this one) imports telegram, if the
+    bot is a Python script that needs it; None for any other bot."""
+    import subprocess
+
+    from ..config import LAUNCHER, importable_env
+    from ..supervise.importscan import imports_telegram
+
+    bot = settings.component("bot")
+    if bot is None or "python" not in Path(bot.command[0]).name:
+        return None
+    program = bot.command[0] if os.sep in bot.command[0] else shutil.which(bot.command[0])
+    args = [a for a in bot.command[1:] if a != str(LAUNCHER)]
+    if program is None or not args or not imports_telegram(args, settings.home):
+        return None
+    try:
+        proc = subprocess.run([program, "-c", "import telegram"], cwd=settings.home, capture_output=True,
+                              env=os.environ | importable_env(), timeout=60)
+        ok = proc.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if ok:
+        return Result("bot-python", OK, f"{program} imports telegram")
+    return Result("bot-python", FAIL, f"the bot's Python {program} cannot import telegram (python-telegram-bot)",
+                  f"`{program} -m pip install -r {PACKAGE_ROOT / 'requirements.txt'}`, or start BOT_COMMAND with"
+                  " `python` (botkeeper's own Python)")
+
+
 # --- Telegram -------------------------------------------------------------------------------------
 class Api:
     """Bot API calls for the checks; remembers the first HTTP Date header for the clock check."""
@@ -394,6 +422,9 @@ def run_checks(environ: Mapping[str, str], probe: float = CONFLICT_PROBE) -> lis
     results += problems
     if settings is None:
         return results
+    bot_python = check_bot_python(settings)
+    if bot_python is not None:
+        results.append(bot_python)
     running = bundle.is_running(settings)
     api = None
     token_ok = False

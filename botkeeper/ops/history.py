@@ -14,7 +14,7 @@ from .. import fmt
 from ..bot import poison
 from ..causes import Cause
 from ..config import ConfigError, Settings
-from ..store import Store
+from ..store import Store, watch_gap
 
 CAUSE_VALUES = {c.value for c in Cause}
 UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     label = "all time" if args.since == float("inf") else fmt.duration(args.since, 'words').replace(".0 s", " s")
     store = Store(settings.history_db)
     try:
-        summary = store.summary(now)
+        summary = store.summary(now, gap=watch_gap(settings))
         incidents = store.incidents(since, args.limit, with_alert_status=True)
         kinds = SHOWN_KINDS if args.all_events else tuple(k for k in SHOWN_KINDS if k not in ("start", "exit"))
         events = store.events(since, kinds, limit=args.limit)

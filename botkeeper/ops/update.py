@@ -106,6 +106,29 @@ def requirements_differ(settings: Settings, a: str, b: str) -> bool:
     return git(settings, "diff", "--quiet", a, b, "--", "requirements.txt").returncode != 0
 
 
+def own_code_changed(settings: Settings, a: str, b: str) -> tuple[bool, bool]:
+    """(the supervisor's code changed, auto_recovery's code changed) between commits a and b: the
+    supervisor runs botkeeper/, auto_recovery runs auto_recovery.py and botkeeper/."""
+    res = git(settings, "diff", "--name-only", a, b)
+    names = res.stdout.split() if res.returncode == 0 else []
+    supervisor = any(n.startswith("botkeeper/") and n.endswith(".py") for n in names)
+    return supervisor, supervisor or "auto_recovery.py" in names
+
+
+def restart_recovery(settings: Settings) -> bool:
+    """auto_recovery onto the new code: stopped here, relaunched by the supervisor (its lock is free)."""
+    import signal
+
+    proc = runfiles.root_process(settings, "recovery")
+    if proc is None:
+        return False
+    try:
+        proc.send_signal(signal.SIGTERM)
+    except OSError:
+        return False
+    return True
+
+
 def pip_install(settings: Settings) -> tuple[bool, str]:
     res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"],
                          cwd=settings.home, capture_output=True, text=True, timeout=900)
@@ -141,14 +164,33 @@ class Updater:
                     heartbeat_used=verdict.heartbeat.enabled, verdict_cause=verdict.cause.value if verdict.cause else None,
                     verdict_detail=verdict.detail)
 
-    def roll_out(self, cause: Cause, version: str, reason: str) -> Step:
-        """Restart every component on what is now on disk; wait for update_policy's verdict."""
-        bot = self.bot_row(self.call("status"))
-        watch = Watch(old_pid=bot.get("pid"), base_restarts=int(bot.get("restarts") or 0),
+    def roll_out(self, cause: Cause, version: str, reason: str, reexec: bool = False) -> Step:
+        """Restart every component on what is now on disk; wait for update_policy's verdict. With
+        `reexec` (botkeeper's own code changed) the supervisor stops them, execs the new code in its
+        own process and starts them again: still one restart of the bot, counted from a fresh record."""
+        state = self.call("status")
+        bot = self.bot_row(state)
+        old_supervisor = (state.get("supervisor") or {}).get("started_at")
+        watch = Watch(old_pid=bot.get("pid"), base_restarts=-1 if reexec else int(bot.get("restarts") or 0),
                       deadline=self.clock() + self.settings.update_health_timeout,
                       timeout=self.settings.update_health_timeout)
-        self.call("deploy", cause=cause.value, version=version, reason=reason, by=self.by)
+        if reexec:
+            self.say("botkeeper's own code changed: the supervisor re-executes with it")
+            self.call("reexec", cause=cause.value, version=version, reason=reason, by=self.by)
+        else:
+            self.call("deploy", cause=cause.value, version=version, reason=reason, by=self.by)
         while True:
+            if reexec:
+                try:
+                    started = (self.call("status").get("supervisor") or {}).get("started_at")
+                except control.SupervisorUnavailable:
+                    started = old_supervisor  # between the old supervisor and the new one
+                if started == old_supervisor:
+                    if self.clock() >= watch.deadline:
+                        return Step(ROLL_BACK, Cause.SUPERVISOR_DOWN, "the supervisor did not come back with the"
+                                    f" new code within UPDATE_HEALTH_TIMEOUT={watch.timeout:g} s")
+                    time.sleep(LOOK_EVERY)
+                    continue
             step = decide(watch, self.look())
             if step.action != "wait":
                 return step
@@ -173,9 +215,12 @@ class Updater:
             if not ok:
                 step = Step(ROLL_BACK, Cause.NEEDS_CONFIG, f"pip install failed: {why}")
         self.record(Cause.DEPLOY, f"update {short_old} -> {short_new} [by {self.by}]")
+        self.own = own_code_changed(s, old, new)
         if step.action == KEEP:
-            step = self.roll_out(Cause.DEPLOY, short_new, f"update {short_old} -> {short_new}")
+            step = self.roll_out(Cause.DEPLOY, short_new, f"update {short_old} -> {short_new}", reexec=self.own[0])
         if step.action == KEEP:
+            if self.own[1] and restart_recovery(s):
+                self.say("auto_recovery restarted onto the new code")
             self.say(f"updated to {short_new}: healthy with the new bot after {self.clock() - started:.1f} s")
             return 0
         return self.roll_back(old, new, reinstall, step, started)
@@ -192,7 +237,10 @@ class Updater:
             if not ok:
                 self.say(f"pip install of the previous requirements failed: {pip_why}")
         self.record(Cause.ROLLBACK, f"update to {short_new} rolled back: {why}")
-        step = self.roll_out(Cause.ROLLBACK, short_old, f"update to {short_new} rolled back")
+        reexec = getattr(self, "own", (False, False))[0]
+        step = self.roll_out(Cause.ROLLBACK, short_old, f"update to {short_new} rolled back", reexec=reexec)
+        if getattr(self, "own", (False, False))[1]:
+            restart_recovery(s)
         if step.action == KEEP:
             self.say(f"rolled back to {short_old}: healthy again after {self.clock() - started:.1f} s")
         else:

@@ -33,6 +33,7 @@ from ..states import LIVE, State, check_transition
 from ..store import Store
 
 log = logging.getLogger("supervisor")
+STOPPED_LAST = ("emulator",)  # the demo's Telegram: its bot stops first
 EX_LOCKED = 75  # EX_TEMPFAIL: another supervisor owns this directory
 RECENT_RESTARTS = 50
 STATE_CHECK_INTERVAL = 1.0  # how often we check that run/state.json is still the one we wrote
@@ -104,6 +105,8 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.shutting_down = False
         self.shutdown_reason = ""
+        self.shutdown_by = "supervisor"
+        self.reexec = False  # after the shutdown, exec the code on disk in this same process (update)
         self.exit_code = 0
         self.started_at = wall()
         self.store = Store(settings.history_db)
@@ -282,6 +285,7 @@ class Supervisor:
                     del self.components[comp.name]
             self.store_event("exit", comp.name, exit_detail, comp.stop_by or "supervisor", exit_code,
                              cause=comp.stop_cause if not self.shutting_down else Cause.SHUTDOWN)
+            self.stop_the_last()
             self.write_state()
             return
 
@@ -403,15 +407,30 @@ class Supervisor:
         self.write_state()
 
     def shutdown(self, reason: str, by: str) -> None:
-        if not self.shutting_down:
+        if not self.shutting_down and self.reexec:
+            log.info("re-executing with the updated code: stopping the components first: %s", reason)
+        elif not self.shutting_down:
             log.info("shutting down: %s", reason)
             self.notifier.stopping(reason)
             self.store_event("shutdown", None, reason, by, cause=Cause.SHUTDOWN)
             self.close_incidents("the bundle was stopped", Cause.SHUTDOWN)
-        self.shutting_down, self.shutdown_reason = True, reason
-        # The bot first in spirit, but all at once in practice: each gets its own kill_timeout.
+        self.shutting_down, self.shutdown_reason, self.shutdown_by = True, reason, by
+        # All at once (each with its own kill_timeout), but the demo's emulator last: it is the bot's
+        # Telegram, and a bot whose server vanished mid-poll dies with a traceback instead of its goodbye.
         for comp in self.components.values():
-            self.stop(comp, "stopped", Cause.SHUTDOWN, reason, by)
+            if comp.name not in STOPPED_LAST:
+                self.stop(comp, "stopped", Cause.SHUTDOWN, reason, by)
+        self.stop_the_last()
+
+    def stop_the_last(self) -> None:
+        """During a shutdown: once nothing else lives, stop the components kept for last."""
+        if not self.shutting_down or any(c.state in LIVE for c in self.components.values()
+                                         if c.name not in STOPPED_LAST):
+            return
+        for name in STOPPED_LAST:
+            comp = self.components.get(name)
+            if comp is not None and comp.state not in (State.STOPPING, State.STOPPED):
+                self.stop(comp, "stopped", Cause.SHUTDOWN, self.shutdown_reason, self.shutdown_by)
 
     def watch_recovery(self) -> None:
         """auto_recovery.py watches us; we relaunch it when it is gone (unless an outer supervisor
@@ -555,6 +574,12 @@ class Supervisor:
             return {"stopping": list(self.components)}
         if cmd == "reload":
             return self.reload(by)
+        if cmd == "reexec":  # `update` changed botkeeper's own code: stop everything, exec the new code
+            if isinstance(request.get("version"), str) and request["version"]:
+                self.version = request["version"][:40]
+            self.reexec = True
+            self.shutdown(reason, by)
+            return {"reexec": os.getpid()}
         if cmd == "deploy":
             return self.deploy(cause if request.get("cause") else Cause.DEPLOY, reason, by, request.get("version"))
         if cmd == "event":
@@ -677,7 +702,14 @@ def main(settings: Settings) -> int:
         return EX_LOCKED
     supervisor.setup()
     try:
-        return supervisor.run()
+        code = supervisor.run()
     except Exception:
         log.exception("supervisor crashed")  # run_24_7.sh restarts us; the next start cleans up
         return 1
+    if supervisor.reexec:
+        # Same pid (run_24_7.sh, systemd and a container still see their child), new code. Our fds are
+        # close-on-exec: the lock and the control socket are free for the new supervisor.
+        log.info("re-executing %s -m botkeeper supervise", sys.executable)
+        logging.shutdown()
+        os.execve(sys.executable, [sys.executable, "-m", "botkeeper", "supervise"], supervisor.start_environ)
+    return code

@@ -23,6 +23,7 @@ from ..health.procstats import HostStats, ProcessStats
 from ..health.snapshot import Snapshot, deadman_view, read_snapshot
 from ..states import LIVE, State
 from ..causes import Cause
+from ..store import watch_gap
 from ..health.verdict import Limits, Verdict, judge
 from .history import DAY, RingHistory, Sample, StoreHistory, StoreReader, no_summary
 from .reasons import RestartCounter, reason_label
@@ -210,7 +211,7 @@ class StatusSource:
             "cause": verdict.cause.value if verdict.cause else None,
             "cause_label": verdict.cause.label if verdict.cause else None,
             "detail": self.redact(verdict.detail),
-            "state": "demo" if demo and verdict.healthy else verdict.overall,
+            "state": verdict.overall,  # the headline is the health, demo or not (the banner says DEMO)
             "demo": demo,
             "since": since,
             "since_estimated": estimated,
@@ -259,8 +260,22 @@ class StatusSource:
             "work": self._work(reading),  # issue 10: what the bot works on, where it hangs, what fails
             "quarantined_updates": self._quarantined(),
             "deadman": deadman_view(reading.snapshot.deadman, now) if self.settings.deadman_url else None,
+            "demo_chat": self._demo_chat() if self.settings.demo_active else [],
         }
         return data
+
+    def _demo_chat(self) -> list[dict[str, Any]]:
+        """The demo user's conversation with the bot (run/demo_chat.json, written by the emulator)."""
+        from ..fsutil import read_json
+
+        try:
+            data = read_json(self.settings.run_dir / "demo_chat.json")
+        except (OSError, ValueError):
+            return []
+        messages = data.get("messages") if isinstance(data, dict) else None
+        return [{"from": m["from"], "text": self.redact(str(m.get("text", "")))[:300], "at": _num(m.get("at"))}
+                for m in (messages if isinstance(messages, list) else [])[-12:]
+                if isinstance(m, dict) and m.get("from") in ("user", "bot")]
 
     def errors_summary(self, now: float) -> dict[str, Any]:
         """The top error fingerprints (no messages: they may quote what users wrote) and the
@@ -282,7 +297,7 @@ class StatusSource:
         with self._summary_lock:
             cached = self._summary
             if cached is None or not 0 <= now - cached[0] < HISTORY_TTL:
-                cached = self._summary = (now, self.store.read(lambda store: store.summary(now)) or no_summary())
+                cached = self._summary = (now, self.store.read(lambda store: store.summary(now, gap=watch_gap(self.settings))) or no_summary())
         summary = cached[1]
         incident = summary["open_incident"]
         if incident is not None:

@@ -34,12 +34,18 @@
     return p === null || p === undefined ? "–" : String(Math.floor(p * 100 + 1e-9) / 100) + "%";
   }
   function pct(p) { return p === null || p === undefined ? "–" : p.toFixed(1) + "%"; }
-  function clock(t) {
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+  function clock(t) {  // 24-hour, as the CLI prints it (%F %T), in the viewer's time zone
     if (!t) return "–";
     var d = new Date(t * 1000);
     var today = new Date().toDateString() === d.toDateString();
-    return (today ? "" : d.toLocaleDateString() + " ") + d.toLocaleTimeString();
+    var day = d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " ";
+    return (today ? "" : day) + two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
   }
+  var HEARTBEAT_WORDS = {  // fmt.HEARTBEAT_WORDS
+    fresh: "fresh", late: "late", stale: "stale: the bot may be hung", missing: "not written yet",
+    foreign: "left by an earlier bot run", invalid: "unreadable", disabled: "not used by this bot"
+  };
   function localTimes(root) {
     var nodes = (root || document).querySelectorAll("time[data-t]");
     for (var i = 0; i < nodes.length; i++) {
@@ -54,7 +60,6 @@
     body.dataset.state = s.state;
     document.title = s.state + " · botkeeper";
     $("state-word").textContent = s.state;
-    if ($("health-word")) $("health-word").textContent = "health: " + s.status;
     var since = $("since");
     since.dataset.t = s.since;
     since.textContent = clock(s.since);
@@ -69,7 +74,7 @@
     var cells = $("uptime").querySelectorAll("b[data-w]");
     for (var i = 0; i < cells.length; i++) {
       var w = cells[i].dataset.w, p = s.history.uptime[w];
-      cells[i].textContent = uptime(p);
+      cells[i].textContent = p === null ? "no data yet" : uptime(p);
       var seen = $("uptime").querySelector("small[data-o='" + w + "']");
       if (seen) seen.textContent = p === null ? "" : " of " + dur(s.history.observed_seconds[w]) + " watched";
     }
@@ -95,10 +100,25 @@
     });
   }
 
+  function renderDemoChat(s) {
+    var list = $("demo-chat");
+    if (!list || !s.demo_chat || !s.demo_chat.length) return;
+    list.textContent = "";
+    s.demo_chat.forEach(function (m) {
+      var li = el("li", "from-" + m.from);
+      var t = el("time", null, clock(m.at));
+      li.appendChild(t);
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(el("b", null, m.from === "user" ? "demo user" : "bot"));
+      li.appendChild(document.createTextNode(" " + m.text));
+      list.appendChild(li);
+    });
+  }
+
   function renderTiles(s) {
     var hb = s.heartbeat;
-    $("hb-age").textContent = hb.age === null ? "none" : dur(hb.age) + " ago";
-    $("hb-status").textContent = hb.status + (hb.state ? " · " + hb.state : "");
+    $("hb-age").textContent = hb.age === null ? "no heartbeat yet" : dur(hb.age) + " ago";
+    $("hb-status").textContent = (HEARTBEAT_WORDS[hb.status] || hb.status) + (hb.state ? " · " + hb.state : "");
     $("poll-age").textContent = hb.last_poll_age === null ? "–" : dur(hb.last_poll_age) + " ago";
     $("updates").textContent = hb.updates_handled === null ? "–" : hb.updates_handled;
     $("bot-mem").textContent = size(s.bot ? s.bot.memory_bytes : null);
@@ -207,7 +227,7 @@
       .then(function (j) {
         if (!j.success) throw new Error(j.error);
         var s = j.data;
-        renderHero(s); renderTiles(s); renderComponents(s); renderRestarts(s); renderHost(s);
+        renderHero(s); renderTiles(s); renderComponents(s); renderRestarts(s); renderHost(s); renderDemoChat(s);
         var up = $("updated");
         up.textContent = "updated " + clock(s.now);
         body.classList.remove("stale");
