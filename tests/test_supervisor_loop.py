@@ -195,6 +195,22 @@ def test_a_restart_asked_with_a_typed_cause_carries_it_to_state_and_history(loop
     assert rows[0]["cause"] == "stale-heartbeat" and rows[0]["detail"] == "heartbeat stale for 63 s"
 
 
+@pytest.mark.parametrize("cause", ["loop-blocked", "stale-heartbeat"])
+def test_a_restart_of_a_known_hung_bot_kills_its_group_at_once_without_the_sigterm_grace(loop, cause):
+    sup, bot, fake, advance, settings = loop
+    advance(5)
+    pid = bot_pid(sup)
+    sup.handle({"cmd": "restart", "name": "bot", "cause": cause, "reason": "hung", "by": "monitor"})
+    assert fake.signals == [(pid, signal.SIGKILL)] and bot.stop_deadline is None  # no SIGTERM, no wait
+    fake.exit(pid, sig=signal.SIGKILL)
+    sup.reap()
+    assert bot.state == State.STARTING and bot.cause == Cause(cause) and bot_pid(sup) != pid
+    # a planned restart still gets its grace
+    pid = bot_pid(sup)
+    sup.handle({"cmd": "restart", "name": "bot", "cause": "operator", "reason": "asked", "by": "cli"})
+    assert fake.signals[-1] == (pid, signal.SIGTERM) and bot.stop_deadline is not None
+
+
 def test_a_sentence_is_never_taken_for_a_cause(loop):
     sup, bot, *_ = loop
     sup.handle({"cmd": "restart", "name": "bot", "reason": "memory 900 MB above the limit", "by": "test"})

@@ -376,7 +376,14 @@ class Supervisor:
     def stop(self, comp: Component, then: str, cause: Cause, reason: str, by: str) -> None:
         """Ask a component to stop: SIGTERM+SIGCONT to its group now, SIGKILL at the deadline."""
         comp.after_stop, comp.stop_cause, comp.stop_reason, comp.stop_by = then, cause, reason, by
-        if comp.state in (State.STARTING, State.RUNNING):
+        if comp.state in (State.STARTING, State.RUNNING) and then == "restart" and cause.hang:
+            # Known hung (its stack is already logged): a blocked loop cannot act on SIGTERM, and
+            # waiting kill_timeout for it would only keep everybody else unanswered longer.
+            self._set(comp, State.STOPPING)
+            comp.stop_deadline = None
+            self.os.signal_group(comp.pid, signal.SIGKILL)
+            log.warning("%s killed (pid %s), known hung: %s [by %s]", comp.name, comp.pid, reason, by)
+        elif comp.state in (State.STARTING, State.RUNNING):
             self._set(comp, State.STOPPING)
             comp.stop_deadline = self.clock() + comp.spec.kill_timeout
             self.os.terminate_group(comp.pid)
