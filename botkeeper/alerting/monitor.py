@@ -69,10 +69,7 @@ class Monitor:
             rss_bytes=use["memory_bytes"] if use else None, cpu_percent=use["cpu_percent"] if use else None,
         )
         decision = decide(obs, self.memory, self.limits)
-        hb = verdict.heartbeat
-        # A blocked loop is judged again the moment it passes BLOCK_LIMIT, not at the next tick.
-        self.recheck_at = (hb.blocked_since + self.verdict_limits.block_limit + 0.05
-                           if hb.blocked_since is not None and not hb.hung else None)
+        self.recheck_at = self.due_again(verdict, now)
         self.memory = decision.memory
         if decision.verdict != self.last_verdict:
             log.info("bot: %s (pid %s, heartbeat %s); overall %s", decision.verdict, obs.bot_pid,
@@ -88,6 +85,17 @@ class Monitor:
         if self.alerter is not None:  # the single alert call site, every tick
             self.alerter.step(now, snap, verdict)
         return decision
+
+    def due_again(self, verdict: Any, now: float) -> float | None:
+        """When the bot's own heartbeat turns hung if nothing changes (it goes stale, its blocked
+        loop passes BLOCK_LIMIT): judged again then, not up to MONITOR_INTERVAL later."""
+        hb = verdict.heartbeat
+        if not hb.own or hb.hung or hb.age is None:
+            return None
+        due = now - hb.age + self.verdict_limits.stale_after
+        if hb.blocked_since is not None:
+            due = min(due, hb.blocked_since + self.verdict_limits.block_limit)
+        return due + 0.05
 
     def measure(self, bot: dict[str, Any]) -> dict[str, Any] | None:
         """Memory, CPU and pids of the bot's process tree (None when it is not running)."""
