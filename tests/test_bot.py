@@ -174,7 +174,7 @@ def test_a_blocked_event_loop_is_told_in_the_heartbeat_by_the_watchdog(bot, emul
              message="the handler error logged")
     assert str(proc.home / "handlers.py") in proc.stderr and proc.alive()
     sent = emulator.inject_message("/block")
-    # The loop is blocked, the watchdog thread beats for it (BLOCK_LIMIT=1 in the test profile):
+    # The loop is blocked, the watchdog thread beats for it (by BLOCK_LIMIT, 2 s in the test profile):
     # since when, which update, which handler, at which line of the user's file.
     hb = wait_for(lambda: (hb := proc.heartbeat()).get("blocked") and hb, 10, 0.1, "the watchdog's blocked beat")
     blocked = hb["blocked"]

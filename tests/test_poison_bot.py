@@ -61,7 +61,7 @@ def poison_alerts(receiver) -> list[dict]:
 @pytest.mark.parametrize("command, handler, strikes", [("/freeze", "freeze", 1), ("/die", "die", 2)])
 def test_a_poison_update_is_quarantined_and_everybody_else_answered_once(supervised, home, emulator, receiver,
                                                                           command, handler, strikes):
-    # A blocked loop is restarted on BLOCK_LIMIT (1 s here): neither STALE_AFTER nor KILL_TIMEOUT
+    # A blocked loop is restarted on BLOCK_LIMIT (2 s in the test profile): neither STALE_AFTER nor KILL_TIMEOUT
     # (30 s each) is waited for, or the other user's answer would miss its deadline below.
     slow = {"STALE_AFTER": "30", "KILL_TIMEOUT": "30"} if command == "/freeze" else {}
     sup = start_bundle(supervised, home, emulator, receiver, web=command == "/die", BLOCKED_WARN="0.5", **slow)
