@@ -20,7 +20,7 @@ from botkeeper.causes import Cause
 from botkeeper.config import Settings
 from botkeeper.states import State
 from botkeeper.store import Store
-from botkeeper.supervise.supervisor import STATE_CHECK_INTERVAL, Supervisor
+from botkeeper.supervise.supervisor import BOOKKEEPING_DELAY, STATE_CHECK_INTERVAL, Supervisor
 from conftest import bk_env, write_components
 
 
@@ -130,6 +130,21 @@ def test_a_long_run_restarts_at_once_with_cause_crash(loop):
     assert (bot.cause, bot.restarts) == (Cause.CRASH, 1)
     assert sup.recent_restarts[-1]["cause"] == "crash"
     assert "exited with code 1" in sup.recent_restarts[-1]["detail"]
+
+
+def test_a_fast_restarts_history_and_state_follow_in_the_next_step_within_the_bookkeeping_delay(loop):
+    sup, bot, fake, advance, settings = loop
+    advance(settings.min_uptime + 1)
+    first = bot_pid(sup)
+    fake.exit(first, code=1)
+    sup.reap()
+    new = bot_pid(sup)
+    assert new != first and Store(settings.history_db).events(kinds=("restart", "exit")) == []  # not yet
+    assert sup.next_timeout() <= BOOKKEEPING_DELAY
+    sup.step()  # the new child's output, or the delay: then the books
+    rows = Store(settings.history_db).events(kinds=("restart", "exit"))
+    assert sorted(r["kind"] for r in rows) == ["exit", "restart"] and all(r["cause"] == "crash" for r in rows)
+    assert next(c for c in json.loads(settings.state_file.read_text())["components"] if c["name"] == "bot")["pid"] == new
 
 
 def test_quick_crashes_back_off_doubling_then_errored_then_a_slow_retry(loop):
