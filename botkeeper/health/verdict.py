@@ -258,6 +258,9 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
     elif state == "standby":
         checks.append(Check("telegram", DEGRADED, detail or "another copy polls with this token", Cause.STANDBY,
                             started))
+    elif state == "webhook" and _awaiting_delivery(data) and (bot.get("restarts") or 0) > 0:
+        checks.append(Check("telegram", STARTING, f"restarted: waiting for its first webhook delivery"
+                            f" ({_awaiting_delivery(data)} pending at Telegram)", Cause.STARTING, started))
     elif state == "webhook":
         checks.append(webhook_check(data, started))
     if data.get("disk_full"):
@@ -316,6 +319,13 @@ def read_and_judge(settings: Any, **kwargs: Any) -> tuple[Snapshot, Verdict]:
     """The snapshot and its verdict in one call, for readers that need nothing else."""
     snap = read_snapshot(settings, **kwargs)
     return snap, judge(snap, Limits.from_settings(settings))
+
+
+def _awaiting_delivery(data: Mapping[str, Any]) -> int:
+    """Updates Telegram holds for a webhook bot that has not served one delivery yet (0: none)."""
+    info = data.get("webhook") if isinstance(data.get("webhook"), Mapping) else {}
+    pending = info.get("pending") if isinstance(info.get("pending"), int) else 0
+    return pending if data.get("webhook_received") == 0 else 0
 
 
 def webhook_check(data: Mapping[str, Any], since: float | None = None) -> Check:
