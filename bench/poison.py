@@ -33,8 +33,8 @@ from botkeeper.emulator import Emulator  # noqa: E402
 
 def tuned(args: argparse.Namespace) -> dict[str, str]:
     return {"STALE_AFTER": str(args.stale_after), "BLOCK_LIMIT": str(args.stale_after), "HEARTBEAT_INTERVAL": "1",
-            "HEARTBEAT_GRACE": "5",            "MONITOR_INTERVAL": "0.5", "KILL_TIMEOUT": "1", "QUARANTINE_AFTER": str(args.quarantine_after),
-            "MIN_UPTIME": "1", "RESTART_DELAY": "0.1"}
+            "HEARTBEAT_GRACE": "5", "MONITOR_INTERVAL": "0.5", "KILL_TIMEOUT": "1",
+            "QUARANTINE_AFTER": str(args.quarantine_after), "MIN_UPTIME": "1", "RESTART_DELAY": "0.1"}
 
 
 def one(command: str, args: argparse.Namespace, chat: int) -> tuple[float, int]:
