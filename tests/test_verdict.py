@@ -173,6 +173,10 @@ def test_a_hang_incident_begins_when_the_heartbeat_went_silent_never_at_the_bots
                        mtime=NOW - 70)  # future-dated 70 s ago: silent since then, not since the start
     verdict = judge(snap(hb=future), LIMITS)
     assert verdict.heartbeat.hung and next(c for c in verdict.checks if c.name == "heartbeat").since == NOW - 70
+    stepped = Heartbeat({"pid": BOT_PID, "written_at": NOW + 3600, "state": "polling"}, lineage=(BOT_PID, 1),
+                        mtime=NOW + 3600)  # the clock stepped back: when it went silent is unknown, not the start
+    verdict = judge(snap(hb=stepped), LIMITS)
+    assert next(c for c in verdict.checks if c.name == "heartbeat").since == NOW
 
 
 def test_since_comes_from_the_files():

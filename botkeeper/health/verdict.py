@@ -211,6 +211,9 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
         if hb.hung:
             cause = Cause.HEARTBEAT_INVALID if hb.status == "invalid" else Cause.STALE_HEARTBEAT
             silent_since = snap.now - (hb.silent_for or 0.0)  # since it went silent: never before its start
+            mtime = snap.heartbeat.mtime  # a write since the start (even future-dated: a clock step) is life
+            if mtime is not None and started is not None and mtime >= started - 1.0:
+                silent_since = max(silent_since, min(mtime, snap.now))
             checks.append(Check("heartbeat", DOWN, f"no heartbeat from this bot {hb.silent_for:.0f} s after its start"
                                 f" ({hb.error or hb.status})", cause,
                                 silent_since if started is None else min(snap.now, max(started, silent_since))))
