@@ -6,7 +6,9 @@ counts: SIGCHLD, reap, policy, fork/exec, the child's echo, the pipe, the redact
 comparison it measures a bare fork/exec + waitpid loop on the same child. Then it leaves the
 supervisor idle and reports its RSS/PSS and CPU.
 
-    python bench/restart_latency.py [--kills 20] [--idle-seconds 60]
+    python bench/restart_latency.py [--kills 20] [--idle-seconds 60] [--pm2]
+--pm2 also measures PM2 (`npm i -g pm2`) on the same child, kill to its first line in PM2's log,
+under a PM2_HOME of its own (its daemon is killed afterwards).
 Targets (2-core machine): median <= 15 ms, supervisor RSS <= 20 MiB, idle CPU <= 0.2 %.
 """
 
@@ -95,6 +97,41 @@ def supervised_loop(home: Path, kills: int) -> tuple[list[float], psutil.Process
     return times, psutil.Process(sup.pid), sup
 
 
+def pm2_loop(tmp: Path, kills: int) -> list[float]:
+    """The same measure under PM2: SIGKILL the child, wait for its "up" in PM2's out log."""
+    import json
+
+    env = dict(os.environ, PM2_HOME=str(tmp / "pm2"))
+    log = tmp / "pm2-child.log"
+    (tmp / "ecosystem.json").write_text(json.dumps({"apps": [{
+        "name": "child", "script": CHILD[0], "args": CHILD[1:], "interpreter": "none", "out_file": str(log),
+        "error_file": str(tmp / "pm2-child.err"), "autorestart": True, "min_uptime": 0, "restart_delay": 0,
+        "max_restarts": 100000}]}))
+    subprocess.run(["pm2", "start", str(tmp / "ecosystem.json")], env=env, capture_output=True, check=True)
+    try:
+        wait_until(lambda: log.exists() and ups(log) >= 1, 20)
+
+        def child_pid():
+            out = subprocess.run(["pm2", "jlist"], env=env, capture_output=True, text=True).stdout
+            try:
+                return next(p["pid"] for p in json.loads(out) if p["name"] == "child") or None
+            except (ValueError, StopIteration, KeyError):
+                return None
+
+        times = []
+        for _ in range(kills):
+            time.sleep(0.25)
+            pid = wait_until(child_pid, 10)
+            seen = ups(log)
+            t0 = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: ups(log) > seen, 5)
+            times.append(time.perf_counter() - t0)
+        return times
+    finally:
+        subprocess.run(["pm2", "kill"], env=env, capture_output=True)
+
+
 def ms(values):
     return f"median {statistics.median(values) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms"
 
@@ -103,10 +140,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--pm2", action="store_true", help="also measure PM2 on the same child")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, child: {' '.join(CHILD)}")
     bare = bare_loop(args.kills)
     print(f"bare fork/exec+waitpid loop ({args.kills} kills): {ms(bare)}")
+    if args.pm2:
+        with tempfile.TemporaryDirectory(prefix="bk-bench-pm2-") as tmp:
+            print(f"PM2                   ({args.kills} kills): {ms(pm2_loop(Path(tmp), args.kills))}")
     with tempfile.TemporaryDirectory(prefix="bk-bench-") as tmp:
         times, sup_proc, sup = supervised_loop(Path(tmp), args.kills)
         try:

@@ -16,6 +16,7 @@ class Cause(str, Enum):
     CRASH = "crash"  # exited (or was killed) without being asked
     CRASH_LOOP = "crash-loop"  # quick crashes in a row: backoff or errored
     STALE_HEARTBEAT = "stale-heartbeat"  # alive but its event loop stopped beating
+    LOOP_BLOCKED = "loop-blocked"  # the bot's watchdog reports its event loop blocked past BLOCK_LIMIT
     MEMORY = "memory"  # above MAX_MEMORY_MB for several checks
     CPU = "cpu"  # above MAX_CPU_PERCENT for CPU_WINDOW
     POISON_UPDATE = "poison-update"  # one update keeps hanging or killing the bot
@@ -60,6 +61,11 @@ class Cause(str, Enum):
         return self in PLANNED
 
     @property
+    def hang(self) -> bool:
+        """The process is known hung: it cannot act on SIGTERM, so it is killed at once."""
+        return self in HANGS
+
+    @property
     def label(self) -> str:
         return LABELS.get(self, self.value.replace("-", " "))
 
@@ -77,9 +83,11 @@ class Cause(str, Enum):
 
 
 # Causes a restart can have: the `reason` label values of botkeeper_restarts_total (bounded).
-RESTART_CAUSES = (Cause.CRASH, Cause.CRASH_LOOP, Cause.STALE_HEARTBEAT, Cause.MEMORY, Cause.CPU, Cause.POISON_UPDATE,
+RESTART_CAUSES = (Cause.CRASH, Cause.CRASH_LOOP, Cause.STALE_HEARTBEAT, Cause.LOOP_BLOCKED, Cause.MEMORY, Cause.CPU, Cause.POISON_UPDATE,
                   Cause.DISK_FULL, Cause.TELEGRAM_OUTAGE, Cause.WEB_UNRESPONSIVE, Cause.STUCK, Cause.NEEDS_CONFIG,
                   Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.ROLLBACK, Cause.RELOAD, Cause.UNKNOWN)
+
+HANGS = frozenset({Cause.STALE_HEARTBEAT, Cause.LOOP_BLOCKED})
 
 PLANNED = frozenset({Cause.MAX_UPTIME, Cause.OPERATOR, Cause.DEPLOY, Cause.RELOAD, Cause.INITIAL_START, Cause.SHUTDOWN,
                      Cause.STOPPED, Cause.STARTING})
@@ -88,6 +96,7 @@ LABELS = {
     Cause.CRASH: "crashed",
     Cause.CRASH_LOOP: "crash loop",
     Cause.STALE_HEARTBEAT: "heartbeat stale (hung)",
+    Cause.LOOP_BLOCKED: "event loop blocked (hung)",
     Cause.MEMORY: "memory limit",
     Cause.CPU: "CPU limit",
     Cause.POISON_UPDATE: "poison update",

@@ -118,6 +118,7 @@ TEST = PRODUCTION | {
     "log_level": "DEBUG",
     "heartbeat_interval": 0.2,
     "stale_after": 2.0,
+    "block_limit": 2.0,  # as STALE_AFTER: a loaded test machine may starve a loop for a second
     "heartbeat_grace": 4.0,
     "monitor_interval": 0.25,
     "recovery_interval": 0.5,
@@ -566,6 +567,7 @@ KNOBS: dict[str, Knob] = {
     "heartbeat_interval": Knob("HEARTBEAT_INTERVAL", _seconds(0.05, 3600), 10.0, False, "seconds between heartbeats"),
     "stale_after": Knob("STALE_AFTER", _seconds(0.1, 86400), 60.0, False, "heartbeat age that means hung (at least 2 x HEARTBEAT_INTERVAL)"),
     "quarantine_after": Knob("QUARANTINE_AFTER", Number(1, 100, whole=True, what="a number of strikes"), 2, False, "skip an update that was in flight when this many bots hung or died"),
+    "block_limit": Knob("BLOCK_LIMIT", _seconds(0.5, 86400), 10.0, False, "restart the bot once its event loop has been blocked this long (its watchdog thread reports it; STALE_AFTER stays for a bot silent as a whole)"),
     "blocked_warn": Knob("BLOCKED_WARN", _seconds(0.1, 3600), 5.0, False, "log the bot's stack once its event loop has been blocked this long"),
     "heartbeat_grace": Knob("HEARTBEAT_GRACE", _seconds(0, 86400), 60.0, False, "seconds after bot start before a missing heartbeat counts"),
     "monitor_interval": Knob("MONITOR_INTERVAL", _seconds(0.05, 3600), 5.0, False, "seconds between monitor checks"),
@@ -675,6 +677,7 @@ class Settings:
     heartbeat_interval: float
     stale_after: float
     quarantine_after: int
+    block_limit: float
     blocked_warn: float
     heartbeat_grace: float
     monitor_interval: float

@@ -1,6 +1,8 @@
 """Handlers with poison in them (HANDLERS=tests/poison_handlers.py): /freeze blocks the event loop,
-/die ends the process, /boom raises. The token is printed in a local so a leak would show."""
+/die ends the process, /boom raises; /slow is innocent (it awaits 4 s, the loop runs on). The token
+is printed in a local so a leak would show."""
 
+import asyncio
 import os
 import time
 
@@ -21,7 +23,13 @@ async def boom(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     raise RuntimeError("boom")
 
 
+async def slow(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await asyncio.sleep(4)
+    await update.effective_message.reply_text("slow done")
+
+
 def register(application: Application) -> None:
     application.add_handler(CommandHandler("freeze", freeze))
     application.add_handler(CommandHandler("die", die))
     application.add_handler(CommandHandler("boom", boom))
+    application.add_handler(CommandHandler("slow", slow))

@@ -202,6 +202,21 @@ def test_telegram_unreachable_alerts_only_past_the_threshold():
     assert (gone.condition, gone.cause) == (DOWN, Cause.SUPERVISOR_DOWN)
 
 
+def test_a_hang_is_alerted_when_judged_from_when_it_went_silent_not_after_the_kill():
+    limits = VerdictLimits(heartbeat_interval=10, stale_after=60, heartbeat_grace=60, block_limit=10)
+    rules = Rules(confirm_after=60.0, stable_after=5.0, flap_window=600.0)
+    state = {"supervisor": {"pid": 7}, "components": [
+        {"name": "bot", "state": "running", "pid": 1, "started_at": 800.0, "heartbeat": True}]}
+    for beat, began in (({"written_at": 1009.5, "blocked": {"since": 998.0, "handler": "freeze"}}, 998.0),
+                        ({"written_at": 939.0}, 939.0)):  # blocked past BLOCK_LIMIT; stale past STALE_AFTER
+        snap = Snapshot(1010.0, state, None, True, 7, False,
+                        Heartbeat({"pid": 1, "state": "polling"} | beat, lineage=(1,)))
+        obs = observe(judge(snap, limits), 1010.0, 300.0)
+        assert (obs.condition, obs.severe, obs.since) == (DOWN, True, began)
+        tracker, acts = decide(Tracker(), obs, [], 1010.0, rules)  # before any restart event
+        assert [a.kind for a in acts if isinstance(a, Alert)] == ["down"] and tracker.incident.started_at == began
+
+
 def test_flapping_bot_gives_a_summary_not_a_flood():
     rules = Rules(confirm_after=60.0, stable_after=5.0, flap_window=120.0)
     steps, t = [], 0.0

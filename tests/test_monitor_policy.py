@@ -276,3 +276,22 @@ def test_a_fresh_heartbeat_saying_disk_full_is_reported_once_and_never_restarted
     # The disk_full flag does not keep a hung bot alive: a stale beat is still stale.
     d = c.check(obs(late + 200, beat(late + 4, disk_full=True)))
     assert d.verdict == "stale" and d.restart[1].startswith("heartbeat stale for 196 s")
+
+
+def test_a_loop_its_watchdog_reports_blocked_is_restarted_past_block_limit_not_stale_after():
+    c = Clock()
+    blocked = {"since": T0 + 100, "handler": "freeze", "frame": "/h/handlers.py:6 freeze", "update_id": 7}
+    d = c.check(obs(T0 + 106, beat(T0 + 105.5, blocked=blocked)))  # blocked 6 s: degraded, not yet
+    assert d.restart is None
+    d = c.check(obs(T0 + 110.5, beat(T0 + 105.5, blocked=blocked)))
+    assert d.verdict == "blocked" and d.restart == (Cause.LOOP_BLOCKED,
+                                                    "event loop blocked for 10 s in handler freeze (handlers.py:6)")
+    # the new bot blocks too (an update not certainly guilty, retried): its own heartbeat says so,
+    # so no cooldown is waited out
+    d = c.check(obs(T0 + 123, beat(T0 + 122.5, pid=7777, blocked=blocked | {"since": T0 + 112}), pid=7777,
+                    started=T0 + 111))
+    assert d.restart and d.restart[0] == Cause.LOOP_BLOCKED
+    # a SIGSTOPped bot (its watchdog silent too) waits for STALE_AFTER, as before
+    c = Clock()
+    assert c.check(obs(T0 + 150, beat(T0 + 100))).restart is None
+    assert c.check(obs(T0 + 161, beat(T0 + 100))).restart[0] == Cause.STALE_HEARTBEAT

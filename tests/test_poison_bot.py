@@ -1,8 +1,10 @@
 """Poison updates end to end: real bots under the real supervisor and monitor, against the emulator.
 
-A handler that blocks the event loop (/freeze) or ends the process (/die) is struck by each bot it
-brings down and skipped by the next one after QUARANTINE_AFTER strikes; everybody else is answered
-exactly once, and one alert (webhook on loopback) names the chat and the handler.
+A handler that blocks the event loop (/freeze) is told on by the bot's own watchdog, restarted after
+BLOCK_LIMIT (no STALE_AFTER, no SIGTERM grace) and, alone on the blocked stack, skipped on its first
+strike; one that ends the process (/die) is struck by each bot it brings down and skipped after
+QUARANTINE_AFTER strikes. Everybody else is answered exactly once, and one alert (webhook on
+loopback) names the chat and the handler.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import requests
 
 from botfixtures import *  # noqa: F401,F403  (emulator, ask, heartbeat_of, secret_forms, wait_for)
 from conftest import FAKE_TOKEN, ROOT, component, write_components
+from botkeeper.config import Settings
+from botkeeper.health.verdict import read_and_judge
 from test_alerts import Receiver
 
 POISON = ROOT / "tests" / "poison_handlers.py"
@@ -33,8 +37,8 @@ def receiver():
 
 def start_bundle(supervised, home, emulator, receiver, web=False, **env):
     write_components(home, web={"enabled": web})
-    sup = supervised(TELEGRAM_API_BASE_URL=emulator.url, TELEGRAM_BOT_TOKEN=FAKE_TOKEN, HANDLERS=str(POISON),
-                     KILL_TIMEOUT="1", ALERTS="on", MONITORING_WEBHOOK=receiver.url, **env)
+    sup = supervised(**{"TELEGRAM_API_BASE_URL": emulator.url, "TELEGRAM_BOT_TOKEN": FAKE_TOKEN, "HANDLERS": str(POISON),
+                        "KILL_TIMEOUT": "1", "ALERTS": "on", "MONITORING_WEBHOOK": receiver.url} | env)
     wait_for(lambda: heartbeat_of(home).get("last_poll_at"), 20, message="bot polling")
     return sup
 
@@ -54,19 +58,24 @@ def poison_alerts(receiver) -> list[dict]:
     return [b for b in receiver.bodies if b.get("event") == "poison-update"]
 
 
-@pytest.mark.parametrize("command, handler", [("/freeze", "freeze"), ("/die", "die")])
+@pytest.mark.parametrize("command, handler, strikes", [("/freeze", "freeze", 1), ("/die", "die", 2)])
 def test_a_poison_update_is_quarantined_and_everybody_else_answered_once(supervised, home, emulator, receiver,
-                                                                          command, handler):
-    sup = start_bundle(supervised, home, emulator, receiver, web=command == "/die", BLOCKED_WARN="0.5")
+                                                                          command, handler, strikes):
+    # A blocked loop is restarted on BLOCK_LIMIT (2 s in the test profile): neither STALE_AFTER nor KILL_TIMEOUT
+    # (30 s each) is waited for, or the other user's answer would miss its deadline below.
+    slow = {"STALE_AFTER": "30", "KILL_TIMEOUT": "30"} if command == "/freeze" else {}
+    sup = start_bundle(supervised, home, emulator, receiver, web=command == "/die", BLOCKED_WARN="0.5", **slow)
     ask(emulator, "/ping", "pong", 10, chat_id=101)  # before the poison
     poisoned = emulator.inject_message(command, chat_id=202)
     emulator.inject_message("/ping", chat_id=303)  # after it: waits behind it
-    wait_for(lambda: pongs(emulator, 303), 60, message="the user after the poison answered")
+    wait_for(lambda: pongs(emulator, 303), 15, message="the user after the poison answered")
 
     [record] = quarantined(home)
     assert record["update_id"] == poisoned["update_id"]
-    assert (record["chat"], record["kind"], record["handler"], record["strikes"]) == (202, command, handler, 2)
-    assert component(home, "bot")["restarts"] == 2  # QUARANTINE_AFTER restarts, no more
+    assert (record["chat"], record["kind"], record["handler"], record["strikes"]) == (202, command, handler, strikes)
+    assert component(home, "bot")["restarts"] == strikes  # certain: one; else QUARANTINE_AFTER, no more
+    if command == "/freeze":
+        assert component(home, "bot")["cause"] == record["cause"] == "loop-blocked" and record["certain"]
     assert len(pongs(emulator, 101)) == 1 and len(pongs(emulator, 303)) == 1
     ask(emulator, "/ping", "pong", 10, chat_id=404)  # and the bot carries on
 
@@ -125,3 +134,26 @@ def test_a_hang_with_nothing_in_flight_restarts_as_before_and_strikes_nothing(su
     assert quarantined(home) == []
     book = json.loads((home / "data" / "poison.json").read_text()) if (home / "data" / "poison.json").exists() else {}
     assert not book.get("struck")
+
+
+def test_a_sigstopped_bot_is_restarted_on_stale_after_its_update_retried_and_starting_until_a_poll_is_done(
+        supervised, home, emulator, receiver):
+    sup = start_bundle(supervised, home, emulator, receiver, KILL_TIMEOUT="30")
+    settings = Settings.from_env(sup.env, home=home)
+    sent = emulator.inject_message("/slow", chat_id=707)
+    wait_for(lambda: [e for e in heartbeat_of(home).get("in_flight", []) if e["update_id"] == sent["update_id"]], 10,
+             message="/slow in flight")
+    pid = component(home, "bot")["pid"]
+    os.kill(pid, signal.SIGSTOP)  # the whole process, its watchdog too: STALE_AFTER (2 s) decides
+    wait_for(lambda: component(home, "bot").get("pid") not in (None, pid), 10, message="the stopped bot replaced")
+    assert component(home, "bot")["cause"] == "stale-heartbeat"
+    # The new bot retries /slow (one strike, not certain: nobody saw it block the loop) and is
+    # `starting` until that first batch is done with, not healthy.
+    verdict = wait_for(lambda: (v := read_and_judge(settings)[1]).overall == "starting" and v.detail.startswith(
+        "restarted: waiting for its first completed poll") and v, 10, message="starting after the restart")
+    assert not verdict.healthy
+    record = json.loads((home / "data" / "poison.json").read_text())["struck"][str(sent["update_id"])]
+    assert record["strikes"] == 1 and "certain" not in record and quarantined(home) == []
+    wait_for(lambda: emulator.sent_messages(chat_id=707, contains="slow done"), 15, message="the retried /slow done")
+    wait_for(lambda: read_and_judge(settings)[1].healthy, 10, message="healthy after its first completed poll")
+    assert component(home, "bot")["restarts"] == 1 and len(emulator.sent_messages(chat_id=707)) == 1

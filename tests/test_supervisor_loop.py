@@ -20,7 +20,7 @@ from botkeeper.causes import Cause
 from botkeeper.config import Settings
 from botkeeper.states import State
 from botkeeper.store import Store
-from botkeeper.supervise.supervisor import STATE_CHECK_INTERVAL, Supervisor
+from botkeeper.supervise.supervisor import BOOKKEEPING_DELAY, STATE_CHECK_INTERVAL, Supervisor
 from conftest import bk_env, write_components
 
 
@@ -132,6 +132,21 @@ def test_a_long_run_restarts_at_once_with_cause_crash(loop):
     assert "exited with code 1" in sup.recent_restarts[-1]["detail"]
 
 
+def test_a_fast_restarts_history_and_state_follow_in_the_next_step_within_the_bookkeeping_delay(loop):
+    sup, bot, fake, advance, settings = loop
+    advance(settings.min_uptime + 1)
+    first = bot_pid(sup)
+    fake.exit(first, code=1)
+    sup.reap()
+    new = bot_pid(sup)
+    assert new != first and Store(settings.history_db).events(kinds=("restart", "exit")) == []  # not yet
+    assert sup.next_timeout() <= BOOKKEEPING_DELAY
+    sup.step()  # the new child's output, or the delay: then the books
+    rows = Store(settings.history_db).events(kinds=("restart", "exit"))
+    assert sorted(r["kind"] for r in rows) == ["exit", "restart"] and all(r["cause"] == "crash" for r in rows)
+    assert next(c for c in json.loads(settings.state_file.read_text())["components"] if c["name"] == "bot")["pid"] == new
+
+
 def test_quick_crashes_back_off_doubling_then_errored_then_a_slow_retry(loop):
     sup, bot, fake, advance, settings = loop
     delays = []
@@ -193,6 +208,22 @@ def test_a_restart_asked_with_a_typed_cause_carries_it_to_state_and_history(loop
     assert state["recent_restarts"][-1]["cause"] == "stale-heartbeat"
     rows = Store(settings.history_db).events(kinds=("restart",))
     assert rows[0]["cause"] == "stale-heartbeat" and rows[0]["detail"] == "heartbeat stale for 63 s"
+
+
+@pytest.mark.parametrize("cause", ["loop-blocked", "stale-heartbeat"])
+def test_a_restart_of_a_known_hung_bot_kills_its_group_at_once_without_the_sigterm_grace(loop, cause):
+    sup, bot, fake, advance, settings = loop
+    advance(5)
+    pid = bot_pid(sup)
+    sup.handle({"cmd": "restart", "name": "bot", "cause": cause, "reason": "hung", "by": "monitor"})
+    assert fake.signals == [(pid, signal.SIGKILL)] and bot.stop_deadline is None  # no SIGTERM, no wait
+    fake.exit(pid, sig=signal.SIGKILL)
+    sup.reap()
+    assert bot.state == State.STARTING and bot.cause == Cause(cause) and bot_pid(sup) != pid
+    # a planned restart still gets its grace
+    pid = bot_pid(sup)
+    sup.handle({"cmd": "restart", "name": "bot", "cause": "operator", "reason": "asked", "by": "cli"})
+    assert fake.signals[-1] == (pid, signal.SIGTERM) and bot.stop_deadline is not None
 
 
 def test_a_sentence_is_never_taken_for_a_cause(loop):

@@ -50,6 +50,20 @@ CASES = [
     ("heartbeat-says-starting", snap(hb=beat(hb_state="starting")), "starting", Cause.STARTING),
     ("late-heartbeat", snap(hb=beat(age=25)), "degraded", Cause.STALE_HEARTBEAT),
     ("stale-heartbeat", snap(hb=beat(age=90)), "down", Cause.STALE_HEARTBEAT),
+    ("loop-blocked-a-moment", snap(hb=beat(blocked={"since": NOW - 6, "handler": "freeze"})), "degraded",
+     Cause.LOOP_BLOCKED),
+    ("loop-blocked-past-block-limit", snap(hb=beat(blocked={"since": NOW - 12, "handler": "freeze"})), "down",
+     Cause.LOOP_BLOCKED),
+    ("restarted-first-poll-pending", snap(state(comp(restarts=1)), beat(polled=False)), "starting", Cause.STARTING),
+    ("restarted-first-poll-done", snap(state(comp(restarts=1)), beat(polled=True)), "healthy", None),
+    ("first-start-poll-pending", snap(hb=beat(polled=False)), "healthy", None),
+    ("restarted-webhook-undelivered", snap(state(comp(restarts=1)), beat(hb_state="webhook", webhook_received=0,
+                                                                         webhook={"pending": 3})), "starting",
+     Cause.STARTING),
+    ("restarted-webhook-served", snap(state(comp(restarts=1)), beat(hb_state="webhook", webhook_received=1,
+                                                                    webhook={"pending": 3})), "healthy", None),
+    ("restarted-webhook-nothing-pending", snap(state(comp(restarts=1)), beat(hb_state="webhook", webhook_received=0,
+                                                                             webhook={"pending": 0})), "healthy", None),
     ("earlier-bots-beat-in-grace", snap(state(comp(started=NOW - 5)), beat(pid=999)), "starting", Cause.STARTING),
     ("earlier-bots-beat-after-grace", snap(hb=beat(pid=999, age=1)), "down", Cause.STALE_HEARTBEAT),
     ("beat-older-than-the-bot", snap(state(comp(started=NOW - 5)), beat(age=50)), "starting", Cause.STARTING),
@@ -133,6 +147,36 @@ def test_a_garbled_beat_written_since_the_start_is_a_sign_of_life():
     assert (view.status, view.silent_for, view.hung) == ("invalid", 2.0, False)
     old = Heartbeat(None, "bot_health.txt is corrupt: not JSON", "corrupt", mtime=NOW - 100)
     assert judge(snap(hb=old), LIMITS).heartbeat.hung
+
+
+def test_a_blocked_loop_is_hung_past_block_limit_with_where_it_hangs():
+    blocked = {"since": NOW - 12.4, "handler": "freeze", "frame": "/home/me/bot/handlers.py:6 freeze",
+               "update_id": 7, "in_flight": 1}
+    verdict = judge(snap(hb=beat(age=1, blocked=blocked)), LIMITS)
+    assert verdict.heartbeat.hung and verdict.heartbeat.status == "fresh"  # the watchdog beats; the loop is stuck
+    assert verdict.detail == "event loop blocked for 12 s in handler freeze (handlers.py:6) (BLOCK_LIMIT=10)"
+    check = next(c for c in verdict.checks if c.name == "heartbeat")
+    assert check.since == NOW - 12.4  # the incident begins when the loop went silent
+    assert not judge(snap(hb=beat(age=1, blocked=blocked | {"since": NOW - 9})), LIMITS).heartbeat.hung
+    # a whole process silent (its watchdog too) goes stale: STALE_AFTER decides, as before
+    stale = judge(snap(hb=beat(age=61, blocked=blocked)), LIMITS)
+    assert stale.cause == Cause.STALE_HEARTBEAT and stale.heartbeat.blocked_for is None
+    # a `since` before the bot's start or in the future is clamped, never backdated
+    early = judge(snap(state(comp(started=NOW - 20)), beat(age=1, blocked=blocked | {"since": NOW - 5000})), LIMITS)
+    assert next(c for c in early.checks if c.name == "heartbeat").since == NOW - 20
+
+
+def test_a_hang_incident_begins_when_the_heartbeat_went_silent_never_at_the_bots_start():
+    stale = judge(snap(hb=beat(age=75)), LIMITS)  # the bot started 300 s ago
+    assert next(c for c in stale.checks if c.name == "heartbeat").since == NOW - 75
+    future = Heartbeat({"pid": BOT_PID, "written_at": NOW + 3600, "state": "polling"}, lineage=(BOT_PID, 1),
+                       mtime=NOW - 70)  # future-dated 70 s ago: silent since then, not since the start
+    verdict = judge(snap(hb=future), LIMITS)
+    assert verdict.heartbeat.hung and next(c for c in verdict.checks if c.name == "heartbeat").since == NOW - 70
+    stepped = Heartbeat({"pid": BOT_PID, "written_at": NOW + 3600, "state": "polling"}, lineage=(BOT_PID, 1),
+                        mtime=NOW + 3600)  # the clock stepped back: when it went silent is unknown, not the start
+    verdict = judge(snap(hb=stepped), LIMITS)
+    assert next(c for c in verdict.checks if c.name == "heartbeat").since == NOW
 
 
 def test_since_comes_from_the_files():

@@ -2,8 +2,8 @@
 
 An incident is one bot-down period, from the first failure to recovery (up for MIN_UPTIME).
 Restarts inside it do not open new incidents: one "down" alert and one "recovered" alert each.
-- "down" goes out at once for severe causes (crash loop, needs-config, token rejected, a restart the
-  monitor forced for a stale heartbeat or a memory/CPU limit, Telegram unreachable longer than
+- "down" goes out at once for severe causes (crash loop, needs-config, token rejected, a hang as soon as
+  the verdict judges it, a restart the monitor forced for a stale heartbeat or a memory/CPU limit, Telegram unreachable longer than
   UNREACHABLE_ALERT_AFTER) and for anything else once it lasts HEALTH_GRACE. A single
   crash the supervisor fixes within HEALTH_GRACE is recorded as an incident but not alerted. A full
   disk or an unwritable run/ is not an outage of a bot that answers: it is a notice, alerted once.
@@ -32,12 +32,12 @@ FLAP_THRESHOLD = 3  # incidents within FLAP_WINDOW that make the bot "flapping"
 # An incident's cause is upgraded to a more specific or serious one as it unfolds.
 RANK = {
     Cause.CRASH: 1, Cause.SUPERVISOR_DOWN: 1, Cause.UNKNOWN: 1, Cause.HEARTBEAT_INVALID: 2,
-    Cause.TELEGRAM_OUTAGE: 2, Cause.STALE_HEARTBEAT: 3, Cause.MEMORY: 3, Cause.CPU: 3, Cause.DISK_FULL: 3,
+    Cause.TELEGRAM_OUTAGE: 2, Cause.STALE_HEARTBEAT: 3, Cause.LOOP_BLOCKED: 3, Cause.MEMORY: 3, Cause.CPU: 3, Cause.DISK_FULL: 3,
     Cause.POISON_UPDATE: 3, Cause.CRASH_LOOP: 4, Cause.CONFLICT: 5, Cause.NEEDS_CONFIG: 7, Cause.TOKEN_REJECTED: 7,
 }
 # Restarts that mean a failure, and whether it is severe enough to alert at once.
 FAILURE_SEVERITY = {
-    Cause.CRASH: False, Cause.CRASH_LOOP: True, Cause.STALE_HEARTBEAT: True, Cause.MEMORY: True, Cause.CPU: True,
+    Cause.CRASH: False, Cause.CRASH_LOOP: True, Cause.STALE_HEARTBEAT: True, Cause.LOOP_BLOCKED: True, Cause.MEMORY: True, Cause.CPU: True,
     Cause.POISON_UPDATE: True, Cause.TELEGRAM_OUTAGE: False, Cause.STUCK: True, Cause.HEARTBEAT_INVALID: True,
 }
 SEVERE_STATES = {Cause.NEEDS_CONFIG, Cause.TOKEN_REJECTED, Cause.CRASH_LOOP, Cause.TELEGRAM_OUTAGE}
@@ -51,6 +51,8 @@ HINTS = {
     Cause.CONFLICT: "Stop the other copy that uses this token (e.g. the Replit editor and a deployment at once).",
     Cause.TELEGRAM_OUTAGE: "A network or Telegram outage; the bot keeps retrying by itself.",
     Cause.STALE_HEARTBEAT: "The bot stopped responding and was restarted. See `python -m botkeeper logs bot`.",
+    Cause.LOOP_BLOCKED: "A handler blocks the event loop (a blocking call in async code); the bot was restarted."
+                        " See `python -m botkeeper logs bot` for where.",
     Cause.MEMORY: "The bot was restarted for using too much memory (MAX_MEMORY_MB).",
     Cause.CPU: "The bot was restarted for using too much CPU (MAX_CPU_PERCENT).",
     Cause.DISK_FULL: "Free disk space: old logs are pruned, but something else fills the disk.",
@@ -117,8 +119,9 @@ def observe(verdict: Verdict, now: float, unreachable_alert_after: float) -> Obs
         return Observation(UP, since=now)
     if overall == V_STOPPED:
         return Observation(STOPPED, cause, verdict.detail, since=since)
-    if overall in (V_DOWN, V_NEEDS_CONFIG):
-        return Observation(DOWN, cause, verdict.detail[:200], cause in SEVERE_STATES, since)
+    if overall in (V_DOWN, V_NEEDS_CONFIG):  # a hang is alerted as it is judged, not after the kill
+        return Observation(DOWN, cause, verdict.detail[:200], cause in SEVERE_STATES or verdict.heartbeat.hung,
+                           None if since is None else min(since, now))
     if overall == DEGRADED and cause == Cause.TELEGRAM_OUTAGE:
         began = since if since is not None else now
         if now - began >= unreachable_alert_after:

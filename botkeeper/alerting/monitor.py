@@ -44,6 +44,7 @@ class Monitor:
         self.stopping = threading.Event()
         self.next_sample = 0.0
         self.last_verdict: str | None = None
+        self.recheck_at: float | None = None  # wall clock: judge again then (a blocked loop's limit)
         self.meter = ProcessStats(ttl=0.0)
         # Alerts are sent from this process so the supervisor stays small; the one call site is in
         # step(), which hands the alerter the same snapshot and verdict it judged by.
@@ -68,6 +69,7 @@ class Monitor:
             rss_bytes=use["memory_bytes"] if use else None, cpu_percent=use["cpu_percent"] if use else None,
         )
         decision = decide(obs, self.memory, self.limits)
+        self.recheck_at = self.due_again(verdict, now)
         self.memory = decision.memory
         if decision.verdict != self.last_verdict:
             log.info("bot: %s (pid %s, heartbeat %s); overall %s", decision.verdict, obs.bot_pid,
@@ -85,6 +87,17 @@ class Monitor:
         if self.alerter is not None:  # the single alert call site, every tick
             self.alerter.step(now, snap, verdict)
         return decision
+
+    def due_again(self, verdict: Any, now: float) -> float | None:
+        """When the bot's own heartbeat turns hung if nothing changes (it goes stale, its blocked
+        loop passes BLOCK_LIMIT): judged again then, not up to MONITOR_INTERVAL later."""
+        hb = verdict.heartbeat
+        if not hb.own or hb.hung or hb.age is None:
+            return None
+        due = now - hb.age + self.verdict_limits.stale_after
+        if hb.blocked_since is not None:
+            due = min(due, hb.blocked_since + self.verdict_limits.block_limit)
+        return due + 0.05
 
     def measure(self, bot: dict[str, Any]) -> dict[str, Any] | None:
         """Memory, CPU and pids of the bot's process tree (None when it is not running)."""
@@ -122,15 +135,19 @@ class Monitor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
-        log.info("monitor pid %s: checking the bot every %g s (stale after %g s, memory %g MB, CPU %g%%"
-                 " for %g s, uptime %g h)", os.getpid(), self.settings.monitor_interval, self.settings.stale_after,
+        log.info("monitor pid %s: checking the bot every %g s (stale after %g s, blocked loop after %g s, memory"
+                 " %g MB, CPU %g%% for %g s, uptime %g h)", os.getpid(), self.settings.monitor_interval,
+                 self.settings.stale_after, self.settings.block_limit,
                  self.limits.max_memory_mb, self.limits.max_cpu_percent, self.limits.cpu_window,
                  self.limits.max_uptime_hours)
         interval = self.settings.monitor_interval
         while not self.stopping.is_set():
             began = time.monotonic()
             self.step()
-            self.stopping.wait(max(0.0, interval - (time.monotonic() - began)))
+            wait = interval - (time.monotonic() - began)
+            if self.recheck_at is not None:
+                wait = min(wait, self.recheck_at - self.clock())
+            self.stopping.wait(max(0.0, wait))
         log.info("monitor stopping")
         self.store.close()
         return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +34,8 @@ QUIET_AFTER_ERRORS = 30.0 + 15.0
 
 
 class Health:
-    """Connection state for the heartbeat. Lives in the event loop; not thread-safe on purpose."""
+    """Connection state for the heartbeat. Lives in the event loop; not thread-safe on purpose,
+    except `write`: the watchdog thread beats through it while the loop is blocked."""
 
     def __init__(self, redact: Callable[[str], str], clock: Callable[[], float] = time.time):
         self.clock = clock
@@ -58,12 +60,19 @@ class Health:
         self.mode = "polling"  # or "webhook": how updates arrive, and so what "receiving" is called
         self.receiving = False  # polling, or the webhook registered and served
         self.webhook: dict[str, Any] | None = None  # Telegram's side from getWebhookInfo (webhook mode)
+        # Whether a poll has been completed: getUpdates answered and what it brought handled (the
+        # next poll answered, or an empty one). Only known where the requests are seen (our bot).
+        self.sees_polls = False
+        self.polled = False
+        self._polls_answered = 0
+        self._write_lock = threading.Lock()  # the loop's beats and the watchdog's (work.Watchdog)
 
     # --- what the request layer reports ----------------------------------------------------------
     def response(self, endpoint: str, code: int, payload: bytes) -> None:
         if 200 <= code <= 299:
             self._rate_limit_over(endpoint)
             if endpoint == "getUpdates":
+                self._poll_completed(payload)
                 self._polled()
             elif endpoint in ("getMe", "getWebhookInfo", "setWebhook") and self.state == "telegram-unreachable":
                 self._reachable_again()
@@ -159,6 +168,20 @@ class Health:
         self.state, self.detail = "polling", "polling Telegram for updates"
         self.last_poll_at, self.unreachable_since, self.conflict_since = now, None, None
 
+    def _poll_completed(self, payload: bytes) -> None:
+        """A retried poison update comes in the first poll after a restart and may block its bot:
+        the bot is `starting` (verdict) until a poll is done with, not merely answered."""
+        if self.polled:
+            return
+        self._polls_answered += 1
+        if self._polls_answered >= 2:  # with held polls, the first batch is handled by now
+            self.polled = True
+            return
+        try:
+            self.polled = json.loads(payload).get("result") == []
+        except (ValueError, AttributeError):
+            pass
+
     def _reachable_again(self) -> None:
         since = self.unreachable_since or self.clock()
         log.info("Telegram reachable again after %.1f s", self.clock() - since)
@@ -217,14 +240,24 @@ class Health:
             "updates_handled": self.updates_handled, "state": self.state,
             "unreachable_since": self.unreachable_since, "conflict_since": self.conflict_since,
             "detail": self.detail,
-        } | ({"cause": self.cause.value} if self.cause else {}) | ({"webhook": self.webhook} if self.webhook else {})
+        } | ({"cause": self.cause.value} if self.cause else {}) | ({"webhook": self.webhook} if self.webhook else {}) \
+            | ({"polled": self.polled} if self.sees_polls else {})
         for report in self.reporters:
             fields |= report()
         return fields
 
-    def write(self, path: Path) -> bool:
+    def write(self, path: Path, extra: dict[str, Any] | None = None,
+              only_if: Callable[[], bool] | None = None) -> bool:
+        """One beat; `extra` fields over the usual ones, and `only_if` checked under the lock (the
+        watchdog's beat is written only while the loop is still blocked)."""
+        with self._write_lock:
+            if only_if is not None and not only_if():
+                return False
+            return self._write(path, self.fields() | (extra or {}))
+
+    def _write(self, path: Path, fields: dict[str, Any]) -> bool:
         try:
-            disk_full = bool(heartbeat.write(path, **self.fields()).get("disk_full"))
+            disk_full = bool(heartbeat.write(path, **fields).get("disk_full"))
             if disk_full != self.disk_full:  # say it once when it starts and once when it ends
                 self.disk_full = disk_full
                 log.log(logging.ERROR if disk_full else logging.INFO, "heartbeat %s: %s", path,
@@ -252,6 +285,7 @@ class ObservingRequest(HTTPXRequest):
     def __init__(self, health: Health, **kwargs: Any):
         super().__init__(**kwargs)
         self._health = health
+        health.sees_polls = True
 
     async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         endpoint = url.rsplit("/", 1)[-1]

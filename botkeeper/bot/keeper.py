@@ -78,6 +78,10 @@ class Keeper:
             self._see_updater()
         self.health.write(self.heartbeat_file)
 
+    def write_blocked(self, extra: dict[str, Any], still_blocked: Any) -> bool:
+        """The watchdog thread's beat while the event loop is blocked (work.Watchdog)."""
+        return self.health.write(self.heartbeat_file, extra, still_blocked)
+
     def _see_updater(self) -> None:
         updater = self.application.updater
         self.health.polling_seen(bool(updater and updater.running))
@@ -91,7 +95,9 @@ class Keeper:
             return
         self._ready = True
         self._pulse = asyncio.get_running_loop().create_task(self.work.pulse())
-        self.watchdog = Watchdog(self.work, self.settings.blocked_warn, self.health.redact, self.heartbeat_file)
+        # It tells on a blocked loop by BLOCK_LIMIT at the latest, whatever BLOCKED_WARN says.
+        self.watchdog = Watchdog(self.work, min(self.settings.blocked_warn, self.settings.block_limit),
+                                 self.health.redact, self.write_blocked, self.settings.heartbeat_interval)
         self.watchdog.start()
         if self.guard is not None:  # before polling starts: no update is taken before the strikes count
             await asyncio.to_thread(self.guard.start)

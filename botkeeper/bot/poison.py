@@ -6,7 +6,8 @@ the event loop or kills the process would keep the bot down forever. Each bot, a
 what its predecessor left: the last heartbeat (with the updates it had in flight) and why it was
 restarted (the bot component's `cause` in run/state.json). A failure (crash, stale heartbeat, ...)
 gives each of those updates a strike; with QUARANTINE_AFTER strikes the update is skipped: confirmed
-to Telegram without running handlers, and recorded. With fewer strikes it is retried, so a hang
+to Telegram without running handlers, and recorded. One strike is enough when the culprit is certain:
+the bot's watchdog saw its event loop blocked while exactly that one update was in flight. With fewer strikes it is retried, so a hang
 that was not the update's fault costs that user nothing.
 
 The decisions here are pure functions over plain data (`strike`, `decide`); `PoisonBook` is the
@@ -28,7 +29,7 @@ log = logging.getLogger("botkeeper.poison")
 
 # Causes of a predecessor's end that blame the updates it was working on. Planned restarts
 # (operator, deploy, max-uptime, shutdown) and Telegram's own trouble do not.
-FAILURE_CAUSES = frozenset({Cause.CRASH, Cause.CRASH_LOOP, Cause.STALE_HEARTBEAT, Cause.HEARTBEAT_INVALID,
+FAILURE_CAUSES = frozenset({Cause.CRASH, Cause.CRASH_LOOP, Cause.STALE_HEARTBEAT, Cause.LOOP_BLOCKED, Cause.HEARTBEAT_INVALID,
                             Cause.MEMORY, Cause.CPU, Cause.POISON_UPDATE, Cause.UNKNOWN})
 KEEP_STRUCK = 200  # strike records kept (oldest dropped): a bounded file whatever happens
 KEEP_QUARANTINED = 50  # quarantined updates listed (the events table keeps the full history)
@@ -76,14 +77,27 @@ def strike(book: Mapping[str, Any], beat: Mapping[str, Any] | None, cause: Any, 
     if not entries:
         return new
     new["counted_beat"] = beat_id
+    culprit = certain_culprit(beat, entries)
     for entry in entries:
         key = str(entry["update_id"])
         old = new["struck"].get(key) or {}
         new["struck"][key] = {
             "update_id": entry["update_id"], "strikes": int(old.get("strikes") or 0) + 1,
             "first_at": old.get("first_at") or now, "last_at": now, "cause": Cause.parse(cause).value,
-        } | {f: _short(entry.get(f)) for f in FIELDS if entry.get(f) is not None}
+        } | {f: _short(entry.get(f)) for f in FIELDS if entry.get(f) is not None} \
+            | ({"certain": True} if entry["update_id"] == culprit else {})
     return _bounded(new, now)
+
+
+def certain_culprit(beat: Mapping[str, Any], entries: list[dict[str, Any]]) -> int | None:
+    """The update that certainly hung its bot: the bot's watchdog saw the event loop blocked while
+    exactly this one update was in flight, with its handler on the blocked stack. None otherwise
+    (a crash, a silent process, several in flight): then QUARANTINE_AFTER strikes decide."""
+    blocked = beat.get("blocked")
+    if not isinstance(blocked, Mapping) or len(entries) != 1:
+        return None
+    culprit = blocked.get("update_id")
+    return culprit if culprit == entries[0]["update_id"] and not isinstance(culprit, bool) else None
 
 
 def with_strikes(book: Mapping[str, Any], update_id: int, strikes: int) -> dict[str, Any]:
@@ -104,7 +118,7 @@ def decide(book: Mapping[str, Any], update_id: int, quarantine_after: int) -> De
     """What the bot does with an update it is about to handle."""
     record = (book.get("struck") or {}).get(str(update_id))
     strikes = int(record.get("strikes") or 0) if record else 0
-    if strikes >= quarantine_after:
+    if strikes >= quarantine_after or (strikes and record.get("certain")):  # the first strike, when certain
         return Decision("quarantine", strikes)
     return Decision("retry" if strikes else "run", strikes)
 

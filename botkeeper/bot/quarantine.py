@@ -58,9 +58,10 @@ class Guard:
             struck = [new["struck"][str(e["update_id"])] for e in poison.in_flight_of(self.predecessor)
                       if str(e["update_id"]) in new["struck"]]
             for rec in struck:
-                log.warning("update %s (%s, chat %s) was in flight when the previous bot ended (%s): strike %d of %d",
+                log.warning("update %s (%s, chat %s) was in flight when the previous bot ended (%s): strike %d of %d%s",
                             rec["update_id"], rec.get("kind", "update"), rec.get("chat", "?"),
-                            Cause.parse(cause).label, rec["strikes"], self.settings.quarantine_after)
+                            Cause.parse(cause).label, rec["strikes"], self.settings.quarantine_after,
+                            "; certain: it alone blocked the event loop, so it is skipped now" if rec.get("certain") else "")
             return struck
         self.book = new
         return []

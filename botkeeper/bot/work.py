@@ -32,7 +32,6 @@ from telegram import Update
 from telegram.ext import Application, BaseUpdateProcessor
 from telegram.request import BaseRequest
 
-from ..health import heartbeat
 from ..logs import escape
 
 log = logging.getLogger("botkeeper.bot")
@@ -86,6 +85,7 @@ class Work:
         self.last_tick = time.monotonic()
         self.loop_thread: int | None = None
         self.blocked: dict[str, Any] | None = None  # set by the watchdog while the loop is blocked
+        self.told = False  # the watchdog wrote a `blocked` beat: the loop overwrites it once it runs
         self.bot_id = (application.bot.token or "").split(":", 1)[0]
         self._predecessor_done = -1
 
@@ -150,57 +150,95 @@ class Work:
         self.loop_thread = threading.get_ident()
         while True:
             before = time.monotonic()
-            self.last_tick = before
+            self.last_tick = before  # first: the watchdog writes no `blocked` beat after this
+            if self.told:
+                self.told = False
+                self.beat()
             await asyncio.sleep(TICK)
             self.lag = max(0.0, time.monotonic() - before - TICK)
 
 
 class Watchdog(threading.Thread):
-    """Logs the event loop thread's stack once per episode when the loop has not come back for
-    `warn_after` seconds, and adds where it hangs to the last heartbeat (its `written_at` kept, so
-    the heartbeat still goes stale: the monitor restarts a hung bot as before)."""
+    """Tells on a blocked event loop. Once the loop has not come back for `warn_after` seconds it
+    logs the loop thread's stack (once per episode) and, while the loop stays blocked, writes the
+    heartbeat itself every `beat_every` seconds with `blocked`: since when, the update in flight, its
+    handler and the user's file:line. The verdict restarts the bot on that after BLOCK_LIMIT. A
+    process silent as a whole (SIGSTOP, the GIL held in C code, this thread stuck) writes nothing
+    and goes stale as before (STALE_AFTER)."""
 
-    def __init__(self, work: Work, warn_after: float, redact: Callable[[str], str], heartbeat_file: Any):
+    def __init__(self, work: Work, warn_after: float, redact: Callable[[str], str],
+                 write: Callable[[dict[str, Any], Callable[[], bool]], bool], beat_every: float = 1.0):
         super().__init__(name="botkeeper-watchdog", daemon=True)
-        self.work, self.warn_after, self.redact, self.heartbeat_file = work, warn_after, redact, heartbeat_file
+        self.work, self.warn_after, self.redact = work, warn_after, redact
+        self.write = write  # write(extra heartbeat fields, still_blocked) under the heartbeat's lock
+        self.beat_every = beat_every
         self.stopped = threading.Event()
+        self.entries: list[dict[str, Any]] = []  # in flight when the episode began, with the frame
 
     def run(self) -> None:
-        warned_at: float | None = None
-        while not self.stopped.wait(min(0.5, self.warn_after / 4)):
-            silent = time.monotonic() - self.work.last_tick
-            if silent < self.warn_after:
-                if warned_at is not None:
-                    log.info("event loop running again after %.1f s blocked", silent + time.monotonic() - warned_at)
-                    warned_at, self.work.blocked = None, None
+        episode: float | None = None  # the loop's last tick before the block
+        next_beat = 0.0
+        while not self.stopped.wait(min(0.25, self.warn_after / 4)):
+            tick = self.work.last_tick
+            silent = time.monotonic() - tick
+            if silent < self.warn_after or self.work.loop_thread is None:
+                if episode is not None and tick != episode:
+                    log.info("event loop running again after %.1f s blocked", max(0.0, tick - episode - TICK))
+                    episode, self.work.blocked = None, None
                 continue
-            if warned_at is None and self.work.loop_thread is not None:
-                warned_at = time.monotonic()
-                self.report(silent)
+            if episode != tick:
+                episode, next_beat = tick, 0.0
+                self.work.blocked = self.report(silent)
+            if self.work.blocked is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.beat_every
+                self.beat(tick)
 
-    def report(self, silent: float) -> None:
+    def report(self, silent: float) -> dict[str, Any] | None:
+        """Log where the loop hangs; the `blocked` heartbeat field (None when there is no frame)."""
         frame = sys._current_frames().get(self.work.loop_thread)
         if frame is None:
-            return
+            return None
         where = user_frame(frame)
         try:
             entries = [dict(e) for e in list(self.work.in_flight.values())]
         except RuntimeError:  # changed under us: the loop is moving again
-            return
-        handler = next((e.get("handler") for e in entries if e.get("handler")), None)
+            return None
+        culprit = update_on_stack(frame)
+        handler = next((e.get("handler") for e in entries if e.get("update_id") == culprit), None) or \
+            next((e.get("handler") for e in entries if e.get("handler")), None)
         stack = "".join(traceback.format_stack(frame))
         what = f"handler {handler} (update {entries[0]['update_id']}, chat {entries[0].get('chat')})" if entries \
             else "no update in flight"
         log.error("%s", self.redact(f"event loop blocked for {silent:.1f} s: {what}, at {where or 'no frame of your code'}"
                                     f"\nstack of the event loop's thread (most recent call last):\n{stack}".rstrip()))
-        self.work.blocked = {"since": round(time.time() - silent, 3), "handler": handler, "frame": where}
         for entry in entries:
             entry["frame"] = where
-        if time.monotonic() - self.work.last_tick >= self.warn_after:  # still blocked: amend the last beat
-            try:
-                heartbeat.amend(self.heartbeat_file, os.getpid(), in_flight=entries, blocked=self.work.blocked)
-            except OSError as exc:
-                log.warning("cannot add the blocked frame to the heartbeat: %s", exc)
+        self.entries = entries
+        # `update_id`: the update whose handler is on the blocked stack; with exactly one in flight
+        # the culprit is certain (botkeeper.bot.poison quarantines it on the first strike).
+        return {"since": round(time.time() - silent, 3), "handler": handler, "frame": where,
+                "update_id": culprit, "in_flight": len(entries)}
+
+    def beat(self, tick: float) -> None:
+        """One heartbeat from this thread, only while the loop is still stuck at `tick`."""
+        blocked = dict(self.work.blocked or {})
+        try:
+            if self.write({"blocked": blocked, "in_flight": self.entries}, lambda: self.work.last_tick == tick):
+                self.work.told = True  # the loop writes a beat without `blocked` as soon as it runs
+        except (OSError, RuntimeError) as exc:
+            log.warning("cannot write the blocked loop's heartbeat: %s", exc)
+
+
+def update_on_stack(frame: Any) -> int | None:
+    """The id of the update whose processing is on this (blocked) stack, if any: the frame of
+    TrackingProcessor.do_process_update up the chain of awaiting coroutines holds it."""
+    code = TrackingProcessor.do_process_update.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            update = frame.f_locals.get("update")
+            return update.update_id if isinstance(update, Update) else None
+        frame = frame.f_back
+    return None
 
 
 class TrackingProcessor(BaseUpdateProcessor):

@@ -74,17 +74,3 @@ def _overwrite(path: Path, text: str) -> None:
 def beat(path: Path | str | None = None, state: str = "alive", **fields: Any) -> dict[str, Any]:
     """One heartbeat for a bring-your-own bot. Call it at least every HEARTBEAT_INTERVAL."""
     return write(Path(path) if path else default_path(), state=state, **fields)
-
-
-def amend(path: Path | str, pid: int, **fields: Any) -> bool:
-    """Add fields to the last beat of process `pid`, keeping its `written_at`: a stale beat stays
-    stale (the bot's watchdog adds where a blocked event loop hangs). False if the beat is not pid's."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict) or data.get("pid") != pid:
-        return False
-    atomic_write(path, _padded(data | fields))
-    return True

@@ -27,10 +27,11 @@ class Limits:
     stale_after: float
     heartbeat_grace: float
     clock_skew: float = CLOCK_SKEW
+    block_limit: float = 10.0  # the bot's watchdog reports its loop blocked this long: hung
 
     @classmethod
     def from_settings(cls, s: Any) -> "Limits":
-        return cls(s.heartbeat_interval, s.stale_after, s.heartbeat_grace)
+        return cls(s.heartbeat_interval, s.stale_after, s.heartbeat_grace, block_limit=s.block_limit)
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,21 @@ class HeartbeatView:
     silent_for: float | None = None  # since its last own beat, or since its start when none yet
     state: str | None = None  # the bot's own word: starting, polling, telegram-unreachable, ...
     error: str | None = None
-    hung: bool = False  # alive but silent past stale_after (and past the start grace): restart it
+    hung: bool = False  # alive but silent past stale_after (and past the start grace), or blocked: restart it
+    blocked_for: float | None = None  # the bot's watchdog reports its event loop blocked this long
+    blocked_since: float | None = None
+    blocked_where: str = ""  # "in handler freeze (handlers.py:6)"
 
     def as_dict(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "status": self.status, "own": self.own,
                 "age": None if self.age is None else round(self.age, 1),
                 "silent_for": None if self.silent_for is None else round(self.silent_for, 1),
-                "state": self.state, "error": self.error, "hung": self.hung}
+                "state": self.state, "error": self.error, "hung": self.hung,
+                "blocked_for": None if self.blocked_for is None else round(self.blocked_for, 1)}
+
+    @property
+    def blocked_detail(self) -> str:
+        return f"event loop blocked for {self.blocked_for or 0:.0f} s{self.blocked_where}"
 
 
 @dataclass(frozen=True)
@@ -139,8 +148,11 @@ def judge_heartbeat(snap: Snapshot, bot: Mapping[str, Any] | None, limits: Limit
                       else "late" if age > min(2 * limits.heartbeat_interval, limits.stale_after) else "fresh")
     if own:
         age = max(0.0, now - float(data["written_at"]))
-        hung = live and status == "stale"
-        return HeartbeatView(True, status, True, age, age, str(data.get("state") or "alive"), None, hung)
+        blocked_since, where = _blocked(data, started, now)
+        blocked_for = None if blocked_since is None or status == "stale" else now - blocked_since
+        hung = live and (status == "stale" or (blocked_for is not None and blocked_for > limits.block_limit))
+        return HeartbeatView(True, status, True, age, age, str(data.get("state") or "alive"), None, hung,
+                             blocked_for, blocked_since, where)
     silent = uptime
     mtime = beat.mtime
     if status == "invalid" and mtime is not None and started is not None and started - 1.0 <= mtime <= now:
@@ -150,6 +162,22 @@ def judge_heartbeat(snap: Snapshot, bot: Mapping[str, Any] | None, limits: Limit
     hung = (live and uptime is not None and silent is not None and uptime > limits.heartbeat_grace
             and silent > limits.stale_after)
     return HeartbeatView(True, status, False, None, silent, None, error, hung)
+
+
+def _blocked(data: Mapping[str, Any], started: float | None, now: float) -> tuple[float | None, str]:
+    """(since when the loop is blocked, where) from the watchdog's `blocked` field; never before the
+    bot's start nor in the future."""
+    blocked = data.get("blocked")
+    since = _num(blocked.get("since")) if isinstance(blocked, Mapping) else None
+    if since is None:
+        return None, ""
+    since = min(max(since, started if started is not None else since), now)
+    handler, frame = blocked.get("handler"), blocked.get("frame")
+    where = f" in handler {str(handler)[:80]}" if handler else ""
+    if isinstance(frame, str) and frame:
+        place = frame.rsplit(" ", 1)[0] if " " in frame else frame
+        where += f" ({place.replace(chr(92), '/').rsplit('/', 1)[-1][:120]})"
+    return since, where
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -182,8 +210,13 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
     if not hb.own:
         if hb.hung:
             cause = Cause.HEARTBEAT_INVALID if hb.status == "invalid" else Cause.STALE_HEARTBEAT
+            silent_since = snap.now - (hb.silent_for or 0.0)  # since it went silent: never before its start
+            mtime = snap.heartbeat.mtime  # a write since the start (even future-dated: a clock step) is life
+            if mtime is not None and started is not None and mtime >= started - 1.0:
+                silent_since = max(silent_since, min(mtime, snap.now))
             checks.append(Check("heartbeat", DOWN, f"no heartbeat from this bot {hb.silent_for:.0f} s after its start"
-                                f" ({hb.error or hb.status})", cause, None if started is None else started + limits.stale_after))
+                                f" ({hb.error or hb.status})", cause,
+                                silent_since if started is None else min(snap.now, max(started, silent_since))))
         elif hb.status == "invalid" and started is not None and snap.now - started > limits.heartbeat_grace:
             # A bot that has run past its start grace is not starting: its beat is unreadable (the
             # next good beat clears this; a silence past STALE_AFTER makes it hung above).
@@ -194,9 +227,14 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
                                 Cause.STARTING, started))
         return checks
     written = snap.now - (hb.age or 0.0)
-    if hb.status == "stale":
+    if hb.status == "stale":  # the incident begins when it went silent, never before the bot's start
         checks.append(Check("heartbeat", DOWN, f"stale: {hb.age:.0f} s old (STALE_AFTER={limits.stale_after:g})",
-                            Cause.STALE_HEARTBEAT, written + limits.stale_after))
+                            Cause.STALE_HEARTBEAT, written if started is None else max(started, written)))
+        return checks
+    if hb.blocked_for is not None:  # the bot's own watchdog tells: the loop is blocked, the process alive
+        level = DOWN if hb.hung else DEGRADED
+        checks.append(Check("heartbeat", level, f"{hb.blocked_detail} (BLOCK_LIMIT={limits.block_limit:g})",
+                            Cause.LOOP_BLOCKED, hb.blocked_since))
         return checks
     if hb.status == "late":
         checks.append(Check("heartbeat", DEGRADED, f"late: {hb.age:.1f} s old", Cause.STALE_HEARTBEAT,
@@ -219,11 +257,18 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
                             _num(data.get("unreachable_since"))))
     elif state == "stopping":
         checks.append(Check("telegram", STARTING, "the bot is stopping", Cause.STARTING))
+    elif state == "polling" and data.get("polled") is False and (bot.get("restarts") or 0) > 0:
+        # After a restart: a retried update may block the new bot in its first batch.
+        checks.append(Check("telegram", STARTING, "restarted: waiting for its first completed poll", Cause.STARTING,
+                            started))
     elif state == "polling":
         checks.append(Check("telegram", HEALTHY, "polling", None, started))
     elif state == "standby":
         checks.append(Check("telegram", DEGRADED, detail or "another copy polls with this token", Cause.STANDBY,
                             started))
+    elif state == "webhook" and _awaiting_delivery(data) and (bot.get("restarts") or 0) > 0:
+        checks.append(Check("telegram", STARTING, f"restarted: waiting for its first webhook delivery"
+                            f" ({_awaiting_delivery(data)} pending at Telegram)", Cause.STARTING, started))
     elif state == "webhook":
         checks.append(webhook_check(data, started))
     if data.get("disk_full"):
@@ -296,6 +341,13 @@ def read_and_judge(settings: Any, **kwargs: Any) -> tuple[Snapshot, Verdict]:
     """The snapshot and its verdict in one call, for readers that need nothing else."""
     snap = read_snapshot(settings, **kwargs)
     return snap, judge(snap, Limits.from_settings(settings))
+
+
+def _awaiting_delivery(data: Mapping[str, Any]) -> int:
+    """Updates Telegram holds for a webhook bot that has not served one delivery yet (0: none)."""
+    info = data.get("webhook") if isinstance(data.get("webhook"), Mapping) else {}
+    pending = info.get("pending") if isinstance(info.get("pending"), int) else 0
+    return pending if data.get("webhook_received") == 0 else 0
 
 
 def webhook_check(data: Mapping[str, Any], since: float | None = None) -> Check:

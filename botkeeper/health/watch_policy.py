@@ -77,7 +77,7 @@ class Decision:
     restart: tuple[Cause, str] | None  # (cause, detail) when the bot should be restarted now
     reports: tuple[tuple[str, Cause, str], ...]  # (event kind, cause, detail) to record in the history
     memory: Memory
-    verdict: str  # one word for the log: up, waiting, stale, limit, outage, not-running, cooldown, disk-full
+    verdict: str  # one word for the log: up, waiting, stale, blocked, limit, outage, not-running, cooldown, disk-full
 
 
 def _mb(n: float) -> str:
@@ -110,7 +110,9 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
         active.add(DISK_FULL)
         if DISK_FULL not in mem.active:
             reports.append((DISK_FULL, Cause.DISK_FULL, "the bot beats but cannot write files: the disk is full"))
-    if hb.hung:
+    if hb.hung and hb.blocked_for is not None:  # the bot's watchdog tells: its loop is blocked
+        candidates.append(("blocked", Cause.LOOP_BLOCKED, hb.blocked_detail))
+    elif hb.hung:
         if hb.own:
             detail = f"heartbeat stale for {hb.silent_for:.0f} s (STALE_AFTER={limits.stale_after:g})"
         else:
@@ -165,7 +167,9 @@ def decide(obs: Observation, mem: Memory, limits: Limits) -> Decision:
         word = "waiting" if hb.enabled and not hb.own else "up"
         return Decision(None, tuple(reports), mem, word)
     word, cause, detail = candidates[0]
-    if mem.requested_at is not None and now - mem.requested_at < limits.cooldown:
+    # The cooldown waits out a new bot's start; a heartbeat of its own that says hung needs no wait.
+    fresh_evidence = hb.own and mem.requested_pid is not None and obs.bot_pid != mem.requested_pid
+    if mem.requested_at is not None and now - mem.requested_at < limits.cooldown and not fresh_evidence:
         return Decision(None, tuple(reports), mem, "cooldown")
     mem = dataclasses.replace(mem, requested_at=now, requested_pid=obs.bot_pid, memory_checks=0,
                               cpu_high_since=None,

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,17 +56,59 @@ def release_free_memory() -> None:
         _libc.malloc_trim(0)
 
 
+_SETPRIV: list[str] | None | bool = False  # False: not looked up yet
+
+
+def _pdeathsig_prefix() -> list[str] | None:
+    """`setpriv --pdeathsig TERM --` (util-linux >= 2.33) when this machine has it: it sets the
+    parent-death signal and execs the command, so no Python code runs between fork and exec and
+    subprocess starts the child by vfork: about 4.5 ms less of the supervisor's time per start
+    here (a restart's critical path). Without it, the preexec_fn does the same."""
+    global _SETPRIV
+    if _SETPRIV is False:
+        _SETPRIV = None
+        path = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        if path:
+            try:
+                helptext = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5).stdout
+            except (OSError, subprocess.SubprocessError):
+                helptext = ""
+            if "--pdeathsig" in helptext:
+                _SETPRIV = [path, "--pdeathsig", "TERM", "--"]
+    return _SETPRIV
+
+
+def _check_program(program: str, env: Mapping[str, str], cwd: Path) -> None:
+    """What exec would say about a program that is not there, said before a helper execs it."""
+    if "/" in program:
+        path = Path(cwd) / program
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    elif shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
 def spawn(command: Sequence[str], env: Mapping[str, str], cwd: Path, die_with_parent: bool = True) -> subprocess.Popen:
     """Start a child in a new session with stdout+stderr on one pipe for the supervisor to read."""
+    argv, preexec = list(command), None
+    if die_with_parent:
+        prefix = _pdeathsig_prefix()
+        if prefix is not None:
+            _check_program(argv[0], env, cwd)
+            argv = prefix + argv
+        else:
+            preexec = _die_with_parent(os.getpid())
     return subprocess.Popen(
-        list(command),
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=str(cwd),
         env=dict(env),
         start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid()) if die_with_parent else None,
+        preexec_fn=preexec,
     )
 
 

@@ -37,6 +37,7 @@ STOPPED_LAST = ("emulator",)  # the demo's Telegram: its bot stops first
 EX_LOCKED = 75  # EX_TEMPFAIL: another supervisor owns this directory
 RECENT_RESTARTS = 50
 STATE_CHECK_INTERVAL = 1.0  # how often we check that run/state.json is still the one we wrote
+BOOKKEEPING_DELAY = 0.005  # a fast restart's history and state.json wait this long at most for the child's first output
 OPERATORS = {"cli", "web", "user", "admin", "telegram"}  # who asks = a person: the cause is operator
 
 
@@ -121,6 +122,10 @@ class Supervisor:
         self._wake_r: int | None = None
         self.warm_possible = True  # False when the kernel refuses PR_SET_CHILD_SUBREAPER
         self._forkserver_restart: tuple[Cause, str] | None = None  # asked for by a refused warm start
+        # A fast restart's bookkeeping (history rows, state.json), done after the loop has served
+        # what is ready (the new child's first output) or BOOKKEEPING_DELAY later.
+        self._deferred: list[Callable[[], None]] = []
+        self._deferred_by: float | None = None
         # Under systemd/a container/PM2 the outer system restarts us: no auto_recovery, sd_notify.
         self.outer = outer.mode(settings)
         self.output = OutputFanout(settings, self.redact, to_stdout=self.outer != "none")
@@ -185,6 +190,7 @@ class Supervisor:
         return self.shutting_down and not any(c.state in LIVE for c in self.components.values())
 
     def step(self) -> None:
+        pending = bool(self._deferred)  # queued by an earlier step: done after this one's events
         timeout = self.next_timeout()
         for key, _ in self.selector.select(timeout):
             kind, comp = key.data
@@ -194,11 +200,25 @@ class Supervisor:
                 self._on_pipe(key.fileobj, comp)
             else:
                 self.control.on_event(kind, key.fileobj)
+        if pending:
+            self.run_deferred()
         self.on_timers()
+
+    def later(self, job: Callable[[], None]) -> None:
+        self._deferred.append(job)
+        if self._deferred_by is None:
+            self._deferred_by = self.clock() + BOOKKEEPING_DELAY
+
+    def run_deferred(self) -> None:
+        jobs, self._deferred, self._deferred_by = self._deferred, [], None
+        for job in jobs:
+            job()
 
     def next_timeout(self) -> float:
         now = self.clock()
         due = [self.next_recovery_check, self.next_state_check]
+        if self._deferred_by is not None:
+            due.append(self._deferred_by)
         if self.notifier.due() is not None:
             due.append(self.notifier.due())
         for comp in self.components.values():
@@ -292,9 +312,11 @@ class Supervisor:
         decision = policy.after_exit(comp.spec, exit_code, exit_signal, ran_for, comp.failures, now)
         comp.failures = decision.failures
         if decision.state == State.STARTING:
-            # The fast path: respawn first, book-keep after, so the restart costs milliseconds.
-            self.start(comp, decision.cause, decision.detail, "supervisor")
-            self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code, at=wall, cause=decision.cause)
+            # The fast path: respawn first, book-keep after the new child's first output is
+            # served (or BOOKKEEPING_DELAY), so the restart costs milliseconds.
+            self.start(comp, decision.cause, decision.detail, "supervisor", defer=True)
+            self.later(lambda: self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code, at=wall,
+                                                cause=decision.cause))
             return
         cause, detail = note if note is not None else (decision.cause, decision.detail)
         self.store_event("exit", comp.name, exit_detail, "supervisor", exit_code, cause=cause)
@@ -320,7 +342,7 @@ class Supervisor:
         self.write_state()
 
     # --- actions ---------------------------------------------------------------------------------
-    def start(self, comp: Component, cause: Cause, reason: str, by: str) -> None:
+    def start(self, comp: Component, cause: Cause, reason: str, by: str, defer: bool = False) -> None:
         env = os.environ.copy()
         env.update(dict(comp.spec.env))
         env["BOTKEEPER_HOME"] = str(self.settings.home)
@@ -358,12 +380,18 @@ class Supervisor:
                                          "detail": self.redact(reason), "by": by})
             log.info("%s restarted (pid %s): %s: %s [by %s]", comp.name, proc.pid, cause.value, reason, by,
                      extra={"cause": cause.value})  # a field of its own in LOG_FORMAT=json
-            self.store_event("restart", comp.name, reason, by, cause=cause)
+            event = ("restart", comp.name, reason, by)
         else:
             log.info("%s started (pid %s)", comp.name, proc.pid)
-            self.store_event("start", comp.name, reason, by, cause=cause)
+            event = ("start", comp.name, reason, by)
         comp.ever_started = True
-        self.write_state()
+        if defer:
+            started_at = comp.started_at
+            self.later(lambda: self.store_event(*event, at=started_at, cause=cause))
+            self.later(self.write_state)
+        else:
+            self.store_event(*event, cause=cause)
+            self.write_state()
         if self._forkserver_restart is not None:  # after the bot's start is on record
             (cause, reason), self._forkserver_restart = self._forkserver_restart, None
             self.stop(self.components["forkserver"], "restart", cause, reason, "supervisor")
@@ -390,7 +418,14 @@ class Supervisor:
     def stop(self, comp: Component, then: str, cause: Cause, reason: str, by: str) -> None:
         """Ask a component to stop: SIGTERM+SIGCONT to its group now, SIGKILL at the deadline."""
         comp.after_stop, comp.stop_cause, comp.stop_reason, comp.stop_by = then, cause, reason, by
-        if comp.state in (State.STARTING, State.RUNNING):
+        if comp.state in (State.STARTING, State.RUNNING) and then == "restart" and cause.hang:
+            # Known hung (its stack is already logged): a blocked loop cannot act on SIGTERM, and
+            # waiting kill_timeout for it would only keep everybody else unanswered longer.
+            self._set(comp, State.STOPPING)
+            comp.stop_deadline = None
+            self.os.signal_group(comp.pid, signal.SIGKILL)
+            log.warning("%s killed (pid %s), known hung: %s [by %s]", comp.name, comp.pid, reason, by)
+        elif comp.state in (State.STARTING, State.RUNNING):
             self._set(comp, State.STOPPING)
             comp.stop_deadline = self.clock() + comp.spec.kill_timeout
             self.os.terminate_group(comp.pid)
@@ -674,6 +709,7 @@ class Supervisor:
 
     # --- shutdown --------------------------------------------------------------------------------
     def close(self) -> None:
+        self.run_deferred()
         self.write_state()
         log.info("supervisor stopped: %s", self.shutdown_reason)
         self.control.close()
