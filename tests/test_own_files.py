@@ -175,9 +175,17 @@ def test_a_state_json_that_is_a_directory_is_moved_aside_and_noticed(home, super
     settings = settings_of(home)
     wait_for(lambda: bot_running(home), 15, message="the bot running")
     state = home / "run" / "state.json"
-    state.unlink()
-    state.mkdir()
-    (state / "inside").write_text("x")
+
+    def replace_with_directory() -> bool:  # the supervisor may write a new state.json in between
+        try:
+            state.unlink(missing_ok=True)
+            state.mkdir()
+        except FileExistsError:
+            return False
+        (state / "inside").write_text("x")
+        return True
+
+    wait_for(replace_with_directory, 5, message="state.json replaced by a directory")
     wait_for(lambda: state.is_file() and read_state(home), 5, message="state.json a file again")
     kept = list((home / "run").glob("state.json.not-a-file-*"))
     assert len(kept) == 1 and (kept[0] / "inside").exists()
