@@ -276,20 +276,12 @@ def _go(gate_r: int, supervisor: int) -> bool:
 
 def _run(argv: list[str]) -> int:
     """Run `python ARGV...` inside this already warm interpreter: a script or `-m module`."""
-    import runpy
+    from botkeeper.bot.launch import run
 
     for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
         if entry and entry not in sys.path:
             sys.path.insert(1, entry)
-    if argv[0] == "-m":
-        sys.argv = [argv[1], *argv[2:]]
-        sys.path[0] = os.getcwd()
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-    else:
-        script = os.path.abspath(argv[0])
-        sys.argv = [argv[0], *argv[1:]]
-        sys.path[0] = os.path.dirname(script)
-        runpy.run_path(script, run_name="__main__")
+    run(argv)
     return 0
 
 
