@@ -233,13 +233,19 @@ async def serve(settings) -> int:
             task.cancel()
         if not code:
             health.state, health.detail = "stopping", "stopping on request"
+        keeper.work.stopping = True  # from here a failed update is left for the next bot, not done
         await keeper.stopped()
         if code:  # the final cleanup getUpdates fails with the same rejected token: nothing new to say
             logging.getLogger("telegram.ext.Updater").setLevel(logging.CRITICAL)
-        try:
+        limit_passed = False
+        try:  # running handlers get SHUTDOWN_LIMIT to finish; the rest is left for the next bot
             await asyncio.wait_for(_shutdown(application), SHUTDOWN_LIMIT)
-        except (asyncio.TimeoutError, TelegramError, RuntimeError) as exc:
+        except asyncio.TimeoutError:
+            limit_passed = True
+            log.warning("graceful stop: handlers still running after %.0f s", SHUTDOWN_LIMIT)
+        except (TelegramError, RuntimeError) as exc:
             log.warning("graceful stop incomplete: %s", exc)
+        await keeper.leave_unfinished(limit_passed)
     if not code:
         log.info("bot stopped")
     return code

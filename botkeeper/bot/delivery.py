@@ -137,14 +137,19 @@ class Gate:
 
 
 GATED_PREFIXES = ("send", "copyMessage", "forwardMessage")  # calls that put a new message in a chat
+# Calls with their own retry loops (start-up, webhook registration): the limiter does not retry them.
+NOT_RETRIED = {"getUpdates", "getMe", "deleteWebhook", "setWebhook", "getWebhookInfo", "close", "logOut"}
 
 
 class GateLimiter(BaseRateLimiter):
     """python-telegram-bot's rate limiter hook: every new message the bot sends passes the gate
     (high priority: it is a reply), and a 429 pauses what it says and is retried, not lost."""
 
-    def __init__(self, gate: Gate):
+    def __init__(self, gate: Gate, retry_for: float = 30.0):
         self.gate = gate
+        self.retry_for = retry_for  # seconds a send is retried after 5xx, timeouts, dropped connections
+        self.give_up: Callable[[], bool] = lambda: False  # the bot stops: no more retries (attach sets it)
+        self.failed_sends = 0  # sends given up after retrying
 
     @classmethod
     def from_settings(cls, settings: Any) -> "GateLimiter":
@@ -153,7 +158,7 @@ class GateLimiter(BaseRateLimiter):
             from .shared import for_settings
 
             shared = for_settings(settings)
-        return cls(Gate(limits_of(settings), shared=shared))
+        return cls(Gate(limits_of(settings), shared=shared), getattr(settings, "send_retry_for", 30.0))
 
     async def initialize(self) -> None:
         return None
@@ -168,11 +173,13 @@ class GateLimiter(BaseRateLimiter):
             return await callback(*args, **kwargs)
         chat = _chat_key(data.get("chat_id"))
         gated = chat is not None and endpoint.startswith(GATED_PREFIXES) and endpoint != "sendChatAction"
-        waited = 0.0
+        waited, attempts, first_at = 0.0, 0, time.monotonic()
         while True:
             if gated:
                 await self.gate.acquire(chat, Priority.HIGH)
+            pause = 0.0
             try:
+                attempts += 1
                 return await callback(*args, **kwargs)
             except RetryAfter as exc:
                 seconds = _seconds(exc.retry_after)
@@ -182,10 +189,22 @@ class GateLimiter(BaseRateLimiter):
                 if gated:
                     self.gate.told_to_wait(chat, seconds)  # the next acquire waits it out
                 else:
-                    await asyncio.sleep(seconds)
+                    pause = seconds
+            except NetworkError as exc:  # 5xx, a timeout, a dropped connection (TimedOut is one)
+                if isinstance(exc, BadRequest) or endpoint in NOT_RETRIED:
+                    raise
+                pause = ratelimit.backoff(attempts, first=0.5, cap=8.0)
+                if self.give_up() or time.monotonic() + pause - first_at > self.retry_for:
+                    self.failed_sends += 1
+                    log.error("%s to chat %s failed after %d attempt(s) in %.1f s: %s: %s; not retried further",
+                              endpoint, chat if chat is not None else "?", attempts, time.monotonic() - first_at,
+                              type(exc).__name__, exc)
+                    raise
             finally:
                 if gated:
                     self.gate.release(chat)
+            if pause:
+                await asyncio.sleep(pause)
 
 
 def _permanent(exc: TelegramError) -> str | None:

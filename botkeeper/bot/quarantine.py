@@ -83,6 +83,11 @@ class Guard:
             log.info("update %s had %d strike(s): retrying it once more", update_id, decision.strikes)
         return decision
 
+    def struck(self, update_id: int) -> bool:
+        """Has the update a strike (it was in flight when a bot died or hung)? It then runs alone,
+        so that should it bring this bot down too, it alone is blamed."""
+        return str(update_id) in (self.book.get("struck") or {})
+
     def _predecessor_cause(self) -> Cause | None:
         """The bot component's cause once state.json names this process (or its parent: a wrapper)."""
         me = {os.getpid(), os.getppid()}

@@ -6,19 +6,25 @@ on one update leaves behind which update it was (botkeeper.bot.poison strikes it
 which handler, at which line of their code, blocks.
 
 Updates are seen through python-telegram-bot's update processor (`TrackingProcessor` wraps the
-application's own, keeping its concurrency), so begin and end are exact whatever the handlers do
-(ApplicationHandlerStop, exceptions, several groups). A beat is written as an update begins and
-ends: a handler that blocks the loop or kills the process at once still leaves its update behind.
+application's own), so begin and end are exact whatever the handlers do (ApplicationHandlerStop,
+exceptions, several groups). A beat is written as an update begins and ends: a handler that blocks
+the loop or kills the process at once still leaves its update behind. The processor handles updates
+of different chats at once (UPDATE_CONCURRENCY) and those of one chat in order; an update with a
+poison strike runs alone, so a second death names it and nothing else.
 
-python-telegram-bot confirms a batch of updates to Telegram with its next getUpdates, which it sends
-while the batch is still being handled; a bot that hangs or dies on one of them would lose the rest
-(and the poison one would never come back to be judged). `HeldPolls` makes a sequential bot ask for
-(and so confirm) more only once every fetched update is handled.
+Every message answered, once (docs/bot.md, "The guarantee"): an update is *done* only when its
+handlers finished. One cancelled at a stop, or failed because the token was rejected or the bot was
+stopping, is *left*: not confirmed to Telegram, so the next bot gets it again. `ConfirmingPolls`
+rewrites getUpdates' offset so that Telegram never hears of an update fetched here and not done
+(it holds the offset at the oldest such update), and the updates done but not yet confirmed are an
+explicit set of ids (`done`, in the heartbeat): the next bot skips exactly those, never "every id
+up to N" (Telegram's ids may restart lower or at random).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -29,14 +35,20 @@ import traceback
 from typing import Any, Awaitable, Callable
 
 from telegram import Update
+from telegram.error import InvalidToken
 from telegram.ext import Application, BaseUpdateProcessor
 from telegram.request import BaseRequest
+from telegram.request._requestparameter import RequestParameter  # stable since PTB 20; only getUpdates' offset
 
 from ..health import heartbeat
+from . import outbox
 
 log = logging.getLogger("botkeeper.bot")
 TICK = 0.25  # seconds between the event loop's proofs of life to the watchdog
 MAX_HANDLERS_COUNTED = 50  # handler names in the error counts (bounded heartbeat)
+DONE_KEPT = 300  # ids done and not yet confirmed, kept in the heartbeat (a held offset bounds them)
+DONE_TTL = 86400.0  # Telegram keeps an unconfirmed update 24 h: an older "done" can never come again
+HOLD_WAIT = 0.5  # seconds between getUpdates while the offset is held and nothing new came
 KINDS = ("message", "edited_message", "channel_post", "edited_channel_post", "callback_query", "inline_query",
          "chosen_inline_result", "shipping_query", "pre_checkout_query", "poll", "poll_answer", "my_chat_member",
          "chat_member", "chat_join_request", "message_reaction", "business_message")
@@ -80,13 +92,21 @@ class Work:
         self.clock = clock
         self.in_flight: dict[int, dict[str, Any]] = {}
         self.errors: dict[str, int] = {}
-        self.done_upto: int | None = None  # highest update finished (sequential processing only)
+        self.done: dict[int, float] = {}  # finished here or by the predecessor, not yet confirmed: id -> when
+        self.fetched: set[int] = set()  # fetched by getUpdates, not done: the offset is held at the oldest
+        self.claimed: set[int] = set()  # taken by the processor: waiting for its chat, or running
+        self.left: dict[int, dict[str, Any]] = {}  # unfinished, for the next bot (cancelled, token rejected)
+        self.failures: dict[int, BaseException] = {}  # what a handler raised, until the update ends
+        self.stopping = False  # set as a graceful stop begins: a failure now leaves the update
+        self.fatal: Callable[[], bool] = lambda: False  # the token was rejected: the bot is about to exit
+        self.struck: Callable[[int], bool] = lambda update_id: False  # has poison strikes: runs alone
+        self.changed = asyncio.Event()  # an update ended (wakes a held getUpdates)
+        self.duplicates = 0  # deliveries of an update already running or done here (skipped)
         self.lag = 0.0
         self.last_tick = time.monotonic()
         self.loop_thread: int | None = None
         self.blocked: dict[str, Any] | None = None  # set by the watchdog while the loop is blocked
         self.bot_id = (application.bot.token or "").split(":", 1)[0]
-        self._predecessor_done = -1
 
     # --- updates ---------------------------------------------------------------------------------
     def begin(self, update: object) -> None:
@@ -98,22 +118,74 @@ class Work:
             "kind": kind_of(update), "handler": self.handler_for(update), "since": round(self.clock(), 3)}
         self.beat()
 
-    def end(self, update: object, sequential: bool) -> None:
-        if isinstance(update, Update) and self.in_flight.pop(update.update_id, None) is not None:
-            if sequential:
-                self.done_upto = max(self.done_upto or 0, update.update_id)
-            self.beat()
+    def duplicate(self, update_id: int) -> str | None:
+        """Why a delivered update must not run here: it is running (or waits for its chat), or it is
+        done (by this bot or its predecessor) and Telegram has not heard yet. None: run it."""
+        if update_id in self.claimed:
+            return "running"
+        if update_id in self.done:
+            return "done"
+        return None
+
+    def claim(self, update_id: int) -> None:
+        self.claimed.add(update_id)
+
+    def end(self, update: object, cancelled: bool = False) -> None:
+        """The update's handlers returned (done), or not (left for the next bot)."""
+        if not isinstance(update, Update):
+            return
+        update_id = update.update_id
+        self.claimed.discard(update_id)
+        entry = self.in_flight.pop(update_id, None)
+        error = self.failures.pop(update_id, None)
+        if cancelled or isinstance(error, InvalidToken) or (error is not None and (self.stopping or self.fatal())):
+            self.left[update_id] = entry or {"update_id": update_id}
+        else:
+            self.done[update_id] = self.clock()
+            self.fetched.discard(update_id)
+            self._bound_done()
+        self.changed.set()
+        self.beat()
 
     def after_predecessor(self, beat: dict[str, Any] | None) -> None:
-        """Remember what the previous bot (same token) had finished: it may have ended before
-        Telegram heard that, and those updates come again."""
+        """Inherit what the previous bot (same token) finished and Telegram may not have heard of:
+        exactly those ids come again and are skipped; any other id runs, lower ones included."""
         beat = beat or {}
-        done = beat.get("done_upto")
-        if beat.get("bot_id") == self.bot_id and isinstance(done, int) and beat.get("pid") != os.getpid():
-            self._predecessor_done = done
+        done = beat.get("done")
+        if beat.get("bot_id") != self.bot_id or beat.get("pid") == os.getpid() or not isinstance(done, list):
+            return
+        now = self.clock()
+        for update_id in done[-DONE_KEPT:]:
+            if isinstance(update_id, int) and not isinstance(update_id, bool):
+                self.done[update_id] = now
 
-    def already_done(self, update_id: int) -> bool:
-        return update_id <= self._predecessor_done
+    # --- what Telegram was told (ConfirmingPolls) --------------------------------------------------
+    def offset_for(self, wanted: int) -> int:
+        """getUpdates' offset: python-telegram-bot's, held at the oldest update fetched and not done."""
+        if not self.fetched or not wanted:
+            return wanted
+        return min(min(self.fetched), wanted)
+
+    def polled(self, offset: int, update_ids: list[int]) -> bool:
+        """A getUpdates with `offset` was answered with these updates: Telegram forgot every update
+        below the offset (confirmed: no longer kept as done). True when one of them is new here."""
+        if offset:
+            for update_id in [u for u in self.done if u < offset]:
+                del self.done[update_id]
+        new = [u for u in update_ids if u not in self.fetched and u not in self.done and u not in self.claimed]
+        self.fetched.update(u for u in update_ids if u not in self.done)
+        return bool(new)
+
+    def _bound_done(self) -> None:
+        now = self.clock()
+        for update_id in [u for u, at in self.done.items() if now - at > DONE_TTL]:
+            del self.done[update_id]
+        while len(self.done) > DONE_KEPT:
+            del self.done[next(iter(self.done))]
+
+    def describe_left(self) -> str:
+        return ", ".join(f"update {e['update_id']} (chat {e.get('chat', '?')}, {e.get('kind', 'update')}"
+                         f"{', handler ' + e['handler'] if e.get('handler') else ''})" for e in self.left.values())
 
     def handler_for(self, update: Update) -> str | None:
         """The first of the user's handlers that will take the update (what PTB itself checks)."""
@@ -128,19 +200,23 @@ class Work:
                     return handler_name(handler)
         return None
 
-    def failed(self, update: object) -> None:
-        """A handler raised on this update (the error handler calls this): counted per handler."""
+    def failed(self, update: object, error: BaseException | None = None) -> None:
+        """A handler raised on this update (the error handler calls this): counted per handler, and
+        remembered until the update ends (a rejected token or a stop then leaves it for the next bot)."""
         entry = self.in_flight.get(update.update_id) if isinstance(update, Update) else None
+        if isinstance(update, Update) and error is not None and update.update_id in self.claimed:
+            self.failures[update.update_id] = error
         name = (entry or {}).get("handler") or "unknown"
         if name in self.errors or len(self.errors) < MAX_HANDLERS_COUNTED:
             self.errors[name] = self.errors.get(name, 0) + 1
 
     # --- the heartbeat ---------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"in_flight": list(self.in_flight.values()), "loop_lag": round(self.lag, 3),
-                                  "handler_errors": dict(self.errors), "bot_id": self.bot_id}
-        if self.done_upto is not None:
-            fields["done_upto"] = self.done_upto
+        fields: dict[str, Any] = {"in_flight": [*self.in_flight.values(), *self.left.values()],
+                                  "loop_lag": round(self.lag, 3), "handler_errors": dict(self.errors),
+                                  "bot_id": self.bot_id, "done": list(self.done)}
+        if self.left:
+            fields["left"] = list(self.left)
         return fields
 
     # --- the loop's pulse ------------------------------------------------------------------------
@@ -202,19 +278,115 @@ class Watchdog(threading.Thread):
                 log.warning("cannot add the blocked frame to the heartbeat: %s", exc)
 
 
-class TrackingProcessor(BaseUpdateProcessor):
-    """The application's own update processor, with each update's begin and end reported to Work."""
+def chat_of(update: object) -> Any:
+    """What orders updates: their chat (else their user); updates with neither run in any order."""
+    if isinstance(update, Update):
+        if update.effective_chat is not None:
+            return update.effective_chat.id
+        if update.effective_user is not None:
+            return ("user", update.effective_user.id)
+    return ("update", id(update))
 
-    def __init__(self, inner: BaseUpdateProcessor, work: Work):
-        super().__init__(inner.max_concurrent_updates)
+
+class TrackingProcessor(BaseUpdateProcessor):
+    """The application's own update processor, with each update's begin and end reported to Work;
+    updates of different chats run at once (up to `concurrency`), one chat's in arrival order, an
+    update with poison strikes alone. A second delivery of an update running or done is skipped."""
+
+    def __init__(self, inner: BaseUpdateProcessor, work: Work, concurrency: int = 1):
+        super().__init__(max(1, concurrency))
         self._inner, self._work = inner, work
+        self._tails: dict[Any, asyncio.Future] = {}  # chat -> the end of its last update
+        self._tasks: set[asyncio.Task] = set()  # tasks handling an update now (for abandon())
+        self._running = 0
+        self._alone = False  # an update with strikes runs, nothing else
+        self._want_alone = 0
+        self._waiters: list[asyncio.Future] = []
+
+    async def process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        update_id = update.update_id if isinstance(update, Update) else None
+        if update_id is not None:
+            why = self._work.duplicate(update_id)
+            if why is not None:
+                getattr(coroutine, "close", lambda: None)()
+                self._work.duplicates += 1
+                log.log(logging.INFO if why == "done" else logging.DEBUG,
+                        "update %s delivered again: %s here, not run twice", update_id,
+                        "already handled" if why == "done" else "still being handled")
+                return
+            self._work.claim(update_id)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        key = chat_of(update)
+        before, mine = self._tails.get(key), loop.create_future()
+        self._tails[key] = mine  # set before the first await: arrival order is kept per chat
+        began = cancelled = False
+        try:
+            if before is not None and not before.done():
+                await asyncio.wait([before])  # never cancels the chat's earlier update
+            alone = update_id is not None and self._work.struck(update_id)
+            await self._enter(alone)
+            try:
+                async with self._semaphore:
+                    began = True
+                    self._work.begin(update)
+                    run = outbox.begin_run(update_id, _stamp(update)) if update_id is not None else None
+                    try:
+                        await self._inner.do_process_update(update, coroutine)
+                    finally:
+                        if run is not None:
+                            outbox.end_run(run)
+            finally:
+                self._leave(alone)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            if not began:
+                getattr(coroutine, "close", lambda: None)()
+            self._work.end(update, cancelled)
+            if not mine.done():
+                mine.set_result(None)
+            if self._tails.get(key) is mine:
+                del self._tails[key]
+            if task is not None:
+                self._tasks.discard(task)
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        self._work.begin(update)
+        await self._inner.do_process_update(update, coroutine)
+
+    async def _enter(self, alone: bool) -> None:
+        if alone:
+            self._want_alone += 1
         try:
-            await self._inner.do_process_update(update, coroutine)
+            while self._alone or (self._running if alone else self._want_alone):
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter
         finally:
-            self._work.end(update, self.max_concurrent_updates == 1)
+            if alone:
+                self._want_alone -= 1
+        self._running += 1
+        self._alone = alone
+
+    def _leave(self, alone: bool) -> None:
+        self._running -= 1
+        if alone:
+            self._alone = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def abandon(self, timeout: float = 1.0) -> None:
+        """A stop past its limit: cancel the updates still handled (each is left for the next bot)."""
+        tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def initialize(self) -> None:
         await self._inner.initialize()
@@ -223,25 +395,34 @@ class TrackingProcessor(BaseUpdateProcessor):
         await self._inner.shutdown()
 
 
-def track(application: Application, work: Work) -> bool:
-    """Put TrackingProcessor in front of the application's processor (PTB >= 20.4). False when this
+def _stamp(update: object) -> int:
+    """The update's message date: with its id, names this update and no other (ids may restart)."""
+    message = getattr(update, "effective_message", None)
+    date = getattr(message, "date", None)
+    return int(date.timestamp()) if date is not None else 0
+
+
+def track(application: Application, work: Work, concurrency: int = 1) -> TrackingProcessor | None:
+    """Put TrackingProcessor in front of the application's processor (PTB >= 20.4). None when this
     python-telegram-bot has no processor to wrap: the bot then reports nothing in flight (old behaviour)."""
     inner = getattr(application, "_update_processor", None)
     if isinstance(inner, TrackingProcessor):
-        return True
+        return inner
     if not isinstance(inner, BaseUpdateProcessor):
         log.warning("this python-telegram-bot has no update processor to wrap: updates in flight are not reported")
-        return False
-    application._update_processor = TrackingProcessor(inner, work)
-    return True
+        return None
+    application._update_processor = TrackingProcessor(inner, work, max(concurrency, inner.max_concurrent_updates))
+    return application._update_processor
 
 
-class HeldPolls(BaseRequest):
-    """python-telegram-bot's getUpdates request, sent only once every update fetched before is
-    handled (`update_queue.join()`): nothing is confirmed to Telegram that was not handled."""
+class ConfirmingPolls(BaseRequest):
+    """python-telegram-bot's getUpdates request, with the offset held at the oldest update fetched
+    and not done (Work.offset_for): Telegram never hears that an update was handled before it was,
+    whatever runs concurrently, and an update left at a stop comes again to the next bot."""
 
-    def __init__(self, inner: BaseRequest, application: Application):
-        self._inner, self._application = inner, application
+    def __init__(self, inner: BaseRequest, work: Work):
+        self._inner, self._work = inner, work
+        self._idle = False  # the last held poll brought nothing new: wait a little before the next
 
     @property
     def read_timeout(self) -> float | None:
@@ -254,17 +435,47 @@ class HeldPolls(BaseRequest):
         await self._inner.shutdown()
 
     async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        await self._application.update_queue.join()
-        return await self._inner.do_request(url, method, *args, **kwargs)
+        data = kwargs.get("request_data", args[0] if args else None)
+        offset = None
+        if url.endswith("/getUpdates") and data is not None:
+            wanted = int(data.parameters.get("offset") or 0)
+            offset = self._work.offset_for(wanted)
+            if offset != wanted:
+                _set_offset(data, offset)
+                if self._idle:  # the same updates again: do not spin while one is handled
+                    self._work.changed.clear()
+                    try:
+                        await asyncio.wait_for(self._work.changed.wait(), HOLD_WAIT)
+                    except asyncio.TimeoutError:
+                        pass
+                    offset = self._work.offset_for(wanted)
+                    _set_offset(data, offset)
+        code, payload = await self._inner.do_request(url, method, *args, **kwargs)
+        if offset is not None and 200 <= code <= 299:
+            ids: list[int] = []
+            try:
+                ids = [u["update_id"] for u in json.loads(payload)["result"]]
+            except (ValueError, KeyError, TypeError):
+                pass  # python-telegram-bot reports an unreadable answer itself
+            new = self._work.polled(offset, ids)
+            self._idle = bool(self._work.fetched) and not new
+        return code, payload
 
 
-def hold_polls(application: Application) -> bool:
-    """Put HeldPolls in front of the bot's getUpdates request, for a bot that handles updates one
-    at a time (with concurrent updates, confirmations stay python-telegram-bot's; documented)."""
+def _set_offset(data: Any, offset: int) -> None:
+    params = [p for p in data._parameters if p.name != "offset"]
+    params.append(RequestParameter(name="offset", value=offset, input_files=None))
+    data._parameters = params
+
+
+def confirm_polls(application: Application, work: Work) -> bool:
+    """Put ConfirmingPolls in front of the bot's getUpdates request (a request pair of PTB >= 20)."""
     bot = application.bot
     pair = getattr(bot, "_request", None)
-    if application.update_processor.max_concurrent_updates != 1 or not isinstance(pair, tuple) or len(pair) != 2:
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        log.warning("this python-telegram-bot has no getUpdates request to wrap: updates fetched with"
+                    " one that kills the bot may be confirmed before they are handled")
         return False
-    if not isinstance(pair[0], HeldPolls):
-        bot._request = (HeldPolls(pair[0], application), pair[1])
+    if not isinstance(pair[0], ConfirmingPolls):
+        bot._request = (ConfirmingPolls(pair[0], work), pair[1])
     return True
