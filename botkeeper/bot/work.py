@@ -102,6 +102,7 @@ class Work:
         self.struck: Callable[[int], bool] = lambda update_id: False  # has poison strikes: runs alone
         self.changed = asyncio.Event()  # an update ended (wakes a held getUpdates)
         self.duplicates = 0  # deliveries of an update already running or done here (skipped)
+        self.inherited: set[int] = set()  # done by the predecessor (said in the log when skipped)
         self.lag = 0.0
         self.last_tick = time.monotonic()
         self.loop_thread: int | None = None
@@ -124,7 +125,7 @@ class Work:
         if update_id in self.claimed:
             return "running"
         if update_id in self.done:
-            return "done"
+            return "inherited" if update_id in self.inherited else "done"
         return None
 
     def claim(self, update_id: int) -> None:
@@ -158,6 +159,7 @@ class Work:
         for update_id in done[-DONE_KEPT:]:
             if isinstance(update_id, int) and not isinstance(update_id, bool):
                 self.done[update_id] = now
+                self.inherited.add(update_id)
 
     # --- what Telegram was told (ConfirmingPolls) --------------------------------------------------
     def offset_for(self, wanted: int) -> int:
@@ -172,6 +174,7 @@ class Work:
         if offset:
             for update_id in [u for u in self.done if u < offset]:
                 del self.done[update_id]
+                self.inherited.discard(update_id)
         new = [u for u in update_ids if u not in self.fetched and u not in self.done and u not in self.claimed]
         self.fetched.update(u for u in update_ids if u not in self.done)
         return bool(new)
@@ -310,9 +313,10 @@ class TrackingProcessor(BaseUpdateProcessor):
             if why is not None:
                 getattr(coroutine, "close", lambda: None)()
                 self._work.duplicates += 1
-                log.log(logging.INFO if why == "done" else logging.DEBUG,
-                        "update %s delivered again: %s here, not run twice", update_id,
-                        "already handled" if why == "done" else "still being handled")
+                log.log(logging.INFO if why == "inherited" else logging.DEBUG,
+                        "update %s delivered again: %s, not run twice", update_id,
+                        {"inherited": "handled by the previous bot", "done": "already handled here"}.get(
+                            why, "still being handled here"))
                 return
             self._work.claim(update_id)
         loop = asyncio.get_running_loop()
