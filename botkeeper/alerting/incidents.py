@@ -121,6 +121,10 @@ def observe(verdict: Verdict, now: float, unreachable_alert_after: float) -> Obs
         began = since if since is not None else now
         if now - began >= unreachable_alert_after:
             return Observation(DOWN, cause, f"for {fmt.duration(now - began, 'words')}", True, began)
+    if overall == DEGRADED and cause == Cause.REDIS_UNREACHABLE:  # one alert once it lasts
+        began = since if since is not None else now
+        if now - began >= unreachable_alert_after:
+            return Observation(DOWN, cause, verdict.detail[:200], True, began)
     if overall == DEGRADED and cause == Cause.DISK_FULL:
         return Observation(DOWN, cause, verdict.detail[:200], True, since)
     return Observation(UNKNOWN)  # starting, a late beat, state unknown for a moment, a secondary component

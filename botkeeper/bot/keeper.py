@@ -193,6 +193,7 @@ def attach(application: Application, settings: Settings | None = None, *,
         from .shared import for_settings
 
         keeper.shared = for_settings(settings)
+        health.reporters.append(keeper.shared.report)
         keeper.claims = settings.telegram_mode == "webhook"
         if keeper.claims:
             health.reporters.append(lambda: {"duplicates_skipped": keeper.duplicates})
