@@ -28,7 +28,7 @@ from .. import logs
 from .errorstats import ErrorLog
 from . import commands
 from .health import Health, heartbeat_loop
-from .work import Watchdog, Work, confirm_polls, track
+from .work import JOURNAL, Watchdog, Work, confirm_polls, track
 from ..config import Settings, load_or_exit
 from .quarantine import Guard
 from ..health.snapshot import read_heartbeat
@@ -96,6 +96,14 @@ class Keeper:
         self.watchdog.start()
         if self.guard is not None:  # before polling starts: no update is taken before the strikes count
             await asyncio.to_thread(self.guard.start)
+        replayed = self.work.replay()  # what the previous bot fetched and did not finish: first in line
+        for raw in replayed:
+            update = Update.de_json(raw, self.application.bot)
+            if update is not None:
+                self.application.update_queue.put_nowait(update)
+        if replayed:
+            log.info("%d update(s) the previous bot had not finished: handled first (%s)", len(replayed),
+                     " ".join(str(u["update_id"]) for u in replayed[:20]))
         self.added, kept = commands.install(self.application, self.settings.builtin_commands)
         if self.added or kept:
             log.info("built-in commands added: %s%s", " ".join(f"/{c}" for c in self.added) or "none",
@@ -121,6 +129,7 @@ class Keeper:
         (not confirmed to Telegram), said in the log and in the last beat."""
         if limit_passed and self.processor is not None:
             await self.processor.abandon()
+        self.work.write_journal(1 << 62)  # what is left is in the journal, whatever was confirmed
         if self.work.left:
             log.warning("%s", self.health.redact(
                 f"stopping with {len(self.work.left)} update(s) unfinished, left for the next bot: {self.work.describe_left()}"))
@@ -203,6 +212,7 @@ def attach(application: Application, settings: Settings | None = None, *,
         keeper.work.after_predecessor(predecessor)
         keeper.work.fatal = health.fatal.is_set
         keeper.work.struck = keeper.guard.struck
+        keeper.work.journal = settings.data_dir / JOURNAL
         confirm_polls(application, keeper.work)
     limiter = getattr(application.bot, "rate_limiter", None)
     if hasattr(limiter, "give_up"):  # botkeeper's GateLimiter: no send retries once the bot stops

@@ -14,11 +14,12 @@ poison strike runs alone, so a second death names it and nothing else.
 
 Every message answered, once (docs/bot.md, "The guarantee"): an update is *done* only when its
 handlers finished. One cancelled at a stop, or failed because the token was rejected or the bot was
-stopping, is *left*: not confirmed to Telegram, so the next bot gets it again. `ConfirmingPolls`
-rewrites getUpdates' offset so that Telegram never hears of an update fetched here and not done
-(it holds the offset at the oldest such update), and the updates done but not yet confirmed are an
-explicit set of ids (`done`, in the heartbeat): the next bot skips exactly those, never "every id
-up to N" (Telegram's ids may restart lower or at random).
+stopping, is *left* for the next bot. python-telegram-bot confirms fetched updates to Telegram with
+its next getUpdates, while they are still handled; `ConfirmingPolls` first writes every update
+fetched and not done (its JSON) to data/unfinished_updates.json, and the next bot handles those
+before it polls. The updates done but not yet confirmed are an explicit set of ids (`done`, in the
+heartbeat): when Telegram delivers one again, it is skipped; the next bot inherits the set, never
+"every id up to N" (Telegram's ids may restart lower or at random).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ import sysconfig
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from telegram import Update
 from telegram.error import InvalidToken
 from telegram.ext import Application, BaseUpdateProcessor
 from telegram.request import BaseRequest
-from telegram.request._requestparameter import RequestParameter  # stable since PTB 20; only getUpdates' offset
 
 from ..health import heartbeat
 from . import outbox
@@ -48,7 +49,7 @@ TICK = 0.25  # seconds between the event loop's proofs of life to the watchdog
 MAX_HANDLERS_COUNTED = 50  # handler names in the error counts (bounded heartbeat)
 DONE_KEPT = 300  # ids done and not yet confirmed, kept in the heartbeat (a held offset bounds them)
 DONE_TTL = 86400.0  # Telegram keeps an unconfirmed update 24 h: an older "done" can never come again
-HOLD_WAIT = 0.5  # seconds between getUpdates while the offset is held and nothing new came
+JOURNAL = "unfinished_updates.json"  # in DATA_DIR: updates confirmed to Telegram and not done yet
 KINDS = ("message", "edited_message", "channel_post", "edited_channel_post", "callback_query", "inline_query",
          "chosen_inline_result", "shipping_query", "pre_checkout_query", "poll", "poll_answer", "my_chat_member",
          "chat_member", "chat_join_request", "message_reaction", "business_message")
@@ -93,14 +94,15 @@ class Work:
         self.in_flight: dict[int, dict[str, Any]] = {}
         self.errors: dict[str, int] = {}
         self.done: dict[int, float] = {}  # finished here or by the predecessor, not yet confirmed: id -> when
-        self.fetched: set[int] = set()  # fetched by getUpdates, not done: the offset is held at the oldest
+        self.fetched: dict[int, dict[str, Any]] = {}  # fetched by getUpdates (or replayed), not done: id -> JSON
+        self.journal: Path | None = None  # data/unfinished_updates.json (ConfirmingPolls writes it)
+        self.journaled: set[int] = set()  # the ids the journal lists now
         self.claimed: set[int] = set()  # taken by the processor: waiting for its chat, or running
         self.left: dict[int, dict[str, Any]] = {}  # unfinished, for the next bot (cancelled, token rejected)
         self.failures: dict[int, BaseException] = {}  # what a handler raised, until the update ends
         self.stopping = False  # set as a graceful stop begins: a failure now leaves the update
         self.fatal: Callable[[], bool] = lambda: False  # the token was rejected: the bot is about to exit
         self.struck: Callable[[int], bool] = lambda update_id: False  # has poison strikes: runs alone
-        self.changed = asyncio.Event()  # an update ended (wakes a held getUpdates)
         self.duplicates = 0  # deliveries of an update already running or done here (skipped)
         self.inherited: set[int] = set()  # done by the predecessor (said in the log when skipped)
         self.lag = 0.0
@@ -143,9 +145,8 @@ class Work:
             self.left[update_id] = entry or {"update_id": update_id}
         else:
             self.done[update_id] = self.clock()
-            self.fetched.discard(update_id)
+            self.fetched.pop(update_id, None)
             self._bound_done()
-        self.changed.set()
         self.beat()
 
     def after_predecessor(self, beat: dict[str, Any] | None) -> None:
@@ -162,22 +163,57 @@ class Work:
                 self.inherited.add(update_id)
 
     # --- what Telegram was told (ConfirmingPolls) --------------------------------------------------
-    def offset_for(self, wanted: int) -> int:
-        """getUpdates' offset: python-telegram-bot's, held at the oldest update fetched and not done."""
-        if not self.fetched or not wanted:
-            return wanted
-        return min(min(self.fetched), wanted)
-
-    def polled(self, offset: int, update_ids: list[int]) -> bool:
+    def polled(self, offset: int, updates: list[dict[str, Any]]) -> None:
         """A getUpdates with `offset` was answered with these updates: Telegram forgot every update
-        below the offset (confirmed: no longer kept as done). True when one of them is new here."""
+        below the offset (confirmed: no longer kept as done, once the journal does not list it)."""
         if offset:
-            for update_id in [u for u in self.done if u < offset]:
+            for update_id in [u for u in self.done if u < offset and u not in self.journaled]:
                 del self.done[update_id]
                 self.inherited.discard(update_id)
-        new = [u for u in update_ids if u not in self.fetched and u not in self.done and u not in self.claimed]
-        self.fetched.update(u for u in update_ids if u not in self.done)
-        return bool(new)
+        for update in updates:
+            update_id = update.get("update_id")
+            if isinstance(update_id, int) and update_id not in self.done and update_id not in self.fetched:
+                self.fetched[update_id] = update
+
+    def write_journal(self, confirming: int) -> None:
+        """Before a getUpdates that confirms updates below `confirming`: the journal lists exactly the
+        updates fetched and not done (written only when that changed). Not fsynced: it must survive
+        the process (a SIGKILL), which the page cache does."""
+        if self.journal is None or set(self.fetched) == self.journaled:
+            return
+        if not self.journaled and not any(u < confirming for u in self.fetched):
+            return  # nothing to lose yet: this poll confirms none of them
+        tmp = self.journal.with_name(self.journal.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"bot_id": self.bot_id, "updates": list(self.fetched.values())},
+                                      separators=(",", ":")), encoding="utf-8")
+            os.replace(tmp, self.journal)
+            self.journaled = set(self.fetched)
+        except OSError as exc:  # a full disk: the updates in flight are lost if the bot dies now
+            log.error("cannot write %s: %s", self.journal, exc.strerror or exc)
+
+    def replay(self) -> list[dict[str, Any]]:
+        """At start: what the previous bot (same token) had fetched and not done, minus what it did
+        finish; kept as fetched until done here (so still journaled)."""
+        if self.journal is None:
+            return []
+        try:
+            data = json.loads(self.journal.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("%s unreadable (%s): nothing replayed", self.journal, exc)
+            return []
+        if not isinstance(data, dict) or data.get("bot_id") != self.bot_id or not isinstance(data.get("updates"), list):
+            return []
+        out = []
+        for update in data["updates"][:1000]:
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            if isinstance(update_id, int) and update_id not in self.done and update_id not in self.fetched:
+                self.fetched[update_id] = update
+                out.append(update)
+        self.journaled = {u["update_id"] for u in data["updates"] if isinstance(u, dict)}
+        return out
 
     def _bound_done(self) -> None:
         now = self.clock()
@@ -420,13 +456,12 @@ def track(application: Application, work: Work, concurrency: int = 1) -> Trackin
 
 
 class ConfirmingPolls(BaseRequest):
-    """python-telegram-bot's getUpdates request, with the offset held at the oldest update fetched
-    and not done (Work.offset_for): Telegram never hears that an update was handled before it was,
-    whatever runs concurrently, and an update left at a stop comes again to the next bot."""
+    """python-telegram-bot's getUpdates request, sent only after the updates it confirms to Telegram
+    and that are not done yet are in the journal (Work.write_journal); each answer is read for the
+    updates it brings (Work.polled)."""
 
     def __init__(self, inner: BaseRequest, work: Work):
         self._inner, self._work = inner, work
-        self._idle = False  # the last held poll brought nothing new: wait a little before the next
 
     @property
     def read_timeout(self) -> float | None:
@@ -442,34 +477,17 @@ class ConfirmingPolls(BaseRequest):
         data = kwargs.get("request_data", args[0] if args else None)
         offset = None
         if url.endswith("/getUpdates") and data is not None:
-            wanted = int(data.parameters.get("offset") or 0)
-            offset = self._work.offset_for(wanted)
-            if offset != wanted:
-                _set_offset(data, offset)
-                if self._idle:  # the same updates again: do not spin while one is handled
-                    self._work.changed.clear()
-                    try:
-                        await asyncio.wait_for(self._work.changed.wait(), HOLD_WAIT)
-                    except asyncio.TimeoutError:
-                        pass
-                    offset = self._work.offset_for(wanted)
-                    _set_offset(data, offset)
+            offset = int(data.parameters.get("offset") or 0)
+            self._work.write_journal(offset)
         code, payload = await self._inner.do_request(url, method, *args, **kwargs)
         if offset is not None and 200 <= code <= 299:
-            ids: list[int] = []
+            updates: list = []
             try:
-                ids = [u["update_id"] for u in json.loads(payload)["result"]]
+                updates = [u for u in json.loads(payload)["result"] if isinstance(u, dict)]
             except (ValueError, KeyError, TypeError):
                 pass  # python-telegram-bot reports an unreadable answer itself
-            new = self._work.polled(offset, ids)
-            self._idle = bool(self._work.fetched) and not new
+            self._work.polled(offset, updates)
         return code, payload
-
-
-def _set_offset(data: Any, offset: int) -> None:
-    params = [p for p in data._parameters if p.name != "offset"]
-    params.append(RequestParameter(name="offset", value=offset, input_files=None))
-    data._parameters = params
 
 
 def confirm_polls(application: Application, work: Work) -> bool:
