@@ -358,6 +358,11 @@ class Emulator:
             self.state.faults.append(fault)
         return fault
 
+    def snapshot_faults(self) -> list[Fault]:
+        """The faults still waiting to be served (a fault with a count leaves once it is used up)."""
+        with self.state.cond:
+            return list(self.state.faults)
+
     def clear_faults(self) -> None:
         with self.state.cond:
             self.state.faults.clear()

@@ -84,7 +84,7 @@ class Guard:
         return decision
 
     def struck(self, update_id: int) -> bool:
-        """Has the update a strike (it was in flight when a bot died or hung)? It then runs alone,
+        """Has the update a strike (it was in flight when a bot died or hung)? It then waits for the other struck ones,
         so that should it bring this bot down too, it alone is blamed."""
         return str(update_id) in (self.book.get("struck") or {})
 

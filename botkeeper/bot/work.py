@@ -9,8 +9,8 @@ Updates are seen through python-telegram-bot's update processor (`TrackingProces
 application's own), so begin and end are exact whatever the handlers do (ApplicationHandlerStop,
 exceptions, several groups). A beat is written as an update begins and ends: a handler that blocks
 the loop or kills the process at once still leaves its update behind. The processor handles updates
-of different chats at once (UPDATE_CONCURRENCY) and those of one chat in order; an update with a
-poison strike runs alone, so a second death names it and nothing else.
+of different chats at once (UPDATE_CONCURRENCY) and those of one chat in order; updates with a
+poison strike run one at a time, so a second death strikes that one again and no other struck one.
 
 Every message answered, once (docs/bot.md, "The guarantee"): an update is *done* only when its
 handlers finished. One cancelled at a stop, or failed because the token was rejected or the bot was
@@ -25,6 +25,7 @@ heartbeat): when Telegram delivers one again, it is skipped; the next bot inheri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from . import outbox
 log = logging.getLogger("botkeeper.bot")
 TICK = 0.25  # seconds between the event loop's proofs of life to the watchdog
 MAX_HANDLERS_COUNTED = 50  # handler names in the error counts (bounded heartbeat)
-DONE_KEPT = 300  # ids done and not yet confirmed, kept in the heartbeat (a held offset bounds them)
+DONE_KEPT = 300  # ids done and not yet confirmed, kept in the heartbeat (one or two polls' worth)
 DONE_TTL = 86400.0  # Telegram keeps an unconfirmed update 24 h: an older "done" can never come again
 JOURNAL = "unfinished_updates.json"  # in DATA_DIR: updates confirmed to Telegram and not done yet
 KINDS = ("message", "edited_message", "channel_post", "edited_channel_post", "callback_query", "inline_query",
@@ -102,7 +103,7 @@ class Work:
         self.failures: dict[int, BaseException] = {}  # what a handler raised, until the update ends
         self.stopping = False  # set as a graceful stop begins: a failure now leaves the update
         self.fatal: Callable[[], bool] = lambda: False  # the token was rejected: the bot is about to exit
-        self.struck: Callable[[int], bool] = lambda update_id: False  # has poison strikes: runs alone
+        self.struck: Callable[[int], bool] = lambda update_id: False  # has poison strikes: runs in the one-at-a-time lane
         self.duplicates = 0  # deliveries of an update already running or done here (skipped)
         self.inherited: set[int] = set()  # done by the predecessor (said in the log when skipped)
         self.lag = 0.0
@@ -219,8 +220,8 @@ class Work:
         now = self.clock()
         for update_id in [u for u, at in self.done.items() if now - at > DONE_TTL]:
             del self.done[update_id]
-        while len(self.done) > DONE_KEPT:
-            del self.done[next(iter(self.done))]
+        for update_id in [u for u in self.done if u not in self.journaled][:max(0, len(self.done) - DONE_KEPT)]:
+            del self.done[update_id]  # the oldest first; never one the journal still lists
 
     def describe_left(self) -> str:
         return ", ".join(f"update {e['update_id']} (chat {e.get('chat', '?')}, {e.get('kind', 'update')}"
@@ -329,18 +330,17 @@ def chat_of(update: object) -> Any:
 
 class TrackingProcessor(BaseUpdateProcessor):
     """The application's own update processor, with each update's begin and end reported to Work;
-    updates of different chats run at once (up to `concurrency`), one chat's in arrival order, an
-    update with poison strikes alone. A second delivery of an update running or done is skipped."""
+    updates of different chats run at once (up to `concurrency`), one chat's in arrival order, those
+    with poison strikes one at a time. A second delivery of an update running or done is skipped."""
 
     def __init__(self, inner: BaseUpdateProcessor, work: Work, concurrency: int = 1):
         super().__init__(max(1, concurrency))
         self._inner, self._work = inner, work
         self._tails: dict[Any, asyncio.Future] = {}  # chat -> the end of its last update
         self._tasks: set[asyncio.Task] = set()  # tasks handling an update now (for abandon())
-        self._running = 0
-        self._alone = False  # an update with strikes runs, nothing else
-        self._want_alone = 0
-        self._waiters: list[asyncio.Future] = []
+        # Updates with a poison strike run one at a time (beside the others): should one bring this
+        # bot down too, the other struck updates were not in flight and are not blamed again.
+        self._struck_lane = asyncio.Lock()
 
     async def process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         update_id = update.update_id if isinstance(update, Update) else None
@@ -366,20 +366,16 @@ class TrackingProcessor(BaseUpdateProcessor):
         try:
             if before is not None and not before.done():
                 await asyncio.wait([before])  # never cancels the chat's earlier update
-            alone = update_id is not None and self._work.struck(update_id)
-            await self._enter(alone)
-            try:
-                async with self._semaphore:
-                    began = True
-                    self._work.begin(update)
-                    run = outbox.begin_run(update_id, _stamp(update)) if update_id is not None else None
-                    try:
-                        await self._inner.do_process_update(update, coroutine)
-                    finally:
-                        if run is not None:
-                            outbox.end_run(run)
-            finally:
-                self._leave(alone)
+            struck = update_id is not None and self._work.struck(update_id)
+            async with self._struck_lane if struck else contextlib.nullcontext(), self._semaphore:
+                began = True
+                self._work.begin(update)
+                run = outbox.begin_run(update_id, _stamp(update)) if update_id is not None else None
+                try:
+                    await self._inner.do_process_update(update, coroutine)
+                finally:
+                    if run is not None:
+                        outbox.end_run(run)
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -396,29 +392,6 @@ class TrackingProcessor(BaseUpdateProcessor):
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         await self._inner.do_process_update(update, coroutine)
-
-    async def _enter(self, alone: bool) -> None:
-        if alone:
-            self._want_alone += 1
-        try:
-            while self._alone or (self._running if alone else self._want_alone):
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                await waiter
-        finally:
-            if alone:
-                self._want_alone -= 1
-        self._running += 1
-        self._alone = alone
-
-    def _leave(self, alone: bool) -> None:
-        self._running -= 1
-        if alone:
-            self._alone = False
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     async def abandon(self, timeout: float = 1.0) -> None:
         """A stop past its limit: cancel the updates still handled (each is left for the next bot)."""
