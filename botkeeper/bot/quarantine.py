@@ -84,8 +84,8 @@ class Guard:
         return decision
 
     def struck(self, update_id: int) -> bool:
-        """Has the update a strike (it was in flight when a bot died or hung)? It then waits for the other struck ones,
-        so that should it bring this bot down too, it alone is blamed."""
+        """Has the update a strike (it was in flight when a bot died or hung)? Struck updates run one
+        at a time: should one bring this bot down too, no other struck one is blamed with it."""
         return str(update_id) in (self.book.get("struck") or {})
 
     def _predecessor_cause(self) -> Cause | None:
