@@ -7,7 +7,7 @@ A bundle (supervisor, bot = main.py with tests/ledger_handlers.py, monitor; prod
 KILL_TIMEOUT=10 so a graceful stop gets its SHUTDOWN_LIMIT) talks to the Bot API emulator run inside
 this process with Telegram's sending limits on (1 message per second per chat, 30 per second).
 Each user sends numbered messages ("m <user> <n>", some "slow 6 <user> <n>": a 6 s handler) every
-0.4-2 s; the bot answers "got <text>". Meanwhile the schedule cycles through:
+1-3 s; the bot answers "got <text>". Meanwhile the schedule cycles through:
   - kill      SIGKILL of the bot's process group (the supervisor restarts it, cause crash)
   - restart   a slow handler in flight, then a graceful `restart bot` (operator): left for the next bot
   - 429       the next reply answered 429 retry_after 10 (that chat waits); then a probe from an idle
@@ -86,7 +86,7 @@ class Ledger:
             n += 1
             slow = rng.random() < 0.03
             self.send(chat, f"slow 6 {index} {n}" if slow else f"m {index} {n}")
-            self.stop.wait(rng.uniform(0.4, 2.0))
+            self.stop.wait(rng.uniform(1.0, 3.0))  # within Telegram's 1 message a second per chat
 
 
 class Bench:
@@ -175,17 +175,17 @@ class Bench:
         time.sleep(10)
         self.emulator.set_tokens(None)
         wait_until(lambda: bot_component(self.home).get("state") != "running", 30, "the bot out (exit 78)")
-        self.call("start", name="bot", reason="bench: the token is back")
+        self.call("start", name="bot", cause="operator", reason="bench: the token is back")
 
     def ids_lower(self) -> None:
         self.ledger.paused.set()
         try:
             wait_until(lambda: self.emulator.snapshot()["pending_updates"] == 0, 60, "every update confirmed")
-            self.call("stop", name="bot", reason="bench: a week without updates")
+            self.call("stop", name="bot", cause="operator", reason="bench: a week without updates")
             wait_until(lambda: bot_component(self.home).get("state") == "stopped", 30, "the bot stopped")
             lowest = min(self.ledger.by_update)
             self.emulator.set_next_update_id(max(1, lowest // 2))
-            self.call("start", name="bot", reason="bench: ids restarted lower")
+            self.call("start", name="bot", cause="operator", reason="bench: ids restarted lower")
         finally:
             self.ledger.paused.clear()
 

@@ -150,6 +150,8 @@ class GateLimiter(BaseRateLimiter):
         self.retry_for = retry_for  # seconds a send is retried after 5xx, timeouts, dropped connections
         self.give_up: Callable[[], bool] = lambda: False  # the bot stops: no more retries (attach sets it)
         self.failed_sends = 0  # sends given up after retrying
+        self.closed = False  # a stop past its limit: no new send goes out (its update is left for the next bot)
+        self.on_wire = 0  # sends waiting for Telegram's answer now
 
     @classmethod
     def from_settings(cls, settings: Any) -> "GateLimiter":
@@ -166,6 +168,15 @@ class GateLimiter(BaseRateLimiter):
     async def shutdown(self) -> None:
         return None
 
+    async def close(self, grace: float = STOP_GRACE) -> None:
+        """A stop past its limit: nothing new goes out; sends on the wire get `grace` seconds for
+        Telegram's answer (so their handlers can finish, rather than be cut after the message went)."""
+        self.closed = True
+        deadline = time.monotonic() + grace
+        while self.on_wire and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # the handlers whose answer came continue
+
     async def process_request(self, callback: Callable[..., Coroutine[Any, Any, Any]], args: Any,
                               kwargs: dict[str, Any], endpoint: str, data: dict[str, Any],
                               rate_limit_args: Any) -> Any:
@@ -180,7 +191,13 @@ class GateLimiter(BaseRateLimiter):
             pause = 0.0
             try:
                 attempts += 1
-                return await callback(*args, **kwargs)
+                if self.closed:
+                    raise NetworkError("not sent: the bot is stopping")
+                self.on_wire += 1
+                try:
+                    return await callback(*args, **kwargs)
+                finally:
+                    self.on_wire -= 1
             except RetryAfter as exc:
                 seconds = _seconds(exc.retry_after)
                 waited += seconds
@@ -191,7 +208,7 @@ class GateLimiter(BaseRateLimiter):
                 else:
                     pause = seconds
             except NetworkError as exc:  # 5xx, a timeout, a dropped connection (TimedOut is one)
-                if isinstance(exc, BadRequest) or endpoint in NOT_RETRIED:
+                if isinstance(exc, BadRequest) or endpoint in NOT_RETRIED or self.closed:
                     raise
                 pause = ratelimit.backoff(attempts, first=0.5, cap=8.0)
                 if self.give_up() or time.monotonic() + pause - first_at > self.retry_for:

@@ -128,6 +128,9 @@ class Keeper:
         """The end of a graceful stop: updates still handled are cancelled and left for the next bot
         (not confirmed to Telegram), said in the log and in the last beat."""
         if limit_passed and self.processor is not None:
+            limiter = getattr(self.application.bot, "rate_limiter", None)
+            if hasattr(limiter, "close"):  # a send on the wire ends before its handler is cut
+                await limiter.close()
             await self.processor.abandon()
         self.work.write_journal(1 << 62)  # what is left is in the journal, whatever was confirmed
         if self.work.left:

@@ -143,7 +143,10 @@ class Work:
         entry = self.in_flight.pop(update_id, None)
         error = self.failures.pop(update_id, None)
         if cancelled or isinstance(error, InvalidToken) or (error is not None and (self.stopping or self.fatal())):
-            self.left[update_id] = entry or {"update_id": update_id}
+            # Never begun (it waited for its chat): no "since", so no suspect for the poison rules.
+            chat = update.effective_chat
+            self.left[update_id] = entry or {"update_id": update_id, "chat": chat.id if chat else None,
+                                             "kind": kind_of(update)}
         else:
             self.done[update_id] = self.clock()
             self.fetched.pop(update_id, None)
@@ -223,9 +226,11 @@ class Work:
         for update_id in [u for u in self.done if u not in self.journaled][:max(0, len(self.done) - DONE_KEPT)]:
             del self.done[update_id]  # the oldest first; never one the journal still lists
 
-    def describe_left(self) -> str:
-        return ", ".join(f"update {e['update_id']} (chat {e.get('chat', '?')}, {e.get('kind', 'update')}"
-                         f"{', handler ' + e['handler'] if e.get('handler') else ''})" for e in self.left.values())
+    def describe_left(self, limit: int = 10) -> str:
+        entries = list(self.left.values())
+        text = ", ".join(f"update {e['update_id']} (chat {e.get('chat', '?')}, {e.get('kind', 'update')}"
+                         f"{', handler ' + e['handler'] if e.get('handler') else ''})" for e in entries[:limit])
+        return text + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
 
     def handler_for(self, update: Update) -> str | None:
         """The first of the user's handlers that will take the update (what PTB itself checks)."""
@@ -252,7 +257,8 @@ class Work:
 
     # --- the heartbeat ---------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"in_flight": [*self.in_flight.values(), *self.left.values()],
+        begun_left = [e for e in self.left.values() if "since" in e]  # poison suspects; not those never begun
+        fields: dict[str, Any] = {"in_flight": [*self.in_flight.values(), *begun_left],
                                   "loop_lag": round(self.lag, 3), "handler_errors": dict(self.errors),
                                   "bot_id": self.bot_id, "done": list(self.done)}
         if self.left:
