@@ -8,7 +8,8 @@ KILL_TIMEOUT=10 so a graceful stop gets its SHUTDOWN_LIMIT) talks to the Bot API
 this process with Telegram's sending limits on (1 message per second per chat, 30 per second).
 Each user sends numbered messages ("m <user> <n>", some "slow 6 <user> <n>": a 6 s handler) every
 1-3 s; the bot answers "got <text>". Meanwhile the schedule cycles through:
-  - kill      SIGKILL of the bot's process group (the supervisor restarts it, cause crash)
+  - kill      SIGKILL of the bot's process group (the supervisor restarts it, cause crash), never
+              while an update struck by an earlier kill is in flight (two strikes quarantine it)
   - restart   a slow handler in flight, then a graceful `restart bot` (operator): left for the next bot
   - 429       the next reply answered 429 retry_after 10 (that chat waits); then a probe from an idle
               chat is timed: it must not wait for the held chat
@@ -129,6 +130,18 @@ class Bench:
 
     # --- faults ----------------------------------------------------------------------------------
     def kill(self) -> None:
+        """SIGKILL the bot, but not while an update struck by an earlier kill is in flight: the
+        poison rules quarantine an update in flight at QUARANTINE_AFTER (2) deaths, and from outside
+        a kill cannot be told from a crash the update caused (that update would count as lost)."""
+        def struck_in_flight() -> bool:
+            struck = (read_json(self.home / "data" / "poison.json").get("struck") or {})
+            return any(str(e.get("update_id")) in struck for e in self.heartbeat().get("in_flight") or [])
+
+        try:
+            wait_until(lambda: not struck_in_flight(), 30, "no struck update in flight", interval=0.05)
+        except TimeoutError:
+            print("  kill skipped: a struck update stayed in flight")
+            return
         pid = bot_component(self.home).get("pid")
         if not pid:
             return
