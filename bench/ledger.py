@@ -287,7 +287,7 @@ class Bench:
               f" (attributable to a kill inside a send: {attributed}; kills {self.kills},"
               f" kills that landed inside a send: {len(self.kill_candidates)})")
         if self.waits_429:
-            print(f"an idle chat's answer time while another chat waits out a 10 s 429: max {max(self.waits_429):.2f} s"
+            print(f"an idle chat's answer time while another chat waits out a 10 s 429: max {max(self.waits_429):.3f} s"
                   f" (over {len(self.waits_429)} bursts)")
         if lost:
             print("lost:", ", ".join(lost[:20]))
