@@ -45,13 +45,17 @@ def test_ids_restarting_lower_after_a_restart_are_handled(bot, emulator):
     emulator.set_next_update_id(1000)
     first = bot(HANDLERS=HANDLERS)
     ask(emulator, "high", "got high", 10, chat_id=12)
-    wait_for(lambda: first.heartbeat().get("done"), 10, message="the update done")
-    assert first.stop() == 0
-    emulator.set_next_update_id(5)  # Telegram: after a week without updates, the next id is random
+    wait_for(lambda: first.heartbeat().get("done") == [1000], 10, message="update 1000 done")
+    first.kill()  # its last beat says 1000 is done; Telegram heard so with the next poll already
+    emulator.set_next_update_id(999)  # Telegram: after a week without updates, the next id is random
+    second = bot(HANDLERS=HANDLERS)
+    ask(emulator, "low", "got low", 15, chat_id=12)  # 999
+    ask(emulator, "the same id again", "got the same id again", 10, chat_id=12)  # 1000 once more: a new update
+    assert second.stop() == 0
+    emulator.set_next_update_id(5)  # and lower still, after a graceful stop
     bot(HANDLERS=HANDLERS)
-    ask(emulator, "low", "got low", 15, chat_id=12)
-    ask(emulator, "lower still", "got lower still", 10, chat_id=12)
-    assert texts(emulator, 12, "got") == ["got high", "got low", "got lower still"]
+    ask(emulator, "lower still", "got lower still", 15, chat_id=12)
+    assert texts(emulator, 12, "got") == ["got high", "got low", "got the same id again", "got lower still"]
 
 
 def test_the_emulator_keeps_ids_growing_across_its_restarts(tmp_path):

@@ -50,6 +50,7 @@ TICK = 0.25  # seconds between the event loop's proofs of life to the watchdog
 MAX_HANDLERS_COUNTED = 50  # handler names in the error counts (bounded heartbeat)
 DONE_KEPT = 300  # ids done and not yet confirmed, kept in the heartbeat (one or two polls' worth)
 DONE_TTL = 86400.0  # Telegram keeps an unconfirmed update 24 h: an older "done" can never come again
+FULL_POLL = 100  # updates getUpdates returns at most
 JOURNAL = "unfinished_updates.json"  # in DATA_DIR: updates confirmed to Telegram and not done yet
 KINDS = ("message", "edited_message", "channel_post", "edited_channel_post", "callback_query", "inline_query",
          "chosen_inline_result", "shipping_query", "pre_checkout_query", "poll", "poll_answer", "my_chat_member",
@@ -173,6 +174,14 @@ class Work:
         if offset:
             for update_id in [u for u in self.done if u < offset and u not in self.journaled]:
                 del self.done[update_id]
+                self.inherited.discard(update_id)
+        elif self.inherited and len(updates) < FULL_POLL:
+            # The first poll (no offset) brings every update Telegram still holds: an inherited id
+            # not among them was confirmed. Forgotten now, so ids that restarted lower and reach it
+            # again later are not taken for it (no inequality can tell them apart).
+            brought = {u.get("update_id") for u in updates}
+            for update_id in [u for u in self.inherited if u not in brought and u not in self.journaled]:
+                self.done.pop(update_id, None)
                 self.inherited.discard(update_id)
         for update in updates:
             update_id = update.get("update_id")
