@@ -81,10 +81,10 @@ def test_outbox_messages_of_a_handler_run_again_are_sent_once(bot, emulator, hom
 def test_one_chats_429_does_not_stall_another_chat(bot, emulator):
     proc = bot(HANDLERS=HANDLERS)
     proc.wait_polled()
-    emulator.add_fault("sendMessage", status=429, retry_after=6, count=1)
+    emulator.add_fault("sendMessage", status=429, retry_after=4, count=1)
     emulator.inject_message("first", chat_id=14)
     wait_for(lambda: ("sendMessage", 429) in [(c["method"], c["status"]) for c in emulator.calls()["recent"]], 10,
-             message="chat 14's reply told to wait 6 s")
+             message="chat 14's reply told to wait 4 s")
     started = time.monotonic()
     ask(emulator, "second", "got second", 3, chat_id=15)  # not behind chat 14's wait
     assert time.monotonic() - started < 3
@@ -94,7 +94,7 @@ def test_one_chats_429_does_not_stall_another_chat(bot, emulator):
 
 
 def test_5xx_and_dropped_connections_on_a_reply_are_retried(bot, emulator):
-    proc = bot(HANDLERS=HANDLERS, SEND_RETRY_FOR="6")
+    proc = bot(HANDLERS=HANDLERS, SEND_RETRY_FOR="4")
     proc.wait_polled()
     emulator.add_fault("sendMessage", status=502, count=2)
     emulator.add_fault("sendMessage", kind="drop", count=1)
