@@ -8,12 +8,10 @@ not prevent once Redis is back."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from botfixtures import *  # noqa: F401,F403  (emulator, ask, BotProcess, wait_for)
 from conftest import bk_env, free_port
 from redisfixtures import RedisServer, redis_url  # noqa: F401 - fixture
-from test_replicas import SECRET, Replica, answers_to, poller, replicas  # noqa: F401 - fixture
+from test_replicas import SECRET, Replica, answers_to, poller
 
 from botkeeper.emulator import Emulator
 

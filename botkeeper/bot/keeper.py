@@ -134,8 +134,8 @@ class Keeper:
             await self.processor.abandon()
         self.work.write_journal(1 << 62)  # what is left is in the journal, whatever was confirmed
         if self.work.left:
-            log.warning("%s", self.health.redact(
-                f"stopping with {len(self.work.left)} update(s) unfinished, left for the next bot: {self.work.describe_left()}"))
+            log.warning("%s", self.health.redact(f"stopping with {len(self.work.left)} update(s) unfinished, left for"
+                                                 f" the next bot: {self.work.describe_left()}"))
         self.health.write(self.heartbeat_file)
 
     async def count(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

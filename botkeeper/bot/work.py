@@ -104,7 +104,7 @@ class Work:
         self.failures: dict[int, BaseException] = {}  # what a handler raised, until the update ends
         self.stopping = False  # set as a graceful stop begins: a failure now leaves the update
         self.fatal: Callable[[], bool] = lambda: False  # the token was rejected: the bot is about to exit
-        self.struck: Callable[[int], bool] = lambda update_id: False  # has poison strikes: runs in the one-at-a-time lane
+        self.struck: Callable[[int], bool] = lambda update_id: False  # poison strikes: the one-at-a-time lane
         self.duplicates = 0  # deliveries of an update already running or done here (skipped)
         self.inherited: set[int] = set()  # done by the predecessor (said in the log when skipped)
         self.lag = 0.0
