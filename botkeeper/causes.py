@@ -34,6 +34,7 @@ class Cause(str, Enum):
     CONFLICT = "conflict"  # another program polls with this token (409)
     STANDBY = "standby"  # polling with REDIS_URL: another copy holds the poller lock; this one waits
     WEBHOOK_FAILING = "webhook-failing"  # Telegram cannot deliver to our webhook (getWebhookInfo)
+    REDIS_UNREACHABLE = "redis-unreachable"  # REDIS_URL set, Redis unreachable or refusing our password
     TOKEN_REJECTED = "token-rejected"  # Telegram answered 401/404 to the token
     NEEDS_CONFIG = "needs-config"  # a setting or command must be fixed (exit 78)
     # planned or asked for
@@ -113,6 +114,7 @@ LABELS = {
     Cause.CONFLICT: "another poller (409 Conflict)",
     Cause.STANDBY: "standby (another copy polls)",
     Cause.WEBHOOK_FAILING: "webhook deliveries failing",
+    Cause.REDIS_UNREACHABLE: "Redis unreachable",
     Cause.TOKEN_REJECTED: "token rejected by Telegram",
     Cause.NEEDS_CONFIG: "needs configuration",
     Cause.MAX_UPTIME: "planned restart (max uptime)",

@@ -569,6 +569,9 @@ KNOBS: dict[str, Knob] = {
     "quarantine_after": Knob("QUARANTINE_AFTER", Number(1, 100, whole=True, what="a number of strikes"), 2, False, "skip an update that was in flight when this many bots hung or died"),
     "block_limit": Knob("BLOCK_LIMIT", _seconds(0.5, 86400), 10.0, False, "restart the bot once its event loop has been blocked this long (its watchdog thread reports it; STALE_AFTER stays for a bot silent as a whole)"),
     "blocked_warn": Knob("BLOCKED_WARN", _seconds(0.1, 3600), 5.0, False, "log the bot's stack once its event loop has been blocked this long"),
+    "update_concurrency": Knob("UPDATE_CONCURRENCY", Number(1, 1000, whole=True, what="a number of updates"), 32, False, "updates of different chats handled at once (one chat's always in order; 1 = one at a time)"),
+    "redis_down_polling": Knob("REDIS_DOWN_POLLING", _choice("wait", "alone"), "wait", False, "REDIS_URL and polling, Redis unreachable at start: wait = stand by until Redis answers (never two pollers); alone = poll from this copy anyway (only when it is the one copy)"),
+    "send_retry_for": Knob("SEND_RETRY_FOR", _seconds(0, 3600), 30.0, False, "seconds a handler's send is retried after 5xx, timeouts and dropped connections, then it fails"),
     "heartbeat_grace": Knob("HEARTBEAT_GRACE", _seconds(0, 86400), 60.0, False, "seconds after bot start before a missing heartbeat counts"),
     "monitor_interval": Knob("MONITOR_INTERVAL", _seconds(0.05, 3600), 5.0, False, "seconds between monitor checks"),
     "recovery_interval": Knob("RECOVERY_INTERVAL", _seconds(0.1, 3600), 30.0, False, "seconds between auto_recovery checks"),
@@ -679,6 +682,9 @@ class Settings:
     quarantine_after: int
     block_limit: float
     blocked_warn: float
+    update_concurrency: int
+    send_retry_for: float
+    redis_down_polling: str
     heartbeat_grace: float
     monitor_interval: float
     recovery_interval: float

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import logging
+import os
 import re
 import signal
 import socket
@@ -33,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -201,12 +203,19 @@ class Emulator:
     """The emulator's logic plus an HTTP server around it. Thread-safe."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tokens: list[str] | None = None,
-                 limits: Limits | None = None, keep: int = MAX_KEPT, control_token: str | None = None):
+                 limits: Limits | None = None, keep: int = MAX_KEPT, control_token: str | None = None,
+                 id_file: str | Path | None = None):
         self.host, self.port = host, port
         # Loopback is shared by every user of the machine: the control side (inject, read what the
         # bot sent, faults) answers only to whoever holds this. In-process callers need none.
         self.control_token = control_token or secrets.token_urlsafe(24)
         self.state = State(tokens=set(tokens) if tokens else None, limits=limits)
+        # Like Telegram, update ids keep growing across the emulator's restarts: a bot still polling
+        # with the old offset would otherwise never see the new, lower ids (the demo after a restart).
+        self.id_file = Path(id_file) if id_file else None
+        self._ids_reserved = 0  # ids below this are promised by the file: no write until then
+        if self.id_file is not None:
+            self.state.next_update_id = max(1, _read_next_id(self.id_file))
         self.state.sent = collections.deque(maxlen=keep)  # the bench keeps every message
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -292,8 +301,7 @@ class Emulator:
         with st.cond:
             message_id = st.next_message_id
             st.next_message_id += 1
-            update_id = st.next_update_id
-            st.next_update_id += 1
+            update_id = self._take_update_id()
             message: dict[str, Any] = {
                 "message_id": message_id, "date": _now(), "chat": _chat(chat_id), "text": text,
                 "from": {"id": user_id or abs(chat_id), "is_bot": False, "first_name": first_name,
@@ -304,11 +312,29 @@ class Emulator:
                 message["entities"] = [{"type": "bot_command", "offset": 0, "length": command.end()}]
             return {"update_id": update_id, "message": message}
 
+    def _take_update_id(self) -> int:
+        """The next update id (holds state.cond); with an id file, a block of ids is reserved in it
+        before any of them is used, so the ids after a restart (even a SIGKILL) are higher."""
+        st = self.state
+        update_id = st.next_update_id
+        st.next_update_id += 1
+        if self.id_file is not None and st.next_update_id > self._ids_reserved:
+            self._ids_reserved = st.next_update_id + ID_BLOCK
+            _write_next_id(self.id_file, self._ids_reserved)
+        return update_id
+
+    def set_next_update_id(self, value: int) -> int:
+        """Telegram's quirk on demand: after a week without updates its next id is random, and may be
+        lower. The bench and the tests restart ids lower with it."""
+        with self.state.cond:
+            self.state.next_update_id = max(1, int(value))
+            self._ids_reserved = 0
+            return self.state.next_update_id
+
     def inject_callback(self, data: str, chat_id: int = DEMO_CHAT_ID, message_id: int | None = None) -> dict[str, Any]:
         st = self.state
         with st.cond:
-            update_id = st.next_update_id
-            st.next_update_id += 1
+            update_id = self._take_update_id()
             user = {"id": abs(chat_id), "is_bot": False, "first_name": "Demo"}
             query: dict[str, Any] = {"id": str(update_id), "from": user, "chat_instance": str(chat_id), "data": data}
             if message_id is not None:
@@ -353,6 +379,11 @@ class Emulator:
         with self.state.cond:
             self.state.faults.append(fault)
         return fault
+
+    def snapshot_faults(self) -> list[Fault]:
+        """The faults still waiting to be served (a fault with a count leaves once it is used up)."""
+        with self.state.cond:
+            return list(self.state.faults)
 
     def clear_faults(self) -> None:
         with self.state.cond:
@@ -500,6 +531,11 @@ class Emulator:
             return 200, self.calls()
         if action == "updates/new" and verb == "POST":  # an update for the caller to deliver itself
             return 200, self.new_message_update(str(params.get("text", "")), int(params.get("chat_id", DEMO_CHAT_ID)))
+        if action == "ids" and verb == "POST":
+            try:
+                return 200, {"next_update_id": self.set_next_update_id(int(params.get("next_update_id")))}
+            except (TypeError, ValueError):
+                return 400, {"error": "next_update_id must be a whole number"}
         if action == "webhook":
             return 200, {"webhooks": self.webhooks()}
         if action in ("", "state"):
@@ -856,6 +892,27 @@ def _parse_multipart(body: bytes, ctype: str) -> dict[str, str]:
     return fields
 
 
+ID_BLOCK = 100  # update ids reserved per write of the id file
+
+
+def _read_next_id(path: Path) -> int:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("next_update_id")
+    except (OSError, ValueError, AttributeError):
+        return 1
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+def _write_next_id(path: Path, value: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"next_update_id": value}), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # ids then restart lower after a restart: said, not fatal
+        log.warning("cannot write %s: %s", path, exc.strerror or exc)
+
+
 # --- the demo user ---------------------------------------------------------------------------------
 DEMO_TEXTS = ("Hello from the demo user!", "How is the bot doing?", "Still here, still chatting.")
 
@@ -917,6 +974,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--demo", action="store_true", help="also run a demo user that talks to the bot")
     parser.add_argument("--token", action="append", help="accept only this token (repeatable); others get 401")
+    parser.add_argument("--id-file", default=None,
+                        help="keep update ids growing across restarts in this file (default with --demo:"
+                             " data/emulator-ids.json)")
     parser.add_argument("--limits", action="store_true",
                         help="enforce Telegram's sending limits strictly (429 with retry_after); off in the demo,"
                              " where Telegram's tolerance of short bursts matters more than strictness")
@@ -929,8 +989,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    id_file = args.id_file or (settings.data_dir / "emulator-ids.json" if args.demo else None)
     emulator = Emulator(args.host, args.port, tokens=args.token,
-                        limits=Limits() if args.limits else None)
+                        limits=Limits() if args.limits else None, id_file=id_file)
     token_file = settings.run_dir / "emulator.token"
     try:
         write_private(token_file, emulator.control_token)

@@ -15,16 +15,16 @@ __all__ = ["redis_url", "RedisServer"]
 
 
 class RedisServer:
-    def __init__(self, workdir: Path):
-        self.port = free_port()
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None):
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--loglevel", "warning"],
+             "--dir", str(workdir), "--loglevel", "warning", *(["--requirepass", password] if password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         import redis
 
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        client = redis.Redis.from_url(self.url, socket_timeout=1, password=password)
 
         def answers() -> bool:
             try:

@@ -178,6 +178,23 @@ def test_an_operators_stop_ends_the_incident_without_a_recovered_alert():
     assert tracker.incident is None and tracker.last_end == 108.0
 
 
+def test_redis_unreachable_alerts_once_it_lasts_past_the_threshold():
+    limits = VerdictLimits(heartbeat_interval=10, stale_after=60, heartbeat_grace=60)
+
+    def observed(now):
+        beat = {"pid": 1, "written_at": now - 0.1, "state": "standby", "redis_down_since": 1000.0,
+                "redis_error": "AuthenticationError"}
+        state = {"supervisor": {"pid": 7}, "components": [
+            {"name": "bot", "state": "running", "pid": 1, "started_at": 0.0, "heartbeat": True}]}
+        snap = Snapshot(now, state, None, True, 7, False, Heartbeat(beat, lineage=(1,)))
+        return observe(judge(snap, limits), now, 300.0)
+
+    assert observed(1200.0).condition == UNKNOWN  # degraded on the page, no alert yet
+    late = observed(1300.0)
+    assert (late.condition, late.cause, late.severe, late.since) == (DOWN, Cause.REDIS_UNREACHABLE, True, 1000.0)
+    assert "AuthenticationError" in late.detail
+
+
 def test_telegram_unreachable_alerts_only_past_the_threshold():
     limits = VerdictLimits(heartbeat_interval=10, stale_after=60, heartbeat_grace=60)
 

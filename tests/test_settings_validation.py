@@ -49,6 +49,7 @@ BAD_OTHERS = {
     "log_format": ["xml", "", "JSONL"],
     "error_alerts": ["all", "", "on"],
     "warm_standby": ["on", "", "yes", "fork"],
+    "redis_down_polling": ["poll", "", "yes"],
     "daily_report_at": ["9", "24:00", "09:60", "9:5", "09:00:00", "9am", "٠٩:٠٠", "09:00\n"],
     "alerts": ["maybe", "", "2"],
     "self_ping": ["sometimes", ""],

@@ -126,6 +126,10 @@ def observe(verdict: Verdict, now: float, unreachable_alert_after: float) -> Obs
         began = since if since is not None else now
         if now - began >= unreachable_alert_after:
             return Observation(DOWN, cause, f"for {fmt.duration(now - began, 'words')}", True, began)
+    if overall == DEGRADED and cause == Cause.REDIS_UNREACHABLE:  # one alert once it lasts
+        began = since if since is not None else now
+        if now - began >= unreachable_alert_after:
+            return Observation(DOWN, cause, verdict.detail[:200], True, began)
     if overall == DEGRADED and cause in FILE_FAULTS:
         # A full disk, an unwritable run/state.json, a failing log rotation: the bot answers, so it
         # is up (no down alert, no downtime, no "back up after 1 s" when space returns); the

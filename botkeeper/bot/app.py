@@ -119,8 +119,15 @@ def poller_lock_ttl(settings) -> float:
 
 
 async def _wait_for_poller_lock(shared, health: Health, settings) -> None:
+    """Poll once the lock is ours. Redis down: stand by (REDIS_DOWN_POLLING=wait, the default: two
+    copies that both poll would answer twice), or poll alone (=alone: the operator knows this is
+    the one copy). Either way the heartbeat carries redis_down_since: degraded, alerted."""
     while (holder := await shared.hold_poller(poller_lock_ttl(settings))) is not None:
-        health.standby(holder)
+        if holder.startswith("unknown") and settings.redis_down_polling == "alone":
+            log.warning("Redis unreachable: polling from this copy alone (REDIS_DOWN_POLLING=alone)")
+            return
+        health.standby("nobody known: Redis is unreachable (REDIS_DOWN_POLLING=wait)"
+                       if holder.startswith("unknown") else holder)
         await asyncio.sleep(poller_lock_ttl(settings) / 3)
     if health.state == "standby":
         log.info("the poller lock is ours: polling Telegram from this copy")
@@ -233,13 +240,19 @@ async def serve(settings) -> int:
             task.cancel()
         if not code:
             health.state, health.detail = "stopping", "stopping on request"
+        keeper.work.stopping = True  # from here a failed update is left for the next bot, not done
         await keeper.stopped()
         if code:  # the final cleanup getUpdates fails with the same rejected token: nothing new to say
             logging.getLogger("telegram.ext.Updater").setLevel(logging.CRITICAL)
-        try:
+        limit_passed = False
+        try:  # running handlers get SHUTDOWN_LIMIT to finish; the rest is left for the next bot
             await asyncio.wait_for(_shutdown(application), SHUTDOWN_LIMIT)
-        except (asyncio.TimeoutError, TelegramError, RuntimeError) as exc:
+        except asyncio.TimeoutError:
+            limit_passed = True
+            log.warning("graceful stop: handlers still running after %.0f s", SHUTDOWN_LIMIT)
+        except (TelegramError, RuntimeError) as exc:
             log.warning("graceful stop incomplete: %s", exc)
+        await keeper.leave_unfinished(limit_passed)
     if not code:
         log.info("bot stopped")
     return code

@@ -137,14 +137,21 @@ class Gate:
 
 
 GATED_PREFIXES = ("send", "copyMessage", "forwardMessage")  # calls that put a new message in a chat
+# Calls with their own retry loops (start-up, webhook registration): the limiter does not retry them.
+NOT_RETRIED = {"getUpdates", "getMe", "deleteWebhook", "setWebhook", "getWebhookInfo", "close", "logOut"}
 
 
 class GateLimiter(BaseRateLimiter):
     """python-telegram-bot's rate limiter hook: every new message the bot sends passes the gate
     (high priority: it is a reply), and a 429 pauses what it says and is retried, not lost."""
 
-    def __init__(self, gate: Gate):
+    def __init__(self, gate: Gate, retry_for: float = 30.0):
         self.gate = gate
+        self.retry_for = retry_for  # seconds a send is retried after 5xx, timeouts, dropped connections
+        self.give_up: Callable[[], bool] = lambda: False  # the bot stops: no more retries (attach sets it)
+        self.failed_sends = 0  # sends given up after retrying
+        self.closed = False  # a stop past its limit: no new send goes out (its update is left for the next bot)
+        self.on_wire = 0  # sends waiting for Telegram's answer now
 
     @classmethod
     def from_settings(cls, settings: Any) -> "GateLimiter":
@@ -153,13 +160,22 @@ class GateLimiter(BaseRateLimiter):
             from .shared import for_settings
 
             shared = for_settings(settings)
-        return cls(Gate(limits_of(settings), shared=shared))
+        return cls(Gate(limits_of(settings), shared=shared), getattr(settings, "send_retry_for", 30.0))
 
     async def initialize(self) -> None:
         return None
 
     async def shutdown(self) -> None:
         return None
+
+    async def close(self, grace: float = STOP_GRACE) -> None:
+        """A stop past its limit: nothing new goes out; sends on the wire get `grace` seconds for
+        Telegram's answer (so their handlers can finish, rather than be cut after the message went)."""
+        self.closed = True
+        deadline = time.monotonic() + grace
+        while self.on_wire and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # the handlers whose answer came continue
 
     async def process_request(self, callback: Callable[..., Coroutine[Any, Any, Any]], args: Any,
                               kwargs: dict[str, Any], endpoint: str, data: dict[str, Any],
@@ -168,12 +184,20 @@ class GateLimiter(BaseRateLimiter):
             return await callback(*args, **kwargs)
         chat = _chat_key(data.get("chat_id"))
         gated = chat is not None and endpoint.startswith(GATED_PREFIXES) and endpoint != "sendChatAction"
-        waited = 0.0
+        waited, attempts, first_at = 0.0, 0, time.monotonic()
         while True:
             if gated:
                 await self.gate.acquire(chat, Priority.HIGH)
+            pause = 0.0
             try:
-                return await callback(*args, **kwargs)
+                attempts += 1
+                if self.closed:
+                    raise NetworkError("not sent: the bot is stopping")
+                self.on_wire += 1
+                try:
+                    return await callback(*args, **kwargs)
+                finally:
+                    self.on_wire -= 1
             except RetryAfter as exc:
                 seconds = _seconds(exc.retry_after)
                 waited += seconds
@@ -182,10 +206,22 @@ class GateLimiter(BaseRateLimiter):
                 if gated:
                     self.gate.told_to_wait(chat, seconds)  # the next acquire waits it out
                 else:
-                    await asyncio.sleep(seconds)
+                    pause = seconds
+            except NetworkError as exc:  # 5xx, a timeout, a dropped connection (TimedOut is one)
+                if isinstance(exc, BadRequest) or endpoint in NOT_RETRIED or self.closed:
+                    raise
+                pause = ratelimit.backoff(attempts, first=0.5, cap=8.0)
+                if self.give_up() or time.monotonic() + pause - first_at > self.retry_for:
+                    self.failed_sends += 1
+                    log.error("%s to chat %s failed after %d attempt(s) in %.1f s: %s: %s; not retried further",
+                              endpoint, chat if chat is not None else "?", attempts, time.monotonic() - first_at,
+                              type(exc).__name__, exc)
+                    raise
             finally:
                 if gated:
                     self.gate.release(chat)
+            if pause:
+                await asyncio.sleep(pause)
 
 
 def _permanent(exc: TelegramError) -> str | None:

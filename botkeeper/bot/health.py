@@ -120,11 +120,17 @@ class Health:
 
     def standby(self, holder: str) -> None:
         """Polling with REDIS_URL: another copy holds the poller lock; we wait instead of a 409 fight."""
+        redis_down = holder.startswith("nobody known")
         if self.state != "standby":
-            log.warning("standby: another copy polls Telegram with this token (%s holds the poller lock in"
-                        " Redis); taking over when it stops", holder)
+            if redis_down:
+                log.warning("standby: Redis is unreachable, so no copy can hold the poller lock; polling starts"
+                            " when it answers (REDIS_DOWN_POLLING=wait)")
+            else:
+                log.warning("standby: another copy polls Telegram with this token (%s holds the poller lock in"
+                            " Redis); taking over when it stops", holder)
         self.receiving = False
-        self.state, self.detail = "standby", f"another copy polls with this token ({holder} holds the lock)"
+        self.state, self.detail = "standby", ("waiting for Redis to hold the poller lock" if redis_down else
+                                              f"another copy polls with this token ({holder} holds the lock)")
 
     def handled(self) -> None:
         self.updates_handled += 1

@@ -28,7 +28,7 @@ from .. import logs
 from .errorstats import ErrorLog
 from . import commands
 from .health import Health, heartbeat_loop
-from .work import Watchdog, Work, hold_polls, track
+from .work import JOURNAL, Watchdog, Work, confirm_polls, track
 from ..config import Settings, load_or_exit
 from .quarantine import Guard
 from ..health.snapshot import read_heartbeat
@@ -64,6 +64,7 @@ class Keeper:
         self.claims = False
         self.watchdog: Watchdog | None = None
         self._pulse: asyncio.Task | None = None
+        self.processor = None  # botkeeper.bot.work.TrackingProcessor, once track() put it in place
 
     def start_heartbeat(self) -> None:
         """Start beating (idempotent). Our bot calls it before connecting; attached bots in post_init."""
@@ -101,6 +102,14 @@ class Keeper:
         self.watchdog.start()
         if self.guard is not None:  # before polling starts: no update is taken before the strikes count
             await asyncio.to_thread(self.guard.start)
+        replayed = self.work.replay()  # what the previous bot fetched and did not finish: first in line
+        for raw in replayed:
+            update = Update.de_json(raw, self.application.bot)
+            if update is not None:
+                self.application.update_queue.put_nowait(update)
+        if replayed:
+            log.info("%d update(s) the previous bot had not finished: handled first (%s)", len(replayed),
+                     " ".join(str(u["update_id"]) for u in replayed[:20]))
         self.added, kept = commands.install(self.application, self.settings.builtin_commands)
         if self.added or kept:
             log.info("built-in commands added: %s%s", " ".join(f"/{c}" for c in self.added) or "none",
@@ -121,6 +130,20 @@ class Keeper:
         self.health.write(self.heartbeat_file)
         await asyncio.to_thread(self.errors.flush)  # what the last errors left in the buffer
 
+    async def leave_unfinished(self, limit_passed: bool) -> None:
+        """The end of a graceful stop: updates still handled are cancelled and left for the next bot
+        (not confirmed to Telegram), said in the log and in the last beat."""
+        if limit_passed and self.processor is not None:
+            limiter = getattr(self.application.bot, "rate_limiter", None)
+            if hasattr(limiter, "close"):  # a send on the wire ends before its handler is cut
+                await limiter.close()
+            await self.processor.abandon()
+        self.work.write_journal(1 << 62)  # what is left is in the journal, whatever was confirmed
+        if self.work.left:
+            log.warning("%s", self.health.redact(f"stopping with {len(self.work.left)} update(s) unfinished, left for"
+                                                 f" the next bot: {self.work.describe_left()}"))
+        self.health.write(self.heartbeat_file)
+
     async def count(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Group -1000, before every handler of the user: count the update, or skip it when it is
         quarantined (ApplicationHandlerStop: no handler runs, and Telegram gets it confirmed)."""
@@ -132,9 +155,6 @@ class Keeper:
                 log.info("update %s is handled by another replica: not here", update.update_id)
                 raise ApplicationHandlerStop
         if isinstance(update, Update) and self.guard is not None:
-            if self.work.already_done(update.update_id):
-                log.info("update %s was handled by the previous bot before it ended: not again", update.update_id)
-                raise ApplicationHandlerStop
             seen = self.work.in_flight.get(update.update_id) or {}
             if self.guard.check(update.update_id, seen, shared_strikes).action == "quarantine":
                 raise ApplicationHandlerStop
@@ -144,7 +164,7 @@ class Keeper:
         """Every handler's exception lands here once, with the token redacted from text and traceback."""
         error, job = context.error, getattr(context, "job", None)
         if update is not None:
-            self.work.failed(update)
+            self.work.failed(update, error)
         if update is None and job is None and not self.observed and error is not None:
             # An attached bot's polling error (python-telegram-bot retries it): the heartbeat state
             # says it, with one explanation per episode, not a traceback per retry.
@@ -198,13 +218,21 @@ def attach(application: Application, settings: Settings | None = None, *,
         from .shared import for_settings
 
         keeper.shared = for_settings(settings)
+        health.reporters.append(keeper.shared.report)
         keeper.claims = settings.telegram_mode == "webhook"
         if keeper.claims:
             health.reporters.append(lambda: {"duplicates_skipped": keeper.duplicates})
-    if track(application, keeper.work):
+    keeper.processor = track(application, keeper.work, settings.update_concurrency)
+    if keeper.processor is not None:
         keeper.guard = Guard(settings, predecessor or {}, redact=health.redact, shared=keeper.shared)
         keeper.work.after_predecessor(predecessor)
-        hold_polls(application)
+        keeper.work.fatal = health.fatal.is_set
+        keeper.work.struck = keeper.guard.struck
+        keeper.work.journal = settings.data_dir / JOURNAL
+        confirm_polls(application, keeper.work)
+    limiter = getattr(application.bot, "rate_limiter", None)
+    if hasattr(limiter, "give_up"):  # botkeeper's GateLimiter: no send retries once the bot stops
+        limiter.give_up = lambda: keeper.work.stopping or health.fatal.is_set()
     application.bot_data["botkeeper.settings"] = settings
     application.bot_data["botkeeper.health"] = health
     application.bot_data["botkeeper.keeper"] = keeper

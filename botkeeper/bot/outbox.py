@@ -14,6 +14,7 @@ second, and must not contend with the history writers of data/history.db.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import sqlite3
 import time
@@ -353,10 +354,46 @@ async def broadcast(chat_ids: Iterable[int], text: str, priority: Any = Priority
                     keys: Iterable[str | None] | None = None, **send_message_kwargs: Any) -> list[str]:
     """Queue the same text to many chats (low priority by default); returns the keys in order."""
     _check_options(send_message_kwargs)
+    chat_ids = list(chat_ids)
+    keys = derived_keys(list(keys) if keys is not None else [None] * len(chat_ids))
     out = _box().enqueue([(c, text) for c in chat_ids], priority, send_message_kwargs, keys)
     if _Current.wake is not None:
         _Current.wake()
     await asyncio.sleep(0)
+    return out
+
+
+# --- keys derived inside a handler ------------------------------------------------------------------
+# A handler that runs again on the same update (its bot died or stopped before the update was done,
+# docs/bot.md) queues the same messages again: each message queued without a key gets one derived from
+# the update (id and message date) and its position in that handler run, so the second run's
+# messages are the first run's, queued once. An explicit key wins.
+_RUN: contextvars.ContextVar[list | None] = contextvars.ContextVar("botkeeper_outbox_run", default=None)
+
+
+def begin_run(update_id: int, stamp: int = 0) -> contextvars.Token:
+    """The update processor, as an update's handlers start (the context is that update's task)."""
+    return _RUN.set([f"u{update_id}.{stamp}", 0])
+
+
+def end_run(token: contextvars.Token) -> None:
+    try:
+        _RUN.reset(token)
+    except ValueError:  # reset from another context (a handler's own task): nothing to undo here
+        pass
+
+
+def derived_keys(keys: list[str | None]) -> list[str | None]:
+    """Each missing key, inside a handler run: "u<update_id>.<date>#<n>", n counting that run's messages."""
+    run = _RUN.get()
+    if run is None:
+        return keys
+    out = []
+    for key in keys:
+        if key is None:
+            run[1] += 1
+            key = f"{run[0]}#{run[1]}"
+        out.append(key)
     return out
 
 

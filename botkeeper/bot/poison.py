@@ -90,14 +90,17 @@ def strike(book: Mapping[str, Any], beat: Mapping[str, Any] | None, cause: Any, 
 
 
 def certain_culprit(beat: Mapping[str, Any], entries: list[dict[str, Any]]) -> int | None:
-    """The update that certainly hung its bot: the bot's watchdog saw the event loop blocked while
-    exactly this one update was in flight, with its handler on the blocked stack. None otherwise
-    (a crash, a silent process, several in flight): then QUARANTINE_AFTER strikes decide."""
+    """The update that certainly hung its bot: the bot's watchdog saw the event loop blocked with
+    this update's handler on the blocked stack. Other updates in flight then were only awaiting
+    (chats run at once): they cannot block a loop, so they are not suspects of this hang. None
+    otherwise (a crash, a silent process, a block outside any handler): QUARANTINE_AFTER decides."""
     blocked = beat.get("blocked")
-    if not isinstance(blocked, Mapping) or len(entries) != 1:
+    if not isinstance(blocked, Mapping):
         return None
     culprit = blocked.get("update_id")
-    return culprit if culprit == entries[0]["update_id"] and not isinstance(culprit, bool) else None
+    if isinstance(culprit, bool) or not any(e.get("update_id") == culprit for e in entries):
+        return None
+    return culprit
 
 
 def with_strikes(book: Mapping[str, Any], update_id: int, strikes: int) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class Guard:
                 log.warning("update %s (%s, chat %s) was in flight when the previous bot ended (%s): strike %d of %d%s",
                             rec["update_id"], rec.get("kind", "update"), rec.get("chat", "?"),
                             Cause.parse(cause).label, rec["strikes"], self.settings.quarantine_after,
-                            "; certain: it alone blocked the event loop, so it is skipped now" if rec.get("certain") else "")
+                            "; certain: its handler blocked the event loop, so it is skipped now" if rec.get("certain") else "")
             return struck
         self.book = new
         return []
@@ -83,6 +83,11 @@ class Guard:
         elif decision.action == "retry":
             log.info("update %s had %d strike(s): retrying it once more", update_id, decision.strikes)
         return decision
+
+    def struck(self, update_id: int) -> bool:
+        """Has the update a strike (it was in flight when a bot died or hung)? Struck updates run one
+        at a time: should one bring this bot down too, no other struck one is blamed with it."""
+        return str(update_id) in (self.book.get("struck") or {})
 
     def _predecessor_cause(self) -> Cause | None:
         """The bot component's cause once state.json names this process (or its parent: a wrapper)."""

@@ -96,6 +96,9 @@ class Shared:
         self._hold = self.aio.register_script(HOLD)
         self._release = self.aio.register_script(RELEASE)
         self.down_since: float | None = None
+        self.down_error: str | None = None  # the kind of failure (ConnectionError, AuthenticationError)
+        self.unclaimed: list[int] = []  # updates handled here while Redis was down (checked once it is back)
+        self.duplicates_unprevented = 0  # of those, how many another replica handled too
         self._seq = itertools.count()
 
     def key(self, *parts: Any) -> str:
@@ -112,9 +115,31 @@ class Shared:
                 won, strikes = await pipe.execute()
         except redis.RedisError as exc:
             self._down(exc)
+            if len(self.unclaimed) < 10_000:
+                self.unclaimed.append(update_id)
             return True, 0
         self._up()
+        if self.unclaimed:
+            await self._count_unprevented()
         return bool(won), int(strikes or 0)
+
+    async def _count_unprevented(self) -> None:
+        """Redis is back: claim what was handled here while it was down. A claim another replica
+        holds already is an update both handled: a duplicate no claim could prevent, counted."""
+        ids, self.unclaimed = self.unclaimed, []
+        try:
+            async with self.aio.pipeline(transaction=False) as pipe:
+                for update_id in ids:
+                    pipe.set(self.key("update", update_id), self.replica, nx=True, ex=CLAIM_TTL)
+                won = await pipe.execute()
+        except redis.RedisError as exc:
+            self._down(exc)
+            self.unclaimed = ids + self.unclaimed
+            return
+        lost = sum(1 for w in won if not w)
+        if lost:
+            self.duplicates_unprevented += lost
+            log.warning("%d update(s) handled here while Redis was down were handled by another replica too", lost)
 
     def add_strikes(self, update_ids: Iterable[int]) -> dict[int, int]:
         """One strike more for each update (sync: the guard's start runs in a thread). Returns the
@@ -187,10 +212,20 @@ class Shared:
 
     # --- an outage of Redis: said once when it starts and once when it ends ---------------------
     def _down(self, exc: BaseException) -> None:
+        self.down_error = type(exc).__name__  # never the message: it may carry the URL
         if self.down_since is None:
             self.down_since = time.time()
             log.error("Redis unreachable (%s): handling updates here without the shared claims and limits"
                       " until it is back", type(exc).__name__)
+
+    def report(self) -> dict[str, Any]:
+        """Heartbeat fields: the verdict says degraded (redis-unreachable) while Redis is down."""
+        fields: dict[str, Any] = {"redis_down_since": self.down_since}
+        if self.down_since is not None:
+            fields["redis_error"] = self.down_error
+        if self.duplicates_unprevented:
+            fields["duplicates_unprevented"] = self.duplicates_unprevented
+        return fields
 
     def _up(self) -> None:
         if self.down_since is not None:

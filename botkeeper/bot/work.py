@@ -6,19 +6,27 @@ on one update leaves behind which update it was (botkeeper.bot.poison strikes it
 which handler, at which line of their code, blocks.
 
 Updates are seen through python-telegram-bot's update processor (`TrackingProcessor` wraps the
-application's own, keeping its concurrency), so begin and end are exact whatever the handlers do
-(ApplicationHandlerStop, exceptions, several groups). A beat is written as an update begins and
-ends: a handler that blocks the loop or kills the process at once still leaves its update behind.
+application's own), so begin and end are exact whatever the handlers do (ApplicationHandlerStop,
+exceptions, several groups). A beat is written as an update begins and ends: a handler that blocks
+the loop or kills the process at once still leaves its update behind. The processor handles updates
+of different chats at once (UPDATE_CONCURRENCY) and those of one chat in order; updates with a
+poison strike run one at a time, so a second death strikes that one again and no other struck one.
 
-python-telegram-bot confirms a batch of updates to Telegram with its next getUpdates, which it sends
-while the batch is still being handled; a bot that hangs or dies on one of them would lose the rest
-(and the poison one would never come back to be judged). `HeldPolls` makes a sequential bot ask for
-(and so confirm) more only once every fetched update is handled.
+Every message answered, once (docs/bot.md, "The guarantee"): an update is *done* only when its
+handlers finished. One cancelled at a stop, or failed because the token was rejected or the bot was
+stopping, is *left* for the next bot. python-telegram-bot confirms fetched updates to Telegram with
+its next getUpdates, while they are still handled; `ConfirmingPolls` first writes every update
+fetched and not done (its JSON) to data/unfinished_updates.json, and the next bot handles those
+before it polls. The updates done but not yet confirmed are an explicit set of ids (`done`, in the
+heartbeat): when Telegram delivers one again, it is skipped; the next bot inherits the set, never
+"every id up to N" (Telegram's ids may restart lower or at random).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import sys
@@ -26,17 +34,25 @@ import sysconfig
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from telegram import Update
+from telegram.error import InvalidToken
 from telegram.ext import Application, BaseUpdateProcessor
 from telegram.request import BaseRequest
 
 from ..logs import escape
+from ..health import heartbeat
+from . import outbox
 
 log = logging.getLogger("botkeeper.bot")
 TICK = 0.25  # seconds between the event loop's proofs of life to the watchdog
 MAX_HANDLERS_COUNTED = 50  # handler names in the error counts (bounded heartbeat)
+DONE_KEPT = 300  # ids done and not yet confirmed, kept in the heartbeat (one or two polls' worth)
+DONE_TTL = 86400.0  # Telegram keeps an unconfirmed update 24 h: an older "done" can never come again
+FULL_POLL = 100  # updates getUpdates returns at most
+JOURNAL = "unfinished_updates.json"  # in DATA_DIR: updates confirmed to Telegram and not done yet
 KINDS = ("message", "edited_message", "channel_post", "edited_channel_post", "callback_query", "inline_query",
          "chosen_inline_result", "shipping_query", "pre_checkout_query", "poll", "poll_answer", "my_chat_member",
          "chat_member", "chat_join_request", "message_reaction", "business_message")
@@ -80,14 +96,24 @@ class Work:
         self.clock = clock
         self.in_flight: dict[int, dict[str, Any]] = {}
         self.errors: dict[str, int] = {}
-        self.done_upto: int | None = None  # highest update finished (sequential processing only)
+        self.done: dict[int, float] = {}  # finished here or by the predecessor, not yet confirmed: id -> when
+        self.fetched: dict[int, dict[str, Any]] = {}  # fetched by getUpdates (or replayed), not done: id -> JSON
+        self.journal: Path | None = None  # data/unfinished_updates.json (ConfirmingPolls writes it)
+        self.journaled: set[int] = set()  # the ids the journal lists now
+        self.claimed: set[int] = set()  # taken by the processor: waiting for its chat, or running
+        self.left: dict[int, dict[str, Any]] = {}  # unfinished, for the next bot (cancelled, token rejected)
+        self.failures: dict[int, BaseException] = {}  # what a handler raised, until the update ends
+        self.stopping = False  # set as a graceful stop begins: a failure now leaves the update
+        self.fatal: Callable[[], bool] = lambda: False  # the token was rejected: the bot is about to exit
+        self.struck: Callable[[int], bool] = lambda update_id: False  # poison strikes: the one-at-a-time lane
+        self.duplicates = 0  # deliveries of an update already running or done here (skipped)
+        self.inherited: set[int] = set()  # done by the predecessor (said in the log when skipped)
         self.lag = 0.0
         self.last_tick = time.monotonic()
         self.loop_thread: int | None = None
         self.blocked: dict[str, Any] | None = None  # set by the watchdog while the loop is blocked
         self.told = False  # the watchdog wrote a `blocked` beat: the loop overwrites it once it runs
         self.bot_id = (application.bot.token or "").split(":", 1)[0]
-        self._predecessor_done = -1
 
     # --- updates ---------------------------------------------------------------------------------
     def begin(self, update: object) -> None:
@@ -99,22 +125,123 @@ class Work:
             "kind": kind_of(update), "handler": self.handler_for(update), "since": round(self.clock(), 3)}
         self.beat()
 
-    def end(self, update: object, sequential: bool) -> None:
-        if isinstance(update, Update) and self.in_flight.pop(update.update_id, None) is not None:
-            if sequential:
-                self.done_upto = max(self.done_upto or 0, update.update_id)
-            self.beat()
+    def duplicate(self, update_id: int) -> str | None:
+        """Why a delivered update must not run here: it is running (or waits for its chat), or it is
+        done (by this bot or its predecessor) and Telegram has not heard yet. None: run it."""
+        if update_id in self.claimed:
+            return "running"
+        if update_id in self.done:
+            return "inherited" if update_id in self.inherited else "done"
+        return None
+
+    def claim(self, update_id: int) -> None:
+        self.claimed.add(update_id)
+
+    def end(self, update: object, cancelled: bool = False) -> None:
+        """The update's handlers returned (done), or not (left for the next bot)."""
+        if not isinstance(update, Update):
+            return
+        update_id = update.update_id
+        self.claimed.discard(update_id)
+        entry = self.in_flight.pop(update_id, None)
+        error = self.failures.pop(update_id, None)
+        if cancelled or isinstance(error, InvalidToken) or (error is not None and (self.stopping or self.fatal())):
+            # Never begun (it waited for its chat): no "since", so no suspect for the poison rules.
+            chat = update.effective_chat
+            self.left[update_id] = entry or {"update_id": update_id, "chat": chat.id if chat else None,
+                                             "kind": kind_of(update)}
+        else:
+            self.done[update_id] = self.clock()
+            self.fetched.pop(update_id, None)
+            self._bound_done()
+        self.beat()
 
     def after_predecessor(self, beat: dict[str, Any] | None) -> None:
-        """Remember what the previous bot (same token) had finished: it may have ended before
-        Telegram heard that, and those updates come again."""
+        """Inherit what the previous bot (same token) finished and Telegram may not have heard of:
+        exactly those ids come again and are skipped; any other id runs, lower ones included."""
         beat = beat or {}
-        done = beat.get("done_upto")
-        if beat.get("bot_id") == self.bot_id and isinstance(done, int) and beat.get("pid") != os.getpid():
-            self._predecessor_done = done
+        done = beat.get("done")
+        if beat.get("bot_id") != self.bot_id or beat.get("pid") == os.getpid() or not isinstance(done, list):
+            return
+        now = self.clock()
+        for update_id in done[-DONE_KEPT:]:
+            if isinstance(update_id, int) and not isinstance(update_id, bool):
+                self.done[update_id] = now
+                self.inherited.add(update_id)
 
-    def already_done(self, update_id: int) -> bool:
-        return update_id <= self._predecessor_done
+    # --- what Telegram was told (ConfirmingPolls) --------------------------------------------------
+    def polled(self, offset: int, updates: list[dict[str, Any]]) -> None:
+        """A getUpdates with `offset` was answered with these updates: Telegram forgot every update
+        below the offset (confirmed: no longer kept as done, once the journal does not list it)."""
+        if offset:
+            for update_id in [u for u in self.done if u < offset and u not in self.journaled]:
+                del self.done[update_id]
+                self.inherited.discard(update_id)
+        elif self.inherited and len(updates) < FULL_POLL:
+            # The first poll (no offset) brings every update Telegram still holds: an inherited id
+            # not among them was confirmed. Forgotten now, so ids that restarted lower and reach it
+            # again later are not taken for it (no inequality can tell them apart).
+            brought = {u.get("update_id") for u in updates}
+            for update_id in [u for u in self.inherited if u not in brought and u not in self.journaled]:
+                self.done.pop(update_id, None)
+                self.inherited.discard(update_id)
+        for update in updates:
+            update_id = update.get("update_id")
+            if isinstance(update_id, int) and update_id not in self.done and update_id not in self.fetched:
+                self.fetched[update_id] = update
+
+    def write_journal(self, confirming: int) -> None:
+        """Before a getUpdates that confirms updates below `confirming`: the journal lists exactly the
+        updates fetched and not done (written only when that changed). Not fsynced: it must survive
+        the process (a SIGKILL), which the page cache does."""
+        if self.journal is None or set(self.fetched) == self.journaled:
+            return
+        if not self.journaled and not any(u < confirming for u in self.fetched):
+            return  # nothing to lose yet: this poll confirms none of them
+        tmp = self.journal.with_name(self.journal.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"bot_id": self.bot_id, "updates": list(self.fetched.values())},
+                                      separators=(",", ":")), encoding="utf-8")
+            os.replace(tmp, self.journal)
+            self.journaled = set(self.fetched)
+        except OSError as exc:  # a full disk: the updates in flight are lost if the bot dies now
+            log.error("cannot write %s: %s", self.journal, exc.strerror or exc)
+
+    def replay(self) -> list[dict[str, Any]]:
+        """At start: what the previous bot (same token) had fetched and not done, minus what it did
+        finish; kept as fetched until done here (so still journaled)."""
+        if self.journal is None:
+            return []
+        try:
+            data = json.loads(self.journal.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("%s unreadable (%s): nothing replayed", self.journal, exc)
+            return []
+        if not isinstance(data, dict) or data.get("bot_id") != self.bot_id or not isinstance(data.get("updates"), list):
+            return []
+        out = []
+        for update in data["updates"][:1000]:
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            if isinstance(update_id, int) and update_id not in self.done and update_id not in self.fetched:
+                self.fetched[update_id] = update
+                out.append(update)
+        self.journaled = {u["update_id"] for u in data["updates"] if isinstance(u, dict)}
+        return out
+
+    def _bound_done(self) -> None:
+        now = self.clock()
+        for update_id in [u for u, at in self.done.items() if now - at > DONE_TTL]:
+            del self.done[update_id]
+        for update_id in [u for u in self.done if u not in self.journaled][:max(0, len(self.done) - DONE_KEPT)]:
+            del self.done[update_id]  # the oldest first; never one the journal still lists
+
+    def describe_left(self, limit: int = 10) -> str:
+        entries = list(self.left.values())
+        text = ", ".join(f"update {e['update_id']} (chat {e.get('chat', '?')}, {e.get('kind', 'update')}"
+                         f"{', handler ' + e['handler'] if e.get('handler') else ''})" for e in entries[:limit])
+        return text + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
 
     def handler_for(self, update: Update) -> str | None:
         """The first of the user's handlers that will take the update (what PTB itself checks)."""
@@ -129,19 +256,24 @@ class Work:
                     return handler_name(handler)
         return None
 
-    def failed(self, update: object) -> None:
-        """A handler raised on this update (the error handler calls this): counted per handler."""
+    def failed(self, update: object, error: BaseException | None = None) -> None:
+        """A handler raised on this update (the error handler calls this): counted per handler, and
+        remembered until the update ends (a rejected token or a stop then leaves it for the next bot)."""
         entry = self.in_flight.get(update.update_id) if isinstance(update, Update) else None
+        if isinstance(update, Update) and error is not None and update.update_id in self.claimed:
+            self.failures[update.update_id] = error
         name = (entry or {}).get("handler") or "unknown"
         if name in self.errors or len(self.errors) < MAX_HANDLERS_COUNTED:
             self.errors[name] = self.errors.get(name, 0) + 1
 
     # --- the heartbeat ---------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"in_flight": list(self.in_flight.values()), "loop_lag": round(self.lag, 3),
-                                  "handler_errors": dict(self.errors), "bot_id": self.bot_id}
-        if self.done_upto is not None:
-            fields["done_upto"] = self.done_upto
+        begun_left = [e for e in self.left.values() if "since" in e]  # poison suspects; not those never begun
+        fields: dict[str, Any] = {"in_flight": [*self.in_flight.values(), *begun_left],
+                                  "loop_lag": round(self.lag, 3), "handler_errors": dict(self.errors),
+                                  "bot_id": self.bot_id, "done": list(self.done)}
+        if self.left:
+            fields["left"] = list(self.left)
         return fields
 
     # --- the loop's pulse ------------------------------------------------------------------------
@@ -231,29 +363,98 @@ class Watchdog(threading.Thread):
 
 def update_on_stack(frame: Any) -> int | None:
     """The id of the update whose processing is on this (blocked) stack, if any: the frame of
-    TrackingProcessor.do_process_update up the chain of awaiting coroutines holds it."""
-    code = TrackingProcessor.do_process_update.__code__
+    TrackingProcessor.process_update (or do_process_update) up the chain of awaiting coroutines holds it."""
+    codes = (TrackingProcessor.process_update.__code__, TrackingProcessor.do_process_update.__code__)
     while frame is not None:
-        if frame.f_code is code:
+        if frame.f_code in codes:
             update = frame.f_locals.get("update")
             return update.update_id if isinstance(update, Update) else None
         frame = frame.f_back
     return None
 
 
-class TrackingProcessor(BaseUpdateProcessor):
-    """The application's own update processor, with each update's begin and end reported to Work."""
+def chat_of(update: object) -> Any:
+    """What orders updates: their chat (else their user); updates with neither run in any order."""
+    if isinstance(update, Update):
+        if update.effective_chat is not None:
+            return update.effective_chat.id
+        if update.effective_user is not None:
+            return ("user", update.effective_user.id)
+    return ("update", id(update))
 
-    def __init__(self, inner: BaseUpdateProcessor, work: Work):
-        super().__init__(inner.max_concurrent_updates)
+
+class TrackingProcessor(BaseUpdateProcessor):
+    """The application's own update processor, with each update's begin and end reported to Work;
+    updates of different chats run at once (up to `concurrency`), one chat's in arrival order, those
+    with poison strikes one at a time. A second delivery of an update running or done is skipped."""
+
+    def __init__(self, inner: BaseUpdateProcessor, work: Work, concurrency: int = 1):
+        super().__init__(max(1, concurrency))
         self._inner, self._work = inner, work
+        self._tails: dict[Any, asyncio.Future] = {}  # chat -> the end of its last update
+        self._tasks: set[asyncio.Task] = set()  # tasks handling an update now (for abandon())
+        # Updates with a poison strike run one at a time (beside the others): should one bring this
+        # bot down too, the other struck updates were not in flight and are not blamed again.
+        self._struck_lane = asyncio.Lock()
+
+    async def process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        update_id = update.update_id if isinstance(update, Update) else None
+        if update_id is not None:
+            why = self._work.duplicate(update_id)
+            if why is not None:
+                getattr(coroutine, "close", lambda: None)()
+                self._work.duplicates += 1
+                log.log(logging.INFO if why == "inherited" else logging.DEBUG,
+                        "update %s delivered again: %s, not run twice", update_id,
+                        {"inherited": "handled by the previous bot", "done": "already handled here"}.get(
+                            why, "still being handled here"))
+                return
+            self._work.claim(update_id)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        key = chat_of(update)
+        before, mine = self._tails.get(key), loop.create_future()
+        self._tails[key] = mine  # set before the first await: arrival order is kept per chat
+        began = cancelled = False
+        try:
+            if before is not None and not before.done():
+                await asyncio.wait([before])  # never cancels the chat's earlier update
+            struck = update_id is not None and self._work.struck(update_id)
+            async with self._struck_lane if struck else contextlib.nullcontext(), self._semaphore:
+                began = True
+                self._work.begin(update)
+                run = outbox.begin_run(update_id, _stamp(update)) if update_id is not None else None
+                try:
+                    await self._inner.do_process_update(update, coroutine)
+                finally:
+                    if run is not None:
+                        outbox.end_run(run)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            if not began:
+                getattr(coroutine, "close", lambda: None)()
+            self._work.end(update, cancelled)
+            if not mine.done():
+                mine.set_result(None)
+            if self._tails.get(key) is mine:
+                del self._tails[key]
+            if task is not None:
+                self._tasks.discard(task)
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        self._work.begin(update)
-        try:
-            await self._inner.do_process_update(update, coroutine)
-        finally:
-            self._work.end(update, self.max_concurrent_updates == 1)
+        await self._inner.do_process_update(update, coroutine)
+
+    async def abandon(self, timeout: float = 1.0) -> None:
+        """A stop past its limit: cancel the updates still handled (each is left for the next bot)."""
+        tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def initialize(self) -> None:
         await self._inner.initialize()
@@ -262,25 +463,33 @@ class TrackingProcessor(BaseUpdateProcessor):
         await self._inner.shutdown()
 
 
-def track(application: Application, work: Work) -> bool:
-    """Put TrackingProcessor in front of the application's processor (PTB >= 20.4). False when this
+def _stamp(update: object) -> int:
+    """The update's message date: with its id, names this update and no other (ids may restart)."""
+    message = getattr(update, "effective_message", None)
+    date = getattr(message, "date", None)
+    return int(date.timestamp()) if date is not None else 0
+
+
+def track(application: Application, work: Work, concurrency: int = 1) -> TrackingProcessor | None:
+    """Put TrackingProcessor in front of the application's processor (PTB >= 20.4). None when this
     python-telegram-bot has no processor to wrap: the bot then reports nothing in flight (old behaviour)."""
     inner = getattr(application, "_update_processor", None)
     if isinstance(inner, TrackingProcessor):
-        return True
+        return inner
     if not isinstance(inner, BaseUpdateProcessor):
         log.warning("this python-telegram-bot has no update processor to wrap: updates in flight are not reported")
-        return False
-    application._update_processor = TrackingProcessor(inner, work)
-    return True
+        return None
+    application._update_processor = TrackingProcessor(inner, work, max(concurrency, inner.max_concurrent_updates))
+    return application._update_processor
 
 
-class HeldPolls(BaseRequest):
-    """python-telegram-bot's getUpdates request, sent only once every update fetched before is
-    handled (`update_queue.join()`): nothing is confirmed to Telegram that was not handled."""
+class ConfirmingPolls(BaseRequest):
+    """python-telegram-bot's getUpdates request, sent only after the updates it confirms to Telegram
+    and that are not done yet are in the journal (Work.write_journal); each answer is read for the
+    updates it brings (Work.polled)."""
 
-    def __init__(self, inner: BaseRequest, application: Application):
-        self._inner, self._application = inner, application
+    def __init__(self, inner: BaseRequest, work: Work):
+        self._inner, self._work = inner, work
 
     @property
     def read_timeout(self) -> float | None:
@@ -293,17 +502,30 @@ class HeldPolls(BaseRequest):
         await self._inner.shutdown()
 
     async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        await self._application.update_queue.join()
-        return await self._inner.do_request(url, method, *args, **kwargs)
+        data = kwargs.get("request_data", args[0] if args else None)
+        offset = None
+        if url.endswith("/getUpdates") and data is not None:
+            offset = int(data.parameters.get("offset") or 0)
+            self._work.write_journal(offset)
+        code, payload = await self._inner.do_request(url, method, *args, **kwargs)
+        if offset is not None and 200 <= code <= 299:
+            updates: list = []
+            try:
+                updates = [u for u in json.loads(payload)["result"] if isinstance(u, dict)]
+            except (ValueError, KeyError, TypeError):
+                pass  # python-telegram-bot reports an unreadable answer itself
+            self._work.polled(offset, updates)
+        return code, payload
 
 
-def hold_polls(application: Application) -> bool:
-    """Put HeldPolls in front of the bot's getUpdates request, for a bot that handles updates one
-    at a time (with concurrent updates, confirmations stay python-telegram-bot's; documented)."""
+def confirm_polls(application: Application, work: Work) -> bool:
+    """Put ConfirmingPolls in front of the bot's getUpdates request (a request pair of PTB >= 20)."""
     bot = application.bot
     pair = getattr(bot, "_request", None)
-    if application.update_processor.max_concurrent_updates != 1 or not isinstance(pair, tuple) or len(pair) != 2:
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        log.warning("this python-telegram-bot has no getUpdates request to wrap: updates fetched with"
+                    " one that kills the bot may be confirmed before they are handled")
         return False
-    if not isinstance(pair[0], HeldPolls):
-        bot._request = (HeldPolls(pair[0], application), pair[1])
+    if not isinstance(pair[0], ConfirmingPolls):
+        bot._request = (ConfirmingPolls(pair[0], work), pair[1])
     return True

@@ -243,6 +243,12 @@ def _bot_checks(snap: Snapshot, bot: Mapping[str, Any], hb: HeartbeatView, limit
         checks.append(Check("heartbeat", HEALTHY, f"fresh, {hb.age:.1f} s old", None, started))
     data = snap.heartbeat.data or {}
     detail = str(data.get("detail") or "")[:300]
+    # REDIS_URL: the replicas' shared state is gone. Before the telegram check: a standby waiting for
+    # Redis is degraded for Redis, not for another copy.
+    if _num(data.get("redis_down_since")) is not None:
+        checks.append(Check("redis", DEGRADED, f"Redis unreachable ({str(data.get('redis_error') or 'error')[:80]}):"
+                            " no shared update claims, poller lock or limits", Cause.REDIS_UNREACHABLE,
+                            _num(data.get("redis_down_since"))))
     state = hb.state
     if state == "starting":
         checks.append(Check("telegram", STARTING, detail or "connecting to Telegram", Cause.STARTING, started))
