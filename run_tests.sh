@@ -5,5 +5,5 @@ set -u
 cd "$(dirname "$0")"
 . deploy/python.sh
 bk_pick_python create || exit 1
-bk_install requirements-dev.txt "$BK_RUNTIME_IMPORTS, pytest, pytest_timeout, hypothesis, playwright, yaml, kubernetes_validate, wheel" || exit 1
+bk_install requirements-dev.txt "$BK_RUNTIME_MODULES pytest pytest_timeout hypothesis playwright yaml kubernetes_validate wheel" || exit 1
 exec "$py" -m pytest -q "$@"

@@ -8,5 +8,5 @@ set -u
 cd "$(dirname "$0")"
 . deploy/python.sh
 bk_pick_python create || exit 1
-bk_install requirements.txt "$BK_RUNTIME_IMPORTS" || exit 1
+bk_install requirements.txt "$BK_RUNTIME_MODULES" || exit 1
 exec "$py" -m botkeeper start "$@"

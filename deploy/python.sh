@@ -6,7 +6,13 @@
 #   else the project's own .venv, created on first use: the python3 of Debian 12 / Ubuntu 24.04
 #   refuses `pip install` outside a virtual environment (PEP 668, "externally-managed-environment").
 
-BK_RUNTIME_IMPORTS="import telegram, flask, waitress, psutil, requests, schedule, prometheus_client, dotenv"
+# Every module of requirements.txt (apprise and redis too: ALERT_URLS and REDIS_URL work out of the box).
+BK_RUNTIME_MODULES="telegram flask waitress psutil requests schedule prometheus_client dotenv pythonjsonlogger redis apprise"
+
+# bk_has PYTHON "MODULE ...": every module is installed for PYTHON (found, not imported: fast).
+bk_has() {
+  "$1" -c 'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1].split()))' "$2" 2>/dev/null
+}
 
 bk_in_venv() { "$1" -c 'import sys; raise SystemExit(sys.prefix == sys.base_prefix)' 2>/dev/null; }
 
@@ -20,7 +26,7 @@ bk_pick_python() {
   fi
   if [ -n "${REPL_ID:-}" ] || bk_in_venv python3; then return 0; fi
   if [ -x .venv/bin/python ]; then py="$PWD/.venv/bin/python"; return 0; fi
-  if python3 -c "$BK_RUNTIME_IMPORTS" 2>/dev/null; then return 0; fi
+  if bk_has python3 "$BK_RUNTIME_MODULES"; then return 0; fi
   [ "${1:-}" = create ] || return 0
   echo "botkeeper: creating a virtual environment in .venv (python3 is not in one) ..."
   if ! python3 -m venv .venv >/dev/null 2>&1 || [ ! -x .venv/bin/python ]; then
@@ -32,7 +38,7 @@ bk_pick_python() {
   py="$PWD/.venv/bin/python"
 }
 
-# bk_install REQUIREMENTS IMPORTS: pip install into $py when IMPORTS fail or, in our own .venv, when
+# bk_install REQUIREMENTS MODULES: pip install into $py when a module is missing or, in our own .venv, when
 # the requirement files changed since the last install (a `git pull` that added a package); else nothing.
 bk_install() {
   local stamp="" sum=""
@@ -40,11 +46,11 @@ bk_install() {
     stamp=".venv/.botkeeper-$1.sum"
     sum=$(cat requirements*.txt | cksum)
   fi
-  if "$py" -c "$2" 2>/dev/null && { [ -z "$stamp" ] || [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; }; then
+  if bk_has "$py" "$2" && { [ -z "$stamp" ] || [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ]; }; then
     return 0
   fi
   echo "botkeeper: installing $1 with $py ..."
-  if "$py" -m pip install -q -r "$1" && "$py" -c "$2"; then
+  if "$py" -m pip install -q -r "$1" && bk_has "$py" "$2"; then
     [ -z "$stamp" ] || echo "$sum" > "$stamp"
     return 0
   fi
