@@ -65,6 +65,14 @@ def test_malformed_token_is_named_and_the_other_checks_still_run(env, capsys, mo
     assert statuses["logs"] == "ok" and statuses["disk"] == "ok"
 
 
+def test_no_token_with_the_demo_off_is_named_not_a_traceback(env, capsys, monkeypatch):
+    del env["TELEGRAM_BOT_TOKEN"]
+    env["DEMO"] = "off"
+    code, out, statuses = run_doctor(env, capsys, monkeypatch)
+    assert code == 1 and failing(statuses) == ["token"]
+    assert "TELEGRAM_BOT_TOKEN is not set and DEMO=off" in out and "@BotFather" in out
+
+
 def test_port_in_use_is_named(env, capsys, monkeypatch):
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

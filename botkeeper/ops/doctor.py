@@ -173,7 +173,10 @@ def check_token(settings: Settings, api: Api | None) -> Result:
     if settings.demo_active:
         return Result("token", WARN, "TELEGRAM_BOT_TOKEN is not set: the offline demo runs instead of your bot",
                       "get a token from @BotFather and put TELEGRAM_BOT_TOKEN in Replit Secrets or .env")
-    assert api is not None
+    if api is None:  # DEMO=off and no token: nothing runs until one is set
+        return Result("token", FAIL, "TELEGRAM_BOT_TOKEN is not set and DEMO=off: the bot cannot start",
+                      "get a token from @BotFather and put TELEGRAM_BOT_TOKEN in Replit Secrets or .env"
+                      " (or DEMO=auto for the offline demo)")
     shown = mask_secret(settings.token)
     status, body, error = api.call("getMe")
     host = settings.bot_api_base_url
