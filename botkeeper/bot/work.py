@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -114,6 +115,10 @@ class Work:
         self.blocked: dict[str, Any] | None = None  # set by the watchdog while the loop is blocked
         self.told = False  # the watchdog wrote a `blocked` beat: the loop overwrites it once it runs
         self.bot_id = (application.bot.token or "").split(":", 1)[0]
+        # Which Telegram the journal's updates came from: a digest of the Bot API URL (it holds the
+        # token, never written). A bot pointed at another server (a test's emulator, the demo after
+        # going live) replays nothing of another server's updates.
+        self.telegram = hashlib.sha256(str(getattr(application.bot, "base_url", "")).encode()).hexdigest()[:16]
 
     # --- updates ---------------------------------------------------------------------------------
     def begin(self, update: object) -> None:
@@ -200,7 +205,8 @@ class Work:
             return  # nothing to lose yet: this poll confirms none of them
         tmp = self.journal.with_name(self.journal.name + ".tmp")
         try:
-            tmp.write_text(json.dumps({"bot_id": self.bot_id, "updates": list(self.fetched.values())},
+            tmp.write_text(json.dumps({"bot_id": self.bot_id, "telegram": self.telegram,
+                                       "updates": list(self.fetched.values())},
                                       separators=(",", ":")), encoding="utf-8")
             os.replace(tmp, self.journal)
             self.journaled = set(self.fetched)
@@ -219,7 +225,8 @@ class Work:
         except (OSError, ValueError) as exc:
             log.warning("%s unreadable (%s): nothing replayed", self.journal, exc)
             return []
-        if not isinstance(data, dict) or data.get("bot_id") != self.bot_id or not isinstance(data.get("updates"), list):
+        if not isinstance(data, dict) or (data.get("bot_id"), data.get("telegram")) != (self.bot_id, self.telegram) \
+                or not isinstance(data.get("updates"), list):
             return []
         out = []
         for update in data["updates"][:1000]:
