@@ -173,7 +173,8 @@ def test_a_blocked_event_loop_is_told_in_the_heartbeat_by_the_watchdog(bot, emul
     wait_for(lambda: "handler failed on update" in proc.stderr and "ValueError: user code bug" in proc.stderr, 5,
              message="the handler error logged")
     assert str(proc.home / "handlers.py") in proc.stderr and proc.alive()
-    sent = emulator.inject_message("/block")
+    # In /start's chat: one chat's updates run in order, so /start has finished when /block begins.
+    sent = emulator.inject_message("/block", chat_id=4242)
     # The loop is blocked, the watchdog thread beats for it (by BLOCK_LIMIT, 2 s in the test profile):
     # since when, which update, which handler, at which line of the user's file.
     hb = wait_for(lambda: (hb := proc.heartbeat()).get("blocked") and hb, 10, 0.1, "the watchdog's blocked beat")

@@ -53,7 +53,10 @@ def read_only(path):
     if subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode != 0:
         pytest.skip("cannot bind-mount (needs root with CAP_SYS_ADMIN)")
     try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True, capture_output=True)
+        # EBUSY while a writer (the supervisor replacing state.json) has a file open through the
+        # new mount: tried again until that write is done.
+        wait_for(lambda: subprocess.run(["mount", "-o", "remount,bind,ro", str(path)],
+                                        capture_output=True).returncode == 0, 5, 0.02, f"{path} read-only")
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
