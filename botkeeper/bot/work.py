@@ -109,6 +109,10 @@ class Work:
         self.struck: Callable[[int], bool] = lambda update_id: False  # poison strikes: the one-at-a-time lane
         self.duplicates = 0  # deliveries of an update already running or done here (skipped)
         self.inherited: set[int] = set()  # done by the predecessor (said in the log when skipped)
+        self.replayed: set[int] = set()  # taken from the journal at start, until the first poll tells
+        # replayed ids the first poll did not bring: confirmed long ago, never delivered again. Not kept
+        # as done once the journal no longer lists them (ids restarting lower would meet them).
+        self.confirmed_replays: set[int] = set()
         self.lag = 0.0
         self.last_tick = time.monotonic()
         self.loop_thread: int | None = None
@@ -182,14 +186,20 @@ class Work:
             for update_id in [u for u in self.done if u < offset and u not in self.journaled]:
                 del self.done[update_id]
                 self.inherited.discard(update_id)
-        elif self.inherited and len(updates) < FULL_POLL:
-            # The first poll (no offset) brings every update Telegram still holds: an inherited id
-            # not among them was confirmed. Forgotten now, so ids that restarted lower and reach it
-            # again later are not taken for it (no inequality can tell them apart).
+        elif (self.inherited or self.replayed) and len(updates) < FULL_POLL:
+            # The first poll (no offset) brings every update Telegram still holds: an inherited or
+            # replayed id not among them was confirmed. Forgotten (a replayed one once done and out of
+            # the journal), so ids that restarted lower and reach it later are not taken for it (no
+            # inequality can tell them apart).
             brought = {u.get("update_id") for u in updates}
             for update_id in [u for u in self.inherited if u not in brought and u not in self.journaled]:
                 self.done.pop(update_id, None)
                 self.inherited.discard(update_id)
+            self.confirmed_replays |= self.replayed - brought
+            self.replayed.clear()
+        for update_id in [u for u in self.confirmed_replays if u in self.done and u not in self.journaled]:
+            del self.done[update_id]
+            self.confirmed_replays.discard(update_id)
         for update in updates:
             update_id = update.get("update_id")
             if isinstance(update_id, int) and update_id not in self.done and update_id not in self.fetched:
@@ -234,6 +244,7 @@ class Work:
             if isinstance(update_id, int) and update_id not in self.done and update_id not in self.fetched:
                 self.fetched[update_id] = update
                 out.append(update)
+        self.replayed = {u["update_id"] for u in out}
         self.journaled = {u["update_id"] for u in data["updates"] if isinstance(u, dict)}
         return out
 
