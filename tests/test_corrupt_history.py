@@ -63,10 +63,11 @@ def assert_recovered(home, receiver):
     assert alert["cause"] == "corrupt-file" and "moved aside to history.db.corrupt-" in alert["text"]
     kept = set_aside(home)
     assert any(not n.endswith(("-wal", "-shm")) for n in kept), kept
-    # Delivered through the fresh database: its outbox holds the sent alert.
+    # Delivered through the fresh database: its outbox holds the sent alert (marked sent just after
+    # the receiver answered, so waited for).
     store = Store(home / "data" / "history.db")
-    sent = [a for a in store.alerts(channel="webhook") if a["kind"] == "corrupt-file"]
-    assert [a["status"] for a in sent] == ["sent"]
+    statuses = lambda: [a["status"] for a in store.alerts(channel="webhook") if a["kind"] == "corrupt-file"]  # noqa: E731
+    wait_for(lambda: statuses() == ["sent"], 5, message="the corrupt-file alert marked sent")
     assert len(store.events(kinds=("corrupt-file",))) == 1
     store.close()
     done = subprocess.run([sys.executable, "-m", "botkeeper", "history", "--since", "all"], cwd=ROOT,
