@@ -118,8 +118,8 @@ class _Captured(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.lines.append(record.getMessage())
-        except Exception:  # a bad %-format in a library's record must not fail the send
-            pass
+        except (TypeError, ValueError):  # a bad %-format in a library's record: its template still says why
+            self.lines.append(str(record.msg))
 
 
 URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+|/\S{6,}")  # a URL or a path may carry the token
